@@ -1,0 +1,42 @@
+# Lipia's commands. `make dev` runs the whole product locally; `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: dev test test-fast bench install chromium clean-data
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the database, the Daraja simulator, the worker and the web app; Ctrl-C stops them all.
+dev: $(STAMP)
+	$(BIN)/honcho -f Procfile.dev start
+
+## Every test: unit (mongomock), integration (real processes) and browser (Chromium).
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest
+
+## Unit tests only: seconds, no processes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+## Throughput and latency of the real stack under bounded load.
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
+
+## Forget the local development database.
+clean-data:
+	rm -rf instance/db

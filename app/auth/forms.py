@@ -1,0 +1,66 @@
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp, Email, ValidationError
+
+from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
+
+USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message="Use letters, digits, dots, dashes or underscores only.")
+
+
+class PhoneField(StringField):
+    """A Kenyan mobile number, normalised to 2547XXXXXXXX / 2541XXXXXXXX on validation."""
+
+    def pre_validate(self, form):
+        if not self.data:
+            return
+        try:
+            self.data = normalize_phone(self.data)
+        except InvalidPhoneNumber as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+def phone_field(label="M-Pesa phone number"):
+    return PhoneField(label, validators=[DataRequired(message="Enter your M-Pesa phone number."),
+                                         Length(max=32, message="That is too long for a phone number.")],
+                      render_kw={"inputmode": "tel", "autocomplete": "tel", "placeholder": "0712 345 678"})
+
+
+class RegisterForm(FlaskForm):
+    username = StringField("Username", validators=[
+        DataRequired(message="Choose a username."),
+        Length(min=3, max=32, message="A username has 3 to 32 characters."), USERNAME_RULE],
+        render_kw={"autocomplete": "username", "autocapitalize": "none"})
+    password = PasswordField("Password", validators=[
+        DataRequired(message="Choose a password."),
+        Length(min=8, max=128, message="A password has 8 to 128 characters.")],
+        render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat password", validators=[
+        DataRequired(message="Repeat the password."), EqualTo("password", message="The passwords do not match.")],
+        render_kw={"autocomplete": "new-password"})
+    phone_number = phone_field()
+    next = HiddenField()
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", validators=[DataRequired(message="Enter your username."),
+                                                   Length(max=32, message="Incorrect username or password.")],
+                           render_kw={"autocomplete": "username", "autocapitalize": "none"})
+    password = PasswordField("Password", validators=[DataRequired(message="Enter your password."),
+                                                     Length(max=128, message="Incorrect username or password.")],
+                             render_kw={"autocomplete": "current-password"})
+    remember = BooleanField("Keep me logged in")
+    next = HiddenField()
+
+
+class ProfileForm(FlaskForm):
+    phone_number = phone_field()
+    email = EmailField("E-mail for receipts (optional)", validators=[
+        Optional(), Length(max=254), Email(message="Enter a valid e-mail address, or leave it empty.")],
+        render_kw={"autocomplete": "email"})
+    low_words_threshold = IntegerField("Warn me when my balance falls below (words)", validators=[
+        Optional(), NumberRange(min=0, max=10_000_000, message="Enter a number of words from 0 up.")],
+        render_kw={"inputmode": "numeric"})
+
+
+class ApiKeyForm(FlaskForm):
+    """Just the CSRF token: rotating the key is a POST."""

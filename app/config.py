@@ -1,0 +1,188 @@
+"""Settings from the environment, checked once at start-up.
+
+Every setting is declared once in SETTINGS with its parser and its development
+default. The web app and the worker both call `load_config()`; when anything is
+missing or malformed it raises `ConfigError` listing every problem at once, so an
+operator fixes the environment in one pass instead of one stack trace at a time.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+# Development defaults point at the embedded stack that `make dev` starts.
+DEV_SECRET_KEY = "dev-only-secret-key-change-me"
+DEV_CONSUMER_KEY = "dev-consumer-key"
+DEV_CONSUMER_SECRET = "dev-consumer-secret"
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem found, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Lipia cannot start; fix these settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _str(value: str) -> str:
+    return value.strip()
+
+
+def _int(minimum: int = 0) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+    return parse
+
+
+def _float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _url(value: str) -> str:
+    parsed = urlparse(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL")
+    return value.strip().rstrip("/")
+
+
+def _mongo_uri(value: str) -> str:
+    if not value.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
+        raise ValueError("must start with mongodb:// or mongodb+srv://")
+    return value.strip()
+
+
+def _digits(value: str) -> str:
+    if not value.strip().isdigit():
+        raise ValueError("must be digits only")
+    return value.strip()
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+    return parse
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], Any]
+    dev_default: str | None
+    doc: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LIPIA_ENV", _choice(*ENVIRONMENTS), "development", "development, test or production"),
+    Setting("SECRET_KEY", _str, DEV_SECRET_KEY, "signs sessions and CSRF tokens", secret=True),
+    Setting("MONGO_URI", _mongo_uri, "mongodb://127.0.0.1:27018/lipia", "MongoDB connection string, database name included"),
+    Setting("PUBLIC_BASE_URL", _url, "http://127.0.0.1:5000", "address customers and Daraja reach the web app at"),
+    Setting("MPESA_BASE_URL", _url, "http://127.0.0.1:8001", "Daraja base URL (the simulator in development)"),
+    Setting("MPESA_CONSUMER_KEY", _str, DEV_CONSUMER_KEY, "Daraja app consumer key", secret=True),
+    Setting("MPESA_CONSUMER_SECRET", _str, DEV_CONSUMER_SECRET, "Daraja app consumer secret", secret=True),
+    Setting("MPESA_SHORTCODE", _digits, "174379", "paybill or till number"),
+    Setting("MPESA_PASSKEY", _str, SANDBOX_PASSKEY, "Lipa na M-Pesa Online passkey", secret=True),
+    Setting("MPESA_TRANSACTION_TYPE", _choice("CustomerPayBillOnline", "CustomerBuyGoodsOnline"),
+            "CustomerPayBillOnline", "CustomerPayBillOnline (paybill) or CustomerBuyGoodsOnline (till)"),
+    Setting("MPESA_PARTY_B", _str, "", "till number for CustomerBuyGoodsOnline; empty means the shortcode"),
+    Setting("MPESA_CONNECT_TIMEOUT", _float, "3.05", "seconds to wait for a connection to Daraja"),
+    Setting("MPESA_READ_TIMEOUT", _float, "15", "seconds to wait for Daraja's answer"),
+    Setting("MPESA_ACCOUNT_REFERENCE", _str, "LIPIA", "prefix shown in the PIN prompt (12 characters with the payment number)"),
+    Setting("CALLBACK_ALLOWED_IPS", _csv, "", "comma-separated Safaricom callback addresses; empty accepts any"),
+    Setting("TRUSTED_PROXY_COUNT", _int(0), "0", "reverse proxies in front of gunicorn (1 on Railway)"),
+    Setting("RATELIMIT_STORAGE_URI", _str, "", "Flask-Limiter storage; empty means the MongoDB of MONGO_URI"),
+    Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "login attempts allowed per account and per address"),
+    Setting("PAYMENT_RATE_LIMIT", _str, "6 per minute", "checkouts allowed per customer"),
+    Setting("JOB_LEASE_SECONDS", _int(5), "30", "how long a worker owns a job between heartbeats"),
+    Setting("JOB_MAX_ATTEMPTS", _int(1), "5", "attempts before a job is dead-lettered"),
+    Setting("JOB_BACKOFF_SECONDS", _float, "2", "first retry delay; doubles each attempt, with jitter"),
+    Setting("WORKER_POLL_SECONDS", _float, "1", "how often an idle worker looks for jobs"),
+    Setting("RECONCILE_AFTER_SECONDS", _int(1), "90", "ask STK Query about payments waiting this long"),
+    Setting("RECONCILE_EVERY_SECONDS", _int(1), "30", "minimum gap between two queries for one payment"),
+    Setting("PAYMENT_EXPIRE_AFTER_SECONDS", _int(1), "900", "a payment with no answer after this long ends expired"),
+    Setting("PROMPT_TIMEOUT_SECONDS", _int(1), "60", "how long the customer has to enter the PIN (shown as a countdown)"),
+    Setting("WORDS_LOW_THRESHOLD_DEFAULT", _int(0), "1000", "default balance below which a customer is warned"),
+    Setting("METRICS_TOKEN", _str, "", "bearer token for /metrics; empty disables the endpoint", secret=True),
+    Setting("LOG_FORMAT", _choice("json", "text"), "text", "json (one object per line) or text"),
+    Setting("SMTP_HOST", _str, "", "SMTP server for e-mail notices; empty disables e-mail"),
+    Setting("SMTP_PORT", _int(1), "587", "SMTP port"),
+    Setting("SMTP_USERNAME", _str, "", "SMTP user name"),
+    Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
+    Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
+    Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
+)
+
+REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",
+                          "MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
+DEV_SECRETS = {"SECRET_KEY": DEV_SECRET_KEY, "MPESA_CONSUMER_KEY": DEV_CONSUMER_KEY,
+               "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET}
+
+
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Parse and check every setting; raise ConfigError listing all problems."""
+    environ = os.environ if environ is None else environ
+    env_name = environ.get("LIPIA_ENV", "development")
+    production = env_name == "production"
+    problems: list[str] = []
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = environ.get(setting.name)
+        if raw is None or raw.strip() == "":
+            if production and setting.name in REQUIRED_IN_PRODUCTION:
+                problems.append(f"{setting.name} is required in production ({setting.doc})")
+                continue
+            raw = setting.dev_default or ""
+        if raw == "" and setting.parse not in (_str, _csv):
+            config[setting.name] = None
+            continue
+        try:
+            config[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(raw[:60])
+            problems.append(f"{setting.name}={shown} {exc}")
+    if production:
+        for name, dev_value in DEV_SECRETS.items():
+            if config.get(name) == dev_value:
+                problems.append(f"{name} is the development value; set a real secret in production")
+        if config.get("SECRET_KEY") and len(config["SECRET_KEY"]) < 32:
+            problems.append("SECRET_KEY must be at least 32 characters in production")
+        if config.get("PUBLIC_BASE_URL", "").startswith("http://"):
+            problems.append("PUBLIC_BASE_URL must be https in production (Daraja requires an HTTPS callback)")
+    if problems:
+        raise ConfigError(problems)
+    config.update(overrides or {})
+    return config
+
+
+def flask_settings(config: Mapping[str, Any]) -> dict:
+    """Flask's own settings derived from ours."""
+    production = config["LIPIA_ENV"] == "production"
+    return {
+        "SECRET_KEY": config["SECRET_KEY"],
+        "TESTING": config["LIPIA_ENV"] == "test",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "PREFERRED_URL_SCHEME": "https" if production else "http",
+        "MAX_CONTENT_LENGTH": 256 * 1024,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "BOOTSTRAP_SERVE_LOCAL": True,
+    }

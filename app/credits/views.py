@@ -1,0 +1,85 @@
+import uuid
+
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..db import get_db
+from ..errors import api_error
+from ..extensions import limiter
+from ..ledger import IdempotencyConflict, InsufficientWords, balance
+from ..users import get_by_api_key
+from . import api, bp
+from .forms import SpendForm
+from .service import MAX_WORDS_PER_CALL, charge, count_words
+
+
+@bp.route("/spend", methods=["GET", "POST"])
+@login_required
+def spend():
+    form = SpendForm(data={"idempotency_key": uuid.uuid4().hex})
+    if form.validate_on_submit():
+        words = count_words(form.text.data)
+        try:
+            result = charge(get_db(), current_user.username, words, form.idempotency_key.data, channel="web",
+                            note=form.text.data[:80])
+        except InsufficientWords as exc:
+            form.text.errors.append(f"This text has {exc.needed:,} words but your balance is {exc.available:,}. "
+                                    "Nothing was charged. Buy more words or shorten the text.")
+        except ValueError:
+            form.text.errors.append("We found no words in that text. Nothing was charged.")
+        else:
+            verb = "were already charged" if result.replayed else "charged"
+            flash(f"{result.words:,} words {verb}. You have {result.balance:,} words left.", "success")
+            return redirect(url_for("credits.spend"))
+    return render_template("credits/spend.html", form=form), (400 if form.errors else 200)
+
+
+def _api_user():
+    header = request.headers.get("Authorization", "")
+    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
+    return get_by_api_key(get_db(), key)
+
+
+def _api_key_id():
+    header = request.headers.get("Authorization", "") or request.headers.get("X-API-Key", "")
+    return "api:" + header[-16:]
+
+
+@api.route("/balance")
+@limiter.limit("120 per minute", key_func=_api_key_id)
+def api_balance():
+    user = _api_user()
+    if user is None:
+        return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
+    return jsonify({"username": user.username, "words_remaining": balance(get_db(), user.username)})
+
+
+@api.route("/usage", methods=["POST"])
+@limiter.limit("120 per minute", key_func=_api_key_id)
+def api_usage():
+    user = _api_user()
+    if user is None:
+        return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return api_error(400, "invalid_json", "Send a JSON object like {\"words\": 250}.")
+    words = body.get("words")
+    if not isinstance(words, int) or isinstance(words, bool) or not 1 <= words <= MAX_WORDS_PER_CALL:
+        return api_error(400, "invalid_words", f"'words' must be a whole number from 1 to {MAX_WORDS_PER_CALL:,}.")
+    key = request.headers.get("Idempotency-Key") or body.get("idempotency_key")
+    if not isinstance(key, str) or not 8 <= len(key) <= 64 or not key.replace("-", "").replace("_", "").isalnum():
+        return api_error(400, "invalid_idempotency_key",
+                         "Send a unique 'Idempotency-Key' header (8-64 letters, digits, - or _) with each request.")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 200):
+        return api_error(400, "invalid_note", "'note' must be text of at most 200 characters.")
+    try:
+        result = charge(get_db(), user.username, words, key, channel="api", note=note)
+    except InsufficientWords as exc:
+        return api_error(402, "insufficient_words", f"This needs {exc.needed} words; {exc.available} remain. "
+                         "Nothing was charged.", words_remaining=exc.available, words_requested=exc.needed)
+    except IdempotencyConflict:
+        return api_error(409, "idempotency_conflict",
+                         "This Idempotency-Key was already used for a different request.")
+    return jsonify({"id": result.entry_id, "charged": result.words, "words_remaining": result.balance,
+                    "replayed": result.replayed})

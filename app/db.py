@@ -1,0 +1,120 @@
+"""One MongoClient per process, the indexes, and the database clock.
+
+gunicorn forks its workers after importing the app, and a MongoClient must never be
+used across a fork, so the client is created lazily and remembered per process id.
+`mongomock://` URIs give an in-memory database for unit tests.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+
+import click
+import pymongo
+from flask import current_app
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+_lock = threading.Lock()
+_clients: dict[tuple[int, str], pymongo.MongoClient] = {}
+
+
+def client_for(uri: str) -> pymongo.MongoClient:
+    key = (os.getpid(), uri)
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            if uri.startswith("mongomock://"):
+                import mongomock  # test-only dependency
+                client = mongomock.MongoClient()
+            else:
+                client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000,
+                                             connectTimeoutMS=5000, retryWrites=True,
+                                             appname="lipia")
+            _clients[key] = client
+        return client
+
+
+def database_for(uri: str):
+    client = client_for(uri)
+    name = uri.rsplit("/", 1)[-1].split("?", 1)[0] if "/" in uri.split("://", 1)[1] else ""
+    return client[name or "lipia"]
+
+
+def get_db():
+    """The database of the current Flask app."""
+    return database_for(current_app.config["MONGO_URI"])
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def db_now(db) -> dt.datetime:
+    """The database server's clock, so leases agree across hosts whose clocks drift."""
+    try:
+        now = db.client.admin.command("hello")["localTime"]
+    except Exception:  # mongomock has no `hello`; unit tests share one clock anyway
+        return utcnow()
+    return now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+
+
+def as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """Datetimes read back from mongomock are naive; treat them as the UTC they are."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "users": [
+        IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
+        IndexModel([("api_key_hash", ASCENDING)], unique=True, sparse=True, name="api_key_unique"),
+        IndexModel([("phone_number", ASCENDING)], name="phone"),
+    ],
+    "plans": [IndexModel([("code", ASCENDING)], unique=True, name="code_unique")],
+    "payments": [
+        IndexModel([("checkout_request_id", ASCENDING)], unique=True, sparse=True, name="checkout_request_unique"),
+        IndexModel([("merchant_request_id", ASCENDING)], unique=True, sparse=True, name="merchant_request_unique"),
+        IndexModel([("mpesa_receipt", ASCENDING)], unique=True, sparse=True, name="receipt_unique"),
+        IndexModel([("username", ASCENDING), ("idempotency_key", ASCENDING)], unique=True, name="checkout_idempotency"),
+        IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
+        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
+        IndexModel([("phone", ASCENDING)], name="phone"),
+    ],
+    "transactions": [
+        IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
+        IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="expired_leases"),
+        IndexModel([("payment_id", ASCENDING)], name="payment"),
+    ],
+    "ledger": [
+        IndexModel([("source_key", ASCENDING)], unique=True, name="source_key_unique"),
+        IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
+        IndexModel([("state", ASCENDING), ("created_at", ASCENDING)], name="pending"),
+        IndexModel([("created_at", ASCENDING)], name="created"),
+    ],
+    "callbacks": [
+        IndexModel([("payment_id", ASCENDING), ("received_at", ASCENDING)], name="payment"),
+        IndexModel([("checkout_request_id", ASCENDING)], name="checkout_request"),
+        IndexModel([("received_at", ASCENDING)], name="received"),
+    ],
+}
+
+
+def init_db(db) -> list[str]:
+    """Create every collection's indexes; safe to run any number of times."""
+    created = []
+    for collection, indexes in INDEXES.items():
+        created += db[collection].create_indexes(indexes)
+    return created
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the database indexes (idempotent)."""
+    names = init_db(get_db())
+    click.echo(f"Indexes ready: {len(names)} across {len(INDEXES)} collections.")
+
+
+def register_db(app):
+    app.cli.add_command(init_db_command)

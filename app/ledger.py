@@ -1,0 +1,418 @@
+"""Settle, credit and spend: the only code that writes money.
+
+MongoDB may be a standalone server without multi-document transactions, so every
+money write here is one single-document atomic update guarded by an idempotency key:
+
+* A ledger entry is inserted first, with a unique `source_key` as its `_id`
+  (`payment:<id>` for a purchase, `spend:<user>:<key>` for a spend, ...). Inserting
+  it twice fails, so each source is booked at most once.
+* The entry is then applied to the user with one conditional update
+  `{username, applied_keys: {$ne: key}}` + `$inc` + a capped `$push` of the key, so
+  applying it twice is a no-op; a debit also requires `words_remaining >= words`, so a
+  balance never goes negative, whatever runs concurrently.
+* Finally the entry is marked `applied` (or `refused` for a debit that did not fit).
+
+A crash between those writes leaves a `pending` entry; `repair()` (run by every
+worker, and by any retry of the same key) finishes it. Amounts never change once
+written: corrections are new entries with a reason and an actor.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from .db import utcnow
+
+log = logging.getLogger("lipia.ledger")
+
+# Payment statuses. A payment only moves to a higher rank; among the failures the
+# first answer wins, and only a confirmed success (or an operator) outranks them.
+QUEUED, PENDING = "queued", "pending"
+FAILED, CANCELLED, TIMEOUT, EXPIRED = "failed", "cancelled", "timeout", "expired"
+REVIEW, COMPLETED, REJECTED = "review", "completed", "rejected"
+OPEN_STATUSES = (QUEUED, PENDING)
+FAILURE_STATUSES = (FAILED, CANCELLED, TIMEOUT, EXPIRED)
+FINAL_STATUSES = FAILURE_STATUSES + (COMPLETED, REVIEW, REJECTED)
+RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, REVIEW: 3,
+        REJECTED: 4, COMPLETED: 4}
+
+# How many applied entry keys each user document remembers. A key only has to be
+# remembered until its entry is marked applied, which follows within milliseconds
+# (or at the next repair pass after a crash), so a few hundred is ample.
+APPLIED_KEYS_KEPT = 500
+REPAIR_GRACE = timedelta(seconds=5)
+
+
+class InsufficientWords(Exception):
+    def __init__(self, needed: int, available: int):
+        self.needed, self.available = needed, available
+        super().__init__(f"needs {needed} words, {available} available")
+
+
+class IdempotencyConflict(Exception):
+    """The same idempotency key was used before for a different request."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What M-Pesa (or the clock, or an operator) says became of a payment."""
+    status: str                       # completed / failed / cancelled / timeout / expired
+    via: str                          # callback / query / expiry / worker / operator
+    result_code: str | None = None
+    result_desc: str | None = None
+    reason: str | None = None         # machine key, e.g. wrong_pin, insufficient_funds
+    customer_message: str | None = None
+    receipt: str | None = None
+    amount: Any = None                # as confirmed by M-Pesa (callbacks only)
+    phone: str | None = None
+    checkout_request_id: str | None = None
+    merchant_request_id: str | None = None
+    transaction_date: Any = None
+    actor: str | None = None
+
+
+@dataclass
+class SettleResult:
+    effect: str                       # what this outcome changed, for the callback inbox and logs
+    payment: dict | None = None
+    credited: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- ledger entries
+
+def _entry_doc(key: str, username: str, delta: int, kind: str, **extra) -> dict:
+    return {"_id": key, "source_key": key, "username": username, "delta": int(delta), "kind": kind,
+            "state": "pending", "created_at": utcnow(), **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _apply(db, entry: dict) -> dict:
+    """Apply a pending entry to its user exactly once; return the entry as it ends."""
+    if entry["state"] != "pending":
+        return entry
+    key, delta = entry["_id"], entry["delta"]
+    condition: dict[str, Any] = {"username": entry["username"], "applied_keys": {"$ne": key}}
+    if delta < 0:
+        condition["words_remaining"] = {"$gte": -delta}
+    user = db.users.find_one_and_update(
+        condition,
+        {"$inc": {"words_remaining": delta},
+         "$push": {"applied_keys": {"$each": [key], "$slice": -APPLIED_KEYS_KEPT}}},
+        projection={"words_remaining": 1}, return_document=ReturnDocument.AFTER)
+    applied = user is not None or db.users.count_documents(
+        {"username": entry["username"], "applied_keys": key}, limit=1) == 1
+    state = "applied" if applied else "refused"
+    update = {"state": state, f"{state}_at": utcnow()}
+    if user is not None:
+        update["balance_after"] = user["words_remaining"]
+    db.ledger.update_one({"_id": key, "state": "pending"}, {"$set": update})
+    return {**entry, **update}
+
+
+def post_entry(db, key: str, username: str, delta: int, kind: str, **extra) -> tuple[dict, bool]:
+    """Book `delta` words for `username` once per `key`. Returns (entry, first_time)."""
+    if not isinstance(delta, int) or isinstance(delta, bool):
+        raise TypeError("ledger amounts are whole words")
+    doc = _entry_doc(key, username, delta, kind, **extra)
+    try:
+        db.ledger.insert_one(doc)
+        first = True
+    except DuplicateKeyError:
+        doc = db.ledger.find_one({"_id": key})
+        if doc["username"] != username or doc["delta"] != delta:
+            raise IdempotencyConflict(key)
+        first = False
+    return _apply(db, doc), first
+
+
+def balance(db, username: str) -> int:
+    user = db.users.find_one({"username": username}, {"words_remaining": 1})
+    return int(user["words_remaining"]) if user else 0
+
+
+# ---------------------------------------------------------------- spending
+
+@dataclass(frozen=True)
+class SpendResult:
+    entry_id: str
+    words: int
+    balance: int
+    replayed: bool
+
+
+def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, note: str | None = None) -> SpendResult:
+    """Deduct `words` whole or not at all. Raises InsufficientWords or IdempotencyConflict.
+
+    Retrying with the same idempotency key returns the first answer and never charges twice.
+    """
+    if not isinstance(words, int) or isinstance(words, bool) or words < 1:
+        raise ValueError("words must be a positive whole number")
+    key = f"spend:{username}:{idempotency_key}"
+    existing = db.ledger.find_one({"_id": key}, {"state": 1})
+    if existing is None:
+        available = balance(db, username)
+        if available < words:
+            # Refuse without writing: nothing was charged, so there is nothing to book.
+            raise InsufficientWords(words, available)
+    entry, first = post_entry(db, key, username, -words, "spend", channel=channel, note=note)
+    if entry["state"] == "refused":
+        raise InsufficientWords(words, balance(db, username))
+    return SpendResult(entry_id=key, words=words, balance=balance(db, username), replayed=not first)
+
+
+def adjust(db, username: str, delta: int, *, actor: str, reason: str, kind: str = "adjustment",
+           payment_id: str | None = None, key: str | None = None) -> dict:
+    """An operator's correction: a new entry with a reason and an actor, never an edit."""
+    if not reason or not reason.strip():
+        raise ValueError("an adjustment needs a reason")
+    if delta == 0:
+        raise ValueError("an adjustment must change the balance")
+    key = key or f"{kind}:{username}:{ObjectId()}"
+    entry, _ = post_entry(db, key, username, delta, kind, actor=actor, reason=reason.strip(),
+                          payment_id=payment_id)
+    if entry["state"] == "refused":
+        raise InsufficientWords(-delta, balance(db, username))
+    return entry
+
+
+# ---------------------------------------------------------------- settlement
+
+def _history(status: str, via: str, note: str | None = None) -> dict:
+    return {"status": status, "at": utcnow(), "via": via, **({"note": note} if note else {})}
+
+
+def _mismatch(payment: dict, outcome: Outcome) -> str | None:
+    """Why a success cannot be credited as it stands, or None when it matches the order.
+
+    An STK Query answer names the CheckoutRequestID that Daraja pushed with the order's
+    own amount but carries no receipt or amount, so it confirms the order as it stands.
+    """
+    if outcome.via == "query":
+        return None
+    if outcome.amount is None or outcome.receipt is None:
+        return "success without amount or receipt"
+    if outcome.amount != payment["amount"]:
+        return f"M-Pesa confirmed KES {outcome.amount}, the order was KES {payment['amount']}"
+    if outcome.phone and payment.get("phone") and outcome.phone.isdigit() and outcome.phone != payment["phone"]:
+        return "paid from a different phone number than the order's"
+    return None
+
+
+def settle(db, payment_id, outcome: Outcome) -> SettleResult:
+    """Apply one outcome to one payment: once, forward only, whatever the order of arrival.
+
+    Callbacks, STK Query answers, expiry and operators all come through here.
+    """
+    payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
+    if payment is None:
+        return SettleResult("unknown payment")
+    if outcome.status == COMPLETED:
+        return _settle_success(db, payment, outcome)
+    return _settle_failure(db, payment, outcome)
+
+
+def _result_fields(outcome: Outcome) -> dict:
+    fields = {"result_code": outcome.result_code, "result_desc": outcome.result_desc,
+              "failure_reason": outcome.reason, "customer_message": outcome.customer_message,
+              "settled_via": outcome.via, "settled_at": utcnow(), "updated_at": utcnow()}
+    if outcome.checkout_request_id:
+        fields["checkout_request_id"] = outcome.checkout_request_id
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _settle_failure(db, payment: dict, outcome: Outcome) -> SettleResult:
+    updated = db.payments.find_one_and_update(
+        {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES)}},
+        {"$set": {"status": outcome.status, **_result_fields(outcome)},
+         "$unset": {"push_in_flight": ""},
+         "$push": {"history": _history(outcome.status, outcome.via, outcome.result_desc)}},
+        return_document=ReturnDocument.AFTER)
+    if updated:
+        log.info("payment %s ended %s (%s)", payment["_id"], outcome.status, outcome.reason)
+        return SettleResult(f"settled {outcome.status}", updated)
+    current = db.payments.find_one({"_id": payment["_id"]})
+    if current["status"] == COMPLETED and outcome.via == "query":
+        # Sandbox queries have answered "failed" for paid requests: never downgrade, flag it.
+        note = f"STK Query answered {outcome.result_code} after success"
+        db.payments.update_one({"_id": payment["_id"]},
+                               {"$set": {"needs_review": True, "review_reason": note}})
+        log.warning("payment %s: %s; flagged for review", payment["_id"], note)
+        return SettleResult("flagged for review", current, notes=[note])
+    return SettleResult(f"ignored: already {current['status']}", current)
+
+
+def _stored_amount(amount):
+    """Whole shillings as an int; anything else kept as text for the reviewer to see."""
+    if amount is None:
+        return None
+    return int(amount) if amount == int(amount) else str(amount)
+
+
+def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
+    problem = _mismatch(payment, outcome)
+    target = REVIEW if problem else COMPLETED
+    fields = {**_result_fields(outcome), "confirmed_amount": _stored_amount(outcome.amount),
+              "confirmed_phone": outcome.phone, "transaction_date": outcome.transaction_date}
+    if problem:
+        fields.update(review_reason=problem, needs_review=True, review_receipt=outcome.receipt)
+    else:
+        fields["mpesa_receipt"] = outcome.receipt
+    fields = {k: v for k, v in fields.items() if v is not None}
+    condition = {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}}
+    update = {"$set": {"status": target, **fields}, "$unset": {"push_in_flight": ""},
+              "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
+    try:
+        updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
+    except DuplicateKeyError:
+        # The receipt is already on another payment: never credit one receipt twice.
+        problem = f"receipt {outcome.receipt} was already used for another payment"
+        fields.pop("mpesa_receipt", None)
+        update["$set"] = {**update["$set"], **fields, "status": REVIEW, "review_reason": problem,
+                          "needs_review": True, "review_receipt": outcome.receipt}
+        update["$set"].pop("mpesa_receipt", None)
+        update["$push"] = {"history": _history(REVIEW, outcome.via, problem)}
+        updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
+        target = REVIEW
+    if updated is None:
+        current = db.payments.find_one({"_id": payment["_id"]})
+        if current["status"] == COMPLETED:
+            credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
+            if not current.get("mpesa_receipt") and outcome.receipt and not problem:
+                _fill_receipt(db, current, outcome)
+        return SettleResult(f"ignored: already {current['status']}", current)
+    if target == REVIEW:
+        log.warning("payment %s held for review: %s", payment["_id"], problem)
+        return SettleResult("held for review", updated, notes=[problem])
+    credit_payment(db, updated)
+    log.info("payment %s completed, receipt %s", payment["_id"], outcome.receipt)
+    return SettleResult("credited", db.payments.find_one({"_id": payment["_id"]}), credited=True)
+
+
+def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
+    """A callback after a query-confirmed success brings the receipt the query lacked."""
+    try:
+        db.payments.update_one({"_id": payment["_id"], "mpesa_receipt": {"$exists": False}},
+                               {"$set": {"mpesa_receipt": outcome.receipt,
+                                         "confirmed_amount": _stored_amount(outcome.amount)}})
+    except DuplicateKeyError:
+        db.payments.update_one({"_id": payment["_id"]}, {"$set": {
+            "needs_review": True, "review_reason": f"receipt {outcome.receipt} is on another payment too"}})
+
+
+def credit_payment(db, payment: dict) -> dict:
+    """Book a completed payment's words once; safe to call any number of times."""
+    key = f"payment:{payment['_id']}"
+    entry, _ = post_entry(db, key, payment["username"], int(payment["words"]), "purchase",
+                          payment_id=str(payment["_id"]), receipt=payment.get("mpesa_receipt"),
+                          reason=f"{payment.get('subscription_type', 'plan')} plan, KES {payment['amount']}")
+    if not payment.get("credited"):
+        db.payments.update_one({"_id": payment["_id"]}, {"$set": {"credited": True, "ledger_entry": key}})
+    return entry
+
+
+def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) -> dict:
+    """An operator's verdict on a payment under review: credit it, or reject it."""
+    if not reason or not reason.strip():
+        raise ValueError("a review decision needs a reason")
+    target = COMPLETED if approve else REJECTED
+    fields = {"status": target, "needs_review": False, "reviewed_by": actor, "review_decision": reason.strip(),
+              "updated_at": utcnow()}
+    payment = db.payments.find_one({"_id": ObjectId(str(payment_id)), "status": REVIEW})
+    if payment is None:
+        raise ValueError("this payment is not under review")
+    if approve and payment.get("review_receipt"):
+        fields["mpesa_receipt"] = payment["review_receipt"]
+    updated = db.payments.find_one_and_update(
+        {"_id": payment["_id"], "status": REVIEW},
+        {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
+        return_document=ReturnDocument.AFTER)
+    if updated is None:
+        raise ValueError("this payment was resolved by someone else just now")
+    if approve:
+        credit_payment(db, updated)
+    return db.payments.find_one({"_id": payment["_id"]})
+
+
+# ---------------------------------------------------------------- repair and checks
+
+def repair(db, grace: timedelta = REPAIR_GRACE) -> dict:
+    """Finish money writes that a crash interrupted. Idempotent; every worker runs it."""
+    cutoff = utcnow() - grace
+    fixed = {"entries": 0, "credits": 0}
+    for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}):
+        _apply(db, entry)
+        fixed["entries"] += 1
+    for payment in db.payments.find({"status": COMPLETED, "credited": {"$ne": True},
+                                     "settled_at": {"$lt": cutoff}}):
+        credit_payment(db, payment)
+        fixed["credits"] += 1
+    if any(fixed.values()):
+        log.warning("repair pass finished interrupted writes: %s", fixed)
+    return fixed
+
+
+def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minutes=5),
+                     expire_after: timedelta | None = None) -> list[str]:
+    """Every money invariant that can be read off the database; [] when all hold."""
+    now = now or utcnow()
+    problems: list[str] = []
+    applied = {row["_id"]: row["total"] for row in db.ledger.aggregate([
+        {"$match": {"state": "applied"}}, {"$group": {"_id": "$username", "total": {"$sum": "$delta"}}}])}
+    in_flight: dict[str, int] = {}
+    for entry in db.ledger.find({"state": "pending"}):
+        if db.users.count_documents({"username": entry["username"], "applied_keys": entry["_id"]}, limit=1):
+            in_flight[entry["username"]] = in_flight.get(entry["username"], 0) + entry["delta"]
+        if entry["created_at"].replace(tzinfo=None) < (now - settle_window).replace(tzinfo=None):
+            problems.append(f"ledger entry {entry['_id']} has been pending since {entry['created_at']}")
+    for user in db.users.find({}, {"username": 1, "words_remaining": 1}):
+        name, words = user["username"], user.get("words_remaining", 0)
+        expected = applied.get(name, 0) + in_flight.get(name, 0)
+        if words != expected:
+            problems.append(f"user {name}: balance {words} but ledger says {expected}")
+        if words < 0:
+            problems.append(f"user {name}: negative balance {words}")
+    for row in db.ledger.aggregate([
+            {"$match": {"kind": "purchase"}}, {"$group": {"_id": "$payment_id", "n": {"$sum": 1}}},
+            {"$match": {"n": {"$gt": 1}}}]):
+        problems.append(f"payment {row['_id']} credited {row['n']} times")
+    for field_name in ("checkout_request_id", "mpesa_receipt"):
+        for row in db.payments.aggregate([
+                {"$match": {field_name: {"$type": "string"}}},
+                {"$group": {"_id": f"${field_name}", "n": {"$sum": 1}}}, {"$match": {"n": {"$gt": 1}}}]):
+            problems.append(f"{field_name} {row['_id']} appears on {row['n']} payments")
+    for entry in db.ledger.find({"kind": "purchase", "state": "applied"}):
+        payment = db.payments.find_one({"_id": ObjectId(entry["payment_id"])})
+        if payment is None or payment["status"] != COMPLETED:
+            problems.append(f"ledger entry {entry['_id']} credits a payment that is not completed")
+        elif entry["delta"] != payment["words"]:
+            problems.append(f"ledger entry {entry['_id']} credits {entry['delta']} words, plan gives {payment['words']}")
+        elif payment.get("confirmed_amount") is not None and payment["confirmed_amount"] != payment["amount"] \
+                and not payment.get("reviewed_by"):
+            problems.append(f"payment {payment['_id']} credited although M-Pesa confirmed a different amount")
+    for payment in db.payments.find({"status": COMPLETED, "credited": {"$ne": True}}):
+        if _older_than(payment.get("settled_at"), now, settle_window):
+            problems.append(f"payment {payment['_id']} completed but never credited")
+    if expire_after is not None:
+        for payment in db.payments.find({"status": {"$in": list(OPEN_STATUSES)}}):
+            if _older_than(payment.get("created_at"), now, expire_after + settle_window):
+                problems.append(f"payment {payment['_id']} still {payment['status']} after its expiry")
+    for payment in db.payments.find({"history.1": {"$exists": True}}, {"history": 1}):
+        ranks = [RANK.get(h["status"], 0) for h in payment["history"] if h.get("via") != "operator"]
+        if ranks != sorted(ranks):
+            problems.append(f"payment {payment['_id']} moved backwards: {[h['status'] for h in payment['history']]}")
+    for entry in db.ledger.find({"kind": {"$in": ["adjustment", "refund"]}}):
+        if not entry.get("actor") or not entry.get("reason"):
+            problems.append(f"adjustment {entry['_id']} lacks an actor or a reason")
+    return problems
+
+
+def _older_than(when, now, age: timedelta) -> bool:
+    if when is None:
+        return False
+    return when.replace(tzinfo=None) < (now - age).replace(tzinfo=None)

@@ -1,0 +1,16 @@
+from flask_wtf import FlaskForm
+from wtforms import HiddenField
+from wtforms.validators import DataRequired, Length, Regexp
+
+from ..auth.forms import phone_field
+
+
+class CheckoutForm(FlaskForm):
+    phone_number = phone_field("Pay with this M-Pesa number")
+    # One key per rendered form: a double click or a resubmit finds the same payment.
+    idempotency_key = HiddenField(validators=[DataRequired(), Length(min=8, max=64),
+                                              Regexp(r"^[A-Za-z0-9_-]+$")])
+
+
+class PaymentActionForm(FlaskForm):
+    """CSRF only: "check again" is a POST."""

@@ -1,0 +1,60 @@
+"""What a payment's state means to the customer: a title, a message and what they can do."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .. import ledger
+from ..db import as_utc, utcnow
+
+TITLES = {
+    "queued": "Sending the prompt to your phone…",
+    "pending": "Check your phone",
+    "completed": "Paid",
+    "cancelled": "Cancelled",
+    "timeout": "Timed out",
+    "expired": "No answer from M-Pesa",
+    "failed": "Payment failed",
+    "review": "Under review",
+    "rejected": "Not credited",
+}
+TONES = {"completed": "success", "cancelled": "secondary", "timeout": "warning", "expired": "warning",
+         "failed": "danger", "review": "info", "rejected": "danger", "queued": "primary", "pending": "primary"}
+
+
+def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) -> dict:
+    """The JSON the status page polls. Never includes secrets or Daraja internals."""
+    status = payment["status"]
+    pushed_at = as_utc(payment.get("pushed_at"))
+    expires_at = pushed_at + timedelta(seconds=prompt_timeout) if pushed_at else None
+    message = payment.get("customer_message")
+    if status == "queued":
+        message = "We are asking M-Pesa to send a payment prompt to your phone."
+    elif status == "pending":
+        if expires_at and utcnow() < expires_at:
+            message = (f"Enter your M-Pesa PIN on your phone to pay KES {payment['amount']}. "
+                       "Keep this page open: it updates by itself.")
+        else:
+            message = ("Waiting for M-Pesa to confirm. If you entered your PIN, your words will appear "
+                       "here as soon as M-Pesa tells us.")
+    elif status == "completed":
+        message = f"KES {payment['amount']} received. {payment['words']:,} words were added to your balance."
+    elif status == "review":
+        message = ("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
+                   "If money left your account it is safe; we will credit or refund it.")
+    return {
+        "id": str(payment["_id"]),
+        "status": status,
+        "title": TITLES.get(status, status),
+        "tone": TONES.get(status, "secondary"),
+        "message": message or "",
+        "final": status in ledger.FINAL_STATUSES,
+        "amount": payment["amount"],
+        "words": payment["words"],
+        "plan": payment.get("subscription_type"),
+        "receipt": payment.get("mpesa_receipt"),
+        "phone": payment.get("phone"),
+        "expires_at": expires_at.isoformat() if expires_at and status == "pending" else None,
+        "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
+        "can_retry": status in ledger.FAILURE_STATUSES,
+        "words_remaining": balance,
+    }

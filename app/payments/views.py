@@ -1,0 +1,107 @@
+import uuid
+
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from ..credits.service import usage_for_user
+from ..db import get_db
+from ..errors import api_error
+from ..extensions import limiter
+from ..ledger import balance
+from ..plans.service import get_plan
+from . import bp, callbacks, checkout, records
+from .forms import CheckoutForm, PaymentActionForm
+from .status import describe
+
+PER_PAGE = 10
+
+
+def _payment_limit():
+    return current_app.config["PAYMENT_RATE_LIMIT"]
+
+
+def _user_key():
+    return f"checkout:{current_user.get_id()}"
+
+
+@bp.route("/checkout/<plan_code>", methods=["GET", "POST"])
+@login_required
+@limiter.limit(_payment_limit, methods=["POST"], key_func=_user_key)
+def checkout_view(plan_code):
+    db = get_db()
+    plan = get_plan(db, plan_code)
+    if plan is None:
+        abort(404, "There is no such plan. Pick one from the plans page.")
+    form = CheckoutForm(data={"phone_number": current_user.phone_number, "idempotency_key": uuid.uuid4().hex})
+    if form.validate_on_submit():
+        result = checkout.start(db, current_app.config, user=current_user, plan=plan,
+                                phone=form.phone_number.data, idempotency_key=form.idempotency_key.data)
+        if result.reason == "waiting":
+            flash("You already have a payment waiting on your phone. Finish or cancel it first.", "warning")
+        return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
+    status = 400 if request.method == "POST" else 200
+    return render_template("payments/checkout.html", plan=plan, form=form), status
+
+
+def _owned(payment_id):
+    payment = records.get_for_owner(get_db(), payment_id, current_user.username)
+    if payment is None:
+        abort(404, "We could not find that payment on your account.")
+    return payment
+
+
+def _describe(payment):
+    return describe(payment, prompt_timeout=current_app.config["PROMPT_TIMEOUT_SECONDS"],
+                    balance=balance(get_db(), current_user.username))
+
+
+@bp.route("/payments/<payment_id>")
+@login_required
+def show(payment_id):
+    payment = _owned(payment_id)
+    return render_template("payments/show.html", payment=payment, state=_describe(payment),
+                           action_form=PaymentActionForm())
+
+
+@bp.route("/payments/<payment_id>/status.json")
+@login_required
+def status(payment_id):
+    payment = records.get_for_owner(get_db(), payment_id, current_user.username)
+    if payment is None:
+        return api_error(404, "payment_not_found", "No such payment on your account.")
+    response = jsonify(_describe(payment))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/payments/<payment_id>/check", methods=["POST"])
+@login_required
+def check_again(payment_id):
+    payment = _owned(payment_id)
+    if PaymentActionForm().validate_on_submit():
+        asked = records.request_query(get_db(), payment["_id"], current_user.username, min_gap=10)
+        flash("We are asking M-Pesa about this payment now." if asked else
+              "We asked M-Pesa a moment ago; the answer will show here.", "info")
+    return redirect(url_for("payments.show", payment_id=payment["_id"]))
+
+
+@bp.route("/payments/callback/<payment_id>/<secret>", methods=["POST"])
+def callback(payment_id, secret):
+    # Daraja gets the same acknowledgement whatever the body said, once it is stored.
+    callbacks.handle(get_db(), payment_id=payment_id[:64], secret=secret[:128],
+                     raw=request.get_data(cache=False), remote_addr=request.remote_addr,
+                     content_type=request.content_type,
+                     allowed_ips=current_app.config["CALLBACK_ALLOWED_IPS"])
+    return jsonify(callbacks.ACCEPTED)
+
+
+@bp.route("/history")
+@login_required
+def history():
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    rows, total = records.list_for_user(get_db(), current_user.username, page=page, per_page=PER_PAGE)
+    usage_page = max(1, request.args.get("usage_page", 1, type=int) or 1)
+    usage, usage_total = usage_for_user(get_db(), current_user.username, page=usage_page, per_page=PER_PAGE)
+    return render_template("payments/history.html", payments=rows, page=page, pages=-(-total // PER_PAGE),
+                           usage=usage, usage_page=usage_page, usage_pages=-(-usage_total // PER_PAGE),
+                           prompt_timeout=current_app.config["PROMPT_TIMEOUT_SECONDS"])
