@@ -1,0 +1,30 @@
+"""Shared fixtures. Unit tests run on mongomock; integration tests start real processes."""
+import pytest
+
+from app import create_app
+from app.db import database_for, init_db
+from app.plans.service import seed_plans
+
+TEST_ENV = {"LIPIA_ENV": "test", "LOG_FORMAT": "text"}
+
+
+@pytest.fixture
+def app():
+    # A fresh in-memory database per test: mongomock keeps clients per URI, so vary the name.
+    import uuid
+    app = create_app({"MONGO_URI": f"mongomock://localhost/unit_{uuid.uuid4().hex[:8]}",
+                      "RATELIMIT_STORAGE_URI": "memory://"}, environ=TEST_ENV)
+    db = database_for(app.config["MONGO_URI"])
+    init_db(db)
+    seed_plans(db)
+    return app
+
+
+@pytest.fixture
+def db(app):
+    return database_for(app.config["MONGO_URI"])
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
