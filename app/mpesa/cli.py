@@ -1,0 +1,129 @@
+"""`flask mpesa check`: prove the M-Pesa settings work before customers find out.
+
+Most Daraja set-up mistakes (an http callback in production, "mpesa" in the
+callback URL, a sandbox key against production) are not reported by Daraja at push
+time: the prompt simply never arrives or the callback never comes. This command
+checks what can be checked locally, then fetches a real token.
+"""
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from .client import BANNED_CALLBACK_WORDS, SANDBOX_BASE_URL, TRANSACTION_TYPES, DarajaClient
+from .errors import DarajaConfigError, DarajaError
+from .redact import mask_secret
+
+mpesa_cli = AppGroup("mpesa", help="M-Pesa (Daraja) settings and connectivity.")
+
+_REQUIRED = ("MPESA_BASE_URL", "MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
+_SHOWN_AS_PREFIX = {"MPESA_CONSUMER_KEY"}
+_NEVER_SHOWN = {"MPESA_CONSUMER_SECRET", "MPESA_PASSKEY"}
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.problems = 0
+
+    def line(self, ok: bool, text: str) -> bool:
+        if not ok:
+            self.problems += 1
+        click.echo(f"{'OK  ' if ok else 'FAIL'}  {text}")
+        return ok
+
+    def skip(self, text: str) -> None:
+        click.echo(f"SKIP  {text}")
+
+
+def run_checks(config, report: _Report) -> None:
+    """Every check prints one line; the token fetch only runs if its inputs look sane."""
+    present = {}
+    for name in _REQUIRED:
+        value = str(config.get(name) or "").strip()
+        present[name] = bool(value)
+        if not value:
+            report.line(False, f"{name} is set")
+        elif name in _NEVER_SHOWN:
+            report.line(True, f"{name} is set (hidden)")
+        elif name in _SHOWN_AS_PREFIX:
+            report.line(True, f"{name} is set ({mask_secret(value)})")
+        else:
+            report.line(True, f"{name} is set ({value})")
+
+    shortcode = str(config.get("MPESA_SHORTCODE") or "").strip()
+    if shortcode:
+        report.line(shortcode.isdigit(), "MPESA_SHORTCODE is digits only")
+    party_b = str(config.get("MPESA_PARTY_B") or "").strip()
+    if party_b:
+        report.line(party_b.isdigit(), f"MPESA_PARTY_B is digits only ({party_b})")
+    tx_type = str(config.get("MPESA_TRANSACTION_TYPE") or "CustomerPayBillOnline")
+    report.line(tx_type in TRANSACTION_TYPES, f"MPESA_TRANSACTION_TYPE is {' or '.join(TRANSACTION_TYPES)}")
+
+    base_url = str(config.get("MPESA_BASE_URL") or "").strip().rstrip("/")
+    base_ok = bool(base_url) and _is_http_url(base_url)
+    if base_url:
+        report.line(base_ok, "MPESA_BASE_URL is an http(s) URL")
+    relaxed = base_ok and (base_url == SANDBOX_BASE_URL or _is_loopback(urlsplit(base_url).hostname))
+
+    public = str(config.get("PUBLIC_BASE_URL") or "").strip()
+    if not public:
+        report.line(False, "PUBLIC_BASE_URL is set (Daraja posts payment results there)")
+    else:
+        report.line(True, f"PUBLIC_BASE_URL is set ({public})")
+        scheme = urlsplit(public).scheme
+        if relaxed:
+            report.line(scheme in ("http", "https"), "PUBLIC_BASE_URL is http(s) (HTTPS not required here)")
+        else:
+            report.line(scheme == "https", "PUBLIC_BASE_URL uses HTTPS (Daraja requires it outside the sandbox)")
+        banned = [word for word in BANNED_CALLBACK_WORDS if word in public.lower()]
+        report.line(not banned, "PUBLIC_BASE_URL avoids words Daraja rejects in callback URLs"
+                    + (f" (found: {', '.join(banned)})" if banned else ""))
+
+    if not (base_ok and all(present.values())):
+        report.skip("access token fetch (fix the settings above first)")
+        return
+    try:
+        client = DarajaClient.from_config(config)
+    except DarajaConfigError as exc:
+        if report.problems:
+            report.skip("access token fetch (fix the settings above first)")
+        else:
+            report.line(False, f"M-Pesa client settings: {exc.message}")
+        return
+    try:
+        client.access_token()
+    except DarajaError as exc:
+        report.line(False, f"access token from {base_url}: {exc}")
+    else:
+        report.line(True, f"access token from {base_url}")
+
+
+@mpesa_cli.command("check")
+def check_command() -> None:
+    """Validate the M-Pesa settings and fetch a Daraja access token."""
+    report = _Report()
+    run_checks(current_app.config, report)
+    if report.problems:
+        click.echo(f"M-Pesa check failed: {report.problems} problem(s)")
+        click.get_current_context().exit(1)
+    click.echo("M-Pesa settings look good")

@@ -1,0 +1,34 @@
+"""Kenyan mobile numbers in the one form Daraja accepts: 2547XXXXXXXX / 2541XXXXXXXX.
+
+Customers type numbers every way they see them written (0712 345 678, +254-712...,
+712345678); we accept those and store one canonical form so that a payment, a
+callback and a user record can be compared digit for digit.
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidPhoneNumber
+from .redact import mask_phone
+
+__all__ = ["normalize_phone", "mask_phone", "InvalidPhoneNumber"]
+
+# Longest honest input is "+254 712 345 678" with generous separators; anything far
+# longer is garbage or abuse and is refused before any regex work.
+_MAX_INPUT = 32
+_SEPARATORS = re.compile(r"[\s\-]+")
+_FORMS = re.compile(r"(?:\+?254|0)?([17][0-9]{8})")
+
+
+def normalize_phone(raw: str) -> str:
+    """Return '2547XXXXXXXX' or '2541XXXXXXXX', or raise InvalidPhoneNumber."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise InvalidPhoneNumber()
+    text = str(raw)
+    if len(text) > _MAX_INPUT:
+        raise InvalidPhoneNumber()
+    compact = _SEPARATORS.sub("", text)
+    match = _FORMS.fullmatch(compact)
+    if not match:
+        raise InvalidPhoneNumber()
+    return "254" + match.group(1)

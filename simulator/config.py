@@ -1,0 +1,64 @@
+"""Simulator settings, read from the environment.
+
+The defaults match Daraja's public sandbox so that the web app's development
+configuration talks to the simulator without any extra set-up.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+# The passkey Safaricom publishes for the sandbox shortcode 174379.
+SANDBOX_SHORTCODE = "174379"
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    # Secrets are kept out of repr() so that a logged Settings never leaks them.
+    consumer_key: str = field(default="dev-consumer-key", repr=False)
+    consumer_secret: str = field(default="dev-consumer-secret", repr=False)
+    shortcode: str = SANDBOX_SHORTCODE
+    passkey: str = field(default=SANDBOX_PASSKEY, repr=False)
+    prompt_timeout: float = 60.0
+    token_ttl: int = 3599
+    business_name: str = "LIPIA"
+    callback_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, attr, cast in _ENV:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[attr] = cast(raw.strip())
+            except ValueError:
+                raise ValueError(f"{name} has an invalid value") from None
+        return cls(**values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "Settings":
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown simulator settings: {', '.join(sorted(unknown))}")
+        return replace(self, **overrides)
+
+
+_ENV = (
+    ("SIMULATOR_HOST", "host", str),
+    ("SIMULATOR_PORT", "port", int),
+    ("MPESA_CONSUMER_KEY", "consumer_key", str),
+    ("MPESA_CONSUMER_SECRET", "consumer_secret", str),
+    ("MPESA_SHORTCODE", "shortcode", str),
+    ("MPESA_PASSKEY", "passkey", str),
+    ("SIMULATOR_PROMPT_TIMEOUT", "prompt_timeout", float),
+    ("SIMULATOR_TOKEN_TTL", "token_ttl", int),
+    ("SIMULATOR_BUSINESS_NAME", "business_name", str),
+    ("SIMULATOR_CALLBACK_TIMEOUT", "callback_timeout", float),
+)
