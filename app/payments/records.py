@@ -42,7 +42,7 @@ def create(db, *, user, plan: dict, phone: str, idempotency_key: str, reference_
         "plan_code": plan["code"], "subscription_type": plan["name"],
         "amount": int(plan["price_kes"]), "words": int(plan["words"]), "phone": phone,
         "reference": reference_for(payment_id, reference_prefix), "checkout_id": str(payment_id),
-        "idempotency_key": idempotency_key, "callback_secret": secrets.token_urlsafe(24),
+        "idempotency_key": idempotency_key, "callback_secret": secrets.token_hex(20),
         "status": QUEUED, "created_at": now, "timestamp": now, "updated_at": now,
         "history": [{"status": QUEUED, "at": now, "via": "checkout"}], "exchanges": [],
         "callbacks_received": 0,

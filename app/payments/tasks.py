@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from .. import ledger
 from ..db import utcnow
 from ..logs import bind
-from ..mpesa.errors import DarajaError, DarajaNotAccepted, DarajaOutcomeUnknown, DarajaRejected
+from ..mpesa.errors import (DarajaConfigError, DarajaError, DarajaNotAccepted, DarajaOutcomeUnknown,
+                            DarajaRejected)
 from ..queue import Job
 from . import outcomes, records
 
@@ -56,10 +57,18 @@ def run_push(db, client, settings, job: Job) -> str:
                                    account_reference=payment["reference"],
                                    description=f"{payment['subscription_type']} plan"[:13],
                                    payment_id=str(payment["_id"]))
-    except DarajaNotAccepted as exc:
+    except (DarajaNotAccepted, DarajaConfigError) as exc:
+        # Nothing reached Daraja (or our settings are broken): a later attempt may succeed.
         records.record_exchange(db, payment["_id"], exc.exchange)
         records.clear_push(db, payment["_id"], job.token)
         raise Retry(str(exc)) from exc
+    except ValueError as exc:
+        # Refused locally before sending (phone, amount, callback URL): retrying cannot help.
+        records.clear_push(db, payment["_id"], job.token)
+        ledger.settle(db, payment["_id"], outcomes.push_failed(
+            "invalid_request", "This payment request was not valid. Please check your phone number and try again.",
+            str(exc)))
+        return f"refused before sending: {exc}"
     except DarajaRejected as exc:
         records.record_exchange(db, payment["_id"], exc.exchange)
         ledger.settle(db, payment["_id"], outcomes.push_failed(
