@@ -7,7 +7,7 @@ import uuid
 
 import requests
 
-_CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+_CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 _IDEM = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 
 

@@ -1,0 +1,160 @@
+"""The money module on its own: settle, credit, spend, adjust, repair and the invariant check."""
+from decimal import Decimal
+
+import pytest
+
+from app import ledger
+from app.auth.service import register
+from app.payments import checkout, records
+from app.payments.outcomes import expired, from_result
+from app.plans.service import get_plan
+
+SETTINGS = {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA", "JOB_MAX_ATTEMPTS": 5}
+
+
+@pytest.fixture
+def user(app, db):
+    with app.app_context():
+        return register(db, "alice", "password123", "254712345678")
+
+
+def new_payment(db, user, key="k-00000001", plan="basic"):
+    return checkout.start(db, SETTINGS, user=user, plan=get_plan(db, plan), phone=user.phone_number,
+                          idempotency_key=key).payment
+
+
+def success(receipt="ABC1234567", amount=100, phone="254712345678", via="callback"):
+    return from_result(0, "ok", via=via, receipt=receipt, amount=Decimal(amount), phone=phone)
+
+
+def words(db):
+    return ledger.balance(db, "alice")
+
+
+def test_success_credits_the_plan_once_whatever_repeats(db, user):
+    payment = new_payment(db, user)
+    assert ledger.settle(db, payment["_id"], success()).effect == "credited"
+    for _ in range(3):
+        assert ledger.settle(db, payment["_id"], success()).effect == "ignored: already completed"
+    assert words(db) == 10_000 and db.ledger.count_documents({}) == 1
+    assert ledger.check_invariants(db) == []
+
+
+def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, user):
+    payment = new_payment(db, user)
+    assert ledger.settle(db, payment["_id"], from_result(1032, "cancelled", via="callback")).effect == "settled cancelled"
+    assert ledger.settle(db, payment["_id"], from_result(1037, "timeout", via="query")).effect == "ignored: already cancelled"
+    assert ledger.settle(db, payment["_id"], success()).effect == "credited"
+    assert ledger.settle(db, payment["_id"], expired("late")).effect == "ignored: already completed"
+    history = [h["status"] for h in records.get(db, payment["_id"])["history"]]
+    assert history == ["queued", "cancelled", "completed"]
+    assert ledger.check_invariants(db) == []
+
+
+def test_query_failure_after_success_flags_but_never_downgrades(db, user):
+    payment = new_payment(db, user)
+    ledger.settle(db, payment["_id"], success())
+    result = ledger.settle(db, payment["_id"], from_result(1032, "cancelled", via="query"))
+    doc = records.get(db, payment["_id"])
+    assert result.effect == "flagged for review" and doc["status"] == "completed" and doc["needs_review"]
+    assert words(db) == 10_000
+
+
+def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db, user):
+    payment = new_payment(db, user)
+    assert ledger.settle(db, payment["_id"], from_result(0, "ok", via="query")).effect == "credited"
+    ledger.settle(db, payment["_id"], success(receipt="LATE000001"))
+    doc = records.get(db, payment["_id"])
+    assert doc["mpesa_receipt"] == "LATE000001" and words(db) == 10_000
+
+
+@pytest.mark.parametrize("outcome,reason", [
+    (success(amount=50), "M-Pesa confirmed KES 50"),
+    (success(amount=Decimal("100.50")), "KES 100.50"),
+    (success(phone="254799999999"), "different phone"),
+])
+def test_mismatch_goes_to_review_and_operator_decides(db, user, outcome, reason):
+    payment = new_payment(db, user)
+    assert ledger.settle(db, payment["_id"], outcome).effect == "held for review"
+    doc = records.get(db, payment["_id"])
+    assert doc["status"] == "review" and reason in doc["review_reason"] and words(db) == 0
+    with pytest.raises(ValueError):
+        ledger.resolve_review(db, payment["_id"], actor="ops", approve=True, reason=" ")
+    ledger.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="confirmed with customer")
+    assert words(db) == 10_000 and ledger.check_invariants(db) == []
+
+
+def test_one_receipt_never_credits_two_payments(db, user):
+    first = new_payment(db, user, key="k-first-001")
+    ledger.settle(db, first["_id"], success(receipt="SAME000001"))
+    second = new_payment(db, user, key="k-second-01")
+    assert ledger.settle(db, second["_id"], success(receipt="SAME000001")).effect == "held for review"
+    assert words(db) == 10_000 and ledger.check_invariants(db) == []
+
+
+def test_spend_is_whole_or_nothing_and_idempotent(db, user):
+    ledger.settle(db, new_payment(db, user)["_id"], success())
+    with pytest.raises(ledger.InsufficientWords):
+        ledger.spend(db, "alice", 10_001, "too-much-1", channel="api")
+    assert words(db) == 10_000
+    first = ledger.spend(db, "alice", 400, "spend-0001", channel="api")
+    again = ledger.spend(db, "alice", 400, "spend-0001", channel="api")
+    assert (first.balance, again.balance, again.replayed) == (9_600, 9_600, True)
+    with pytest.raises(ledger.IdempotencyConflict):
+        ledger.spend(db, "alice", 500, "spend-0001", channel="api")
+    with pytest.raises(ValueError):
+        ledger.spend(db, "alice", 0, "spend-0002", channel="api")
+    assert ledger.check_invariants(db) == []
+
+
+def test_a_debit_that_loses_a_race_is_refused_not_negative(db, user):
+    ledger.settle(db, new_payment(db, user)["_id"], success())
+    entry, _ = ledger.post_entry(db, "spend:alice:race", "alice", -10_001, "spend")
+    assert entry["state"] == "refused" and words(db) == 10_000
+    assert ledger.check_invariants(db) == []
+
+
+def test_adjustments_need_a_reason_and_never_go_negative(db, user):
+    with pytest.raises(ValueError):
+        ledger.adjust(db, "alice", 100, actor="ops", reason="")
+    ledger.adjust(db, "alice", 100, actor="ops", reason="goodwill")
+    with pytest.raises(ledger.InsufficientWords):
+        ledger.adjust(db, "alice", -101, actor="ops", reason="too much")
+    assert words(db) == 100 and ledger.check_invariants(db) == []
+
+
+def test_repair_finishes_each_crash_window(db, user):
+    payment = new_payment(db, user)
+    # Window 1: entry written, balance not yet touched.
+    db.ledger.insert_one(ledger._entry_doc("payment:" + str(payment["_id"]), "alice", 10_000, "purchase",
+                                           payment_id=str(payment["_id"])))
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": "completed", "mpesa_receipt": "R000000001",
+                                                              "settled_at": ledger.utcnow()}})
+    # Window 2: balance touched, entry not yet marked applied.
+    db.ledger.insert_one(ledger._entry_doc("adjustment:alice:x", "alice", 5, "adjustment", actor="ops", reason="r"))
+    db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 5},
+                                                "$push": {"applied_keys": "adjustment:alice:x"}})
+    assert ledger.check_invariants(db) == []  # in flight, yet consistent
+    fixed = ledger.repair(db, grace=ledger.timedelta(0))
+    assert fixed == {"entries": 2, "credits": 1}
+    assert words(db) == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
+    assert ledger.repair(db, grace=ledger.timedelta(0)) == {"entries": 0, "credits": 0}
+    assert words(db) == 10_005 and ledger.check_invariants(db) == []
+
+
+def test_invariant_check_catches_drift(db, user):
+    ledger.settle(db, new_payment(db, user)["_id"], success())
+    db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 7}})
+    assert ledger.check_invariants(db) == ["user alice: balance 10007 but ledger says 10000"]
+
+
+def test_checkout_is_idempotent_and_shows_the_waiting_payment(db, user):
+    first = checkout.start(db, SETTINGS, user=user, plan=get_plan(db, "basic"), phone="254712345678",
+                           idempotency_key="same-key-1")
+    again = checkout.start(db, SETTINGS, user=user, plan=get_plan(db, "basic"), phone="254712345678",
+                           idempotency_key="same-key-1")
+    other = checkout.start(db, SETTINGS, user=user, plan=get_plan(db, "premium"), phone="254712345678",
+                           idempotency_key="other-key-1")
+    assert first.created and not again.created and again.reason == "resubmitted"
+    assert not other.created and other.reason == "waiting"
+    assert db.payments.count_documents({}) == 1 and db.transactions.count_documents({}) == 1

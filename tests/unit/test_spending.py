@@ -1,0 +1,82 @@
+import re
+from decimal import Decimal
+
+import pytest
+
+from app import ledger
+from app.auth.service import register
+from app.payments import checkout
+from app.payments.outcomes import from_result
+from app.plans.service import get_plan
+
+
+@pytest.fixture
+def api_key(app, db, client):
+    with app.app_context():
+        user = register(db, "alice", "password123", "254712345678")
+    payment = checkout.start(db, {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA",
+                                  "JOB_MAX_ATTEMPTS": 5}, user=user, plan=get_plan(db, "basic"),
+                             phone="254712345678", idempotency_key="k-00000001").payment
+    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="ABC1234567",
+                                                  amount=Decimal(100), phone="254712345678"))
+    from app.users import rotate_api_key
+    return rotate_api_key(db, user.id)
+
+
+def use(client, key, body, idem="idem-0001"):
+    return client.post("/api/v1/usage", json=body, headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idem})
+
+
+def test_api_spend_charges_once_per_idempotency_key(client, api_key):
+    first = use(client, api_key, {"words": 250})
+    again = use(client, api_key, {"words": 250})
+    assert first.status_code == again.status_code == 200
+    assert first.json["words_remaining"] == again.json["words_remaining"] == 9_750 and again.json["replayed"]
+    assert client.get("/api/v1/balance", headers={"Authorization": f"Bearer {api_key}"}).json["words_remaining"] == 9_750
+
+
+def test_api_refuses_overspend_with_402_and_changes_nothing(client, db, api_key):
+    response = use(client, api_key, {"words": 10_001})
+    assert response.status_code == 402 and response.json["error"]["code"] == "insufficient_words"
+    assert ledger.balance(db, "alice") == 10_000 and db.ledger.count_documents({"kind": "spend"}) == 0
+
+
+@pytest.mark.parametrize("body,headers,status,code", [
+    ({"words": 5}, {"Authorization": "Bearer lip_wrong"}, 401, "invalid_api_key"),
+    ({"words": "5"}, None, 400, "invalid_words"),
+    ({"words": 0}, None, 400, "invalid_words"),
+    ({"words": True}, None, 400, "invalid_words"),
+    ([5], None, 400, "invalid_json"),
+    ({"words": 5}, {"Idempotency-Key": "x"}, 400, "invalid_idempotency_key"),
+])
+def test_api_bad_input_gets_a_stable_code(client, db, api_key, body, headers, status, code):
+    all_headers = {"Authorization": f"Bearer {api_key}", "Idempotency-Key": "idem-0001", **(headers or {})}
+    response = client.post("/api/v1/usage", json=body, headers=all_headers)
+    assert response.status_code == status and response.json["error"]["code"] == code
+    assert ledger.balance(db, "alice") == 10_000
+
+
+def test_reused_key_for_another_amount_is_a_conflict(client, api_key):
+    use(client, api_key, {"words": 5})
+    response = use(client, api_key, {"words": 6})
+    assert response.status_code == 409 and response.json["error"]["code"] == "idempotency_conflict"
+
+
+def test_rotating_the_key_disables_the_old_one(client, db, api_key):
+    from app.users import get_by_username, rotate_api_key
+    rotate_api_key(db, get_by_username(db, "alice").id)
+    assert use(client, api_key, {"words": 5}).status_code == 401
+
+
+def test_spend_page_counts_words_and_refuses_too_many(client, db, api_key):
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/login").text).group(1)
+    client.post("/login", data={"csrf_token": token, "username": "alice", "password": "password123"})
+    page = client.get("/spend").text
+    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    ok = client.post("/spend", data={"csrf_token": token, "text": "one two  three\nfour", "idempotency_key": key})
+    assert ok.status_code == 302 and ledger.balance(db, "alice") == 9_996
+    too_many = client.post("/spend", data={"csrf_token": token, "text": "w " * 10_001,
+                                                "idempotency_key": "another-key"})
+    assert too_many.status_code == 400 and "Nothing was charged" in too_many.text
+    assert ledger.balance(db, "alice") == 9_996
