@@ -17,7 +17,7 @@ install: $(STAMP)
 
 ## Start the database, the Daraja simulator, the worker and the web app; Ctrl-C stops them all.
 dev: $(STAMP)
-	$(BIN)/honcho -f Procfile.dev start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 ## Every test: unit (mongomock), integration (real processes) and browser (Chromium).
 test: $(STAMP) chromium
