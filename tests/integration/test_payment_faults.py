@@ -9,7 +9,7 @@ import requests
 
 from app.db import utcnow
 from tests.support.invariants import assert_money_invariants
-from tests.support.web import Customer
+from tests.support.web import registered, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,7 @@ def clean_faults(stack):
 
 @pytest.fixture
 def customer(stack):
-    customer = Customer(stack.web_url)
-    assert customer.register().status_code == 302
-    return customer
+    return registered(stack.web_url)
 
 
 def pushes(stack, phone):
@@ -42,13 +40,6 @@ def payment_doc(stack, payment_id):
 def balance(stack, customer):
     return stack.db.users.find_one({"username": customer.username})["words_remaining"]
 
-
-def wait_until(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def callbacks_settled(stack, payment_id, count):

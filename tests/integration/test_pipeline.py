@@ -2,16 +2,14 @@
 import pytest
 
 from tests.support.invariants import assert_money_invariants
-from tests.support.web import Customer
+from tests.support.web import registered
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def customer(stack):
-    customer = Customer(stack.web_url)
-    assert customer.register().status_code == 302
-    return customer
+    return registered(stack.web_url)
 
 
 def test_happy_path_credits_words_once(stack, customer):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser

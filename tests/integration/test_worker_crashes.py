@@ -11,7 +11,7 @@ from bson import ObjectId
 from app import ledger, queue
 from tests.support.invariants import assert_money_invariants
 from tests.support.stack import start_stack
-from tests.support.web import Customer
+from tests.support.web import registered, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,7 @@ def bare(mongo_base):
 @pytest.fixture
 def customer(bare):
     bare.sim("/_sim/faults", {})
-    customer = Customer(bare.web_url)
-    assert customer.register().status_code == 302
-    return customer
+    return registered(bare.web_url)
 
 
 def payment(stack, payment_id):
@@ -43,13 +41,6 @@ def job(stack, payment_id):
 def pushes(stack, phone):
     return requests.get(f"{stack.sim_url}/_sim/pushes", params={"phone": phone}, timeout=5).json()
 
-
-def wait_until(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_worker_killed_mid_push_is_taken_over_without_a_second_push(bare, customer):
@@ -151,11 +142,7 @@ def test_seeded_storm_of_faults_over_many_payments(bare):
     rng = random.Random(20261123)
     bare.sim("/_sim/faults", {})
     workers = [bare.start_worker(f"storm{i}") for i in range(3)]
-    customers = []
-    for _ in range(8):
-        c = Customer(bare.web_url)
-        assert c.register().status_code == 302
-        customers.append(c)
+    customers = [registered(bare.web_url) for _ in range(8)]
     codes = [0, 0, 0, 0, 1032, 1037, 2001, 1, 26]
     payments = []
     for round_no in range(3):

@@ -66,3 +66,18 @@ class Customer:
             if time.monotonic() > deadline:
                 raise AssertionError(f"payment {payment_id} stayed {state['status']}, wanted {statuses}")
             time.sleep(0.2)
+
+
+def registered(base_url: str) -> Customer:
+    customer = Customer(base_url)
+    response = customer.register()
+    assert response.status_code == 302, response.text[:500]
+    return customer
+
+
+def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
