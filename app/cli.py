@@ -2,6 +2,7 @@
 from datetime import timedelta
 
 import click
+from flask.cli import with_appcontext
 from flask import current_app
 
 from . import ledger
@@ -9,6 +10,7 @@ from .db import get_db
 
 
 @click.command("check-ledger")
+@with_appcontext
 def check_ledger_command():
     """Verify every money invariant on this database and report any drift."""
     problems = ledger.check_invariants(
@@ -22,6 +24,7 @@ def check_ledger_command():
 
 
 @click.command("repair-ledger")
+@with_appcontext
 def repair_ledger_command():
     """Finish money writes interrupted by a crash (the worker also does this continuously)."""
     fixed = ledger.repair(get_db())

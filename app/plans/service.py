@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import click
+from flask.cli import with_appcontext
 
 from ..db import get_db, utcnow
 
@@ -36,6 +37,7 @@ def get_plan(db, code: str) -> dict | None:
 
 @click.command("seed-plans")
 @click.option("--force", is_flag=True, help="Overwrite the default plans' prices and words.")
+@with_appcontext
 def seed_plans_command(force):
     """Create the default plans if there are none."""
     count = seed_plans(get_db(), force=force)
