@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 from app import queue
 
 
@@ -14,7 +16,10 @@ def test_claim_is_exclusive_and_tokens_guard_every_write(db):
 
 def test_expired_lease_is_taken_over_and_the_old_owner_is_locked_out(db):
     queue.enqueue(db, "stk_push", job_id="push:2", payment_id="2")
-    first = queue.claim(db, "w1", lease_seconds=0)
+    first = queue.claim(db, "w1", lease_seconds=30)
+    assert queue.claim(db, "w2", lease_seconds=30) is None
+    # The first worker stops heart-beating; its lease runs out.
+    db.transactions.update_one({"_id": "push:2"}, {"$set": {"lease_until": first.doc["claimed_at"] - timedelta(seconds=1)}})
     second = queue.claim(db, "w2", lease_seconds=30)
     assert second.id == first.id and second.attempts == 2
     assert not queue.complete(db, first, "late") and queue.complete(db, second, "done")
