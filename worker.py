@@ -16,11 +16,12 @@ import time
 
 from dotenv import load_dotenv
 
-from app import ledger, queue
+from app import ledger, notices, queue
 from app.config import ConfigError, load_config
 from app.db import database_for, init_db, utcnow
 from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient
+from app.ops import metrics
 from app.payments import checkout, records, tasks
 
 log = logging.getLogger("lipia.worker")
@@ -38,6 +39,7 @@ class Worker:
 
     def run(self) -> None:
         log.info("worker %s started", self.worker_id)
+        mail = notices.start_mail_sender(self.db, self.settings, self.stopping, self.worker_id)
         while not self.stopping.is_set():
             worked = self.run_once()
             if time.monotonic() >= self._next_housekeeping:
@@ -45,6 +47,8 @@ class Worker:
                 self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY
             if not worked:
                 self.stopping.wait(self.settings["WORKER_POLL_SECONDS"])
+        if mail:
+            mail.join(timeout=30)  # let a message in flight finish, so it is not left unknown
         log.info("worker %s stopped", self.worker_id)
 
     def run_once(self) -> bool:
@@ -115,7 +119,8 @@ def main() -> int:
     configure_logging(settings["LOG_FORMAT"])
     db = database_for(settings["MONGO_URI"])
     init_db(db)
-    worker = Worker(db, DarajaClient.from_config(settings), settings)
+    metrics.start_worker_server(settings)
+    worker = Worker(db, DarajaClient.from_config(settings, on_call=metrics.daraja_on_call), settings)
 
     def stop(signum, _frame):
         log.info("signal %s: finishing the current job, then stopping", signum)

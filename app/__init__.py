@@ -28,6 +28,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .plans import register_plans
     from .payments import register_payments
     from .credits import register_credits
+    from .admin import register_admin
+    from .ops import register_ops
+    from .notices import register_notices
     from .cli import register_cli
     from .templating import register_templating
 
@@ -40,6 +43,9 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_plans(app)
     register_payments(app)
     register_credits(app)
+    register_admin(app)
+    register_ops(app)
+    register_notices(app)
     register_cli(app)
     register_templating(app)
     return app

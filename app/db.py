@@ -11,6 +11,7 @@ import os
 import threading
 
 import click
+from flask.cli import with_appcontext
 import pymongo
 from flask import current_app
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -98,6 +99,20 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("checkout_request_id", ASCENDING)], name="checkout_request"),
         IndexModel([("received_at", ASCENDING)], name="received"),
     ],
+    "audit_log": [
+        IndexModel([("at", DESCENDING)], name="recent"),
+        IndexModel([("target.type", ASCENDING), ("target.id", ASCENDING), ("at", DESCENDING)], name="target"),
+        IndexModel([("actor", ASCENDING), ("at", DESCENDING)], name="actor"),
+    ],
+    "notices": [
+        IndexModel([("key", ASCENDING)], unique=True, name="event_key_unique"),
+        IndexModel([("username", ASCENDING), ("read_at", ASCENDING)], name="unread"),
+        IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_list"),
+    ],
+    "outbox": [
+        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
+        IndexModel([("last_error_at", DESCENDING)], sparse=True, name="last_error"),
+    ],
 }
 
 
@@ -110,6 +125,7 @@ def init_db(db) -> list[str]:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the database indexes (idempotent)."""
     names = init_db(get_db())

@@ -27,6 +27,7 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from . import notices
 from .db import utcnow
 
 log = logging.getLogger("lipia.ledger")
@@ -163,6 +164,7 @@ def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, 
     entry, first = post_entry(db, key, username, -words, "spend", channel=channel, note=note)
     if entry["state"] == "refused":
         raise InsufficientWords(words, balance(db, username))
+    notices.balance_changed(db, username, entry.get("balance_after"))
     return SpendResult(entry_id=key, words=words, balance=balance(db, username), replayed=not first)
 
 
@@ -178,6 +180,7 @@ def adjust(db, username: str, delta: int, *, actor: str, reason: str, kind: str 
                           payment_id=payment_id)
     if entry["state"] == "refused":
         raise InsufficientWords(-delta, balance(db, username))
+    notices.balance_adjusted(db, entry)
     return entry
 
 
@@ -235,6 +238,7 @@ def _settle_failure(db, payment: dict, outcome: Outcome) -> SettleResult:
         return_document=ReturnDocument.AFTER)
     if updated:
         log.info("payment %s ended %s (%s)", payment["_id"], outcome.status, outcome.reason)
+        notices.payment_settled(db, updated)
         return SettleResult(f"settled {outcome.status}", updated)
     current = db.payments.find_one({"_id": payment["_id"]})
     if current["status"] == COMPLETED and outcome.via == "query":
@@ -288,9 +292,11 @@ def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
         return SettleResult(f"ignored: already {current['status']}", current)
     if target == REVIEW:
         log.warning("payment %s held for review: %s", payment["_id"], problem)
+        notices.payment_settled(db, updated)
         return SettleResult("held for review", updated, notes=[problem])
     credit_payment(db, updated)
     log.info("payment %s completed, receipt %s", payment["_id"], outcome.receipt)
+    notices.payment_settled(db, updated)
     return SettleResult("credited", db.payments.find_one({"_id": payment["_id"]}), credited=True)
 
 
@@ -336,6 +342,7 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
         raise ValueError("this payment was resolved by someone else just now")
     if approve:
         credit_payment(db, updated)
+    notices.payment_settled(db, updated)
     return db.payments.find_one({"_id": payment["_id"]})
 
 

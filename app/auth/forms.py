@@ -3,6 +3,7 @@ from wtforms import BooleanField, EmailField, HiddenField, IntegerField, Passwor
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp, Email, ValidationError
 
 from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
+from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
 USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message="Use letters, digits, dots, dashes or underscores only.")
 
@@ -60,6 +61,11 @@ class ProfileForm(FlaskForm):
     low_words_threshold = IntegerField("Warn me when my balance falls below (words)", validators=[
         Optional(), NumberRange(min=0, max=10_000_000, message="Enter a number of words from 0 up.")],
         render_kw={"inputmode": "numeric"})
+    # Which notices also come by e-mail; stored as users.email_opt_out (the unticked ones).
+    email_receipt = BooleanField(EMAIL_CATEGORIES["receipt"], default=True)
+    email_problem = BooleanField(EMAIL_CATEGORIES["problem"], default=True)
+    email_adjustment = BooleanField(EMAIL_CATEGORIES["adjustment"], default=True)
+    email_low_balance = BooleanField(EMAIL_CATEGORIES["low_balance"], default=True)
 
 
 class ApiKeyForm(FlaskForm):

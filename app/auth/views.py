@@ -4,7 +4,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from ..db import get_db
 from ..extensions import limiter
 from ..security import safe_next
-from .. import users
+from .. import notices, users
 from . import bp
 from .forms import ApiKeyForm, LoginForm, ProfileForm, RegisterForm
 from .service import authenticate, register
@@ -71,11 +71,13 @@ def logout():
 def profile():
     doc = current_user.doc
     form = ProfileForm(data={"phone_number": doc.get("phone_number"), "email": doc.get("email"),
-                             "low_words_threshold": doc.get("low_words_threshold")})
+                             "low_words_threshold": doc.get("low_words_threshold"),
+                             **notices.email_choices(doc)})
     if form.validate_on_submit():
         users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data,
                              email=(form.email.data or "").strip().lower() or None,
-                             low_words_threshold=form.low_words_threshold.data)
+                             low_words_threshold=form.low_words_threshold.data,
+                             email_opt_out=notices.opt_outs_from(form.data))
         flash("Your profile is saved.", "success")
         return redirect(url_for("auth.profile"))
     return _render_profile(form), (400 if form.errors else 200)
@@ -95,6 +97,7 @@ def rotate_api_key():
     key = users.rotate_api_key(get_db(), current_user.id)
     doc = users.get_by_id(get_db(), current_user.id).doc
     form = ProfileForm(formdata=None, data={"phone_number": doc.get("phone_number"), "email": doc.get("email"),
-                                            "low_words_threshold": doc.get("low_words_threshold")})
+                                            "low_words_threshold": doc.get("low_words_threshold"),
+                                            **notices.email_choices(doc)})
     flash("Copy your new API key now: it is shown only once. The old key no longer works.", "warning")
     return _render_profile(form, new_api_key=key)

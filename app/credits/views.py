@@ -1,6 +1,6 @@
 import uuid
 
-from flask import flash, jsonify, redirect, render_template, request, url_for
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from ..db import get_db
@@ -40,13 +40,17 @@ def _api_user():
     return get_by_api_key(get_db(), key)
 
 
+def _api_limit():
+    return current_app.config["API_RATE_LIMIT"]
+
+
 def _api_key_id():
     header = request.headers.get("Authorization", "") or request.headers.get("X-API-Key", "")
     return "api:" + header[-16:]
 
 
 @api.route("/balance")
-@limiter.limit("120 per minute", key_func=_api_key_id)
+@limiter.limit(_api_limit, key_func=_api_key_id)
 def api_balance():
     user = _api_user()
     if user is None:
@@ -55,7 +59,7 @@ def api_balance():
 
 
 @api.route("/usage", methods=["POST"])
-@limiter.limit("120 per minute", key_func=_api_key_id)
+@limiter.limit(_api_limit, key_func=_api_key_id)
 def api_usage():
     user = _api_user()
     if user is None:

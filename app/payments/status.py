@@ -54,6 +54,9 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "receipt": payment.get("mpesa_receipt"),
         "phone": payment.get("phone"),
         "expires_at": expires_at.isoformat() if expires_at and status == "pending" else None,
+        # Seconds left, so the countdown does not depend on the customer's phone clock being right.
+        "expires_in": (round(max(0.0, (expires_at - utcnow()).total_seconds()), 1)
+                       if expires_at and status == "pending" else None),
         "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
         "can_retry": status in ledger.FAILURE_STATUSES,
         "words_remaining": balance,

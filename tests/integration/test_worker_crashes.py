@@ -48,7 +48,9 @@ def test_worker_killed_mid_push_is_taken_over_without_a_second_push(bare, custom
     bare.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.5, "callback": "none"})
     payment_id = customer.checkout()
     first = bare.start_worker("doomed")
-    wait_until(lambda: "push_in_flight" in (payment(bare, payment_id) or {}), what="push in flight")
+    # Kill it while Daraja holds the reply: the prompt already reached the phone.
+    wait_until(lambda: len(pushes(bare, customer.phone)) == 1, what="push received by Daraja")
+    assert "push_in_flight" in payment(bare, payment_id)
     first.kill()
     second = bare.start_worker("successor")
     wait_until(lambda: job(bare, payment_id)["status"] == "completed", timeout=20, what="takeover")

@@ -135,10 +135,13 @@ def test_repair_finishes_each_crash_window(db, user):
     db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 5},
                                                 "$push": {"applied_keys": "adjustment:alice:x"}})
     assert ledger.check_invariants(db) == []  # in flight, yet consistent
-    fixed = ledger.repair(db, grace=ledger.timedelta(0))
+    a_while_ago = ledger.utcnow() - ledger.timedelta(seconds=10)
+    db.ledger.update_many({}, {"$set": {"created_at": a_while_ago}})
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"settled_at": a_while_ago}})
+    fixed = ledger.repair(db)
     assert fixed == {"entries": 2, "credits": 1}
     assert words(db) == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
-    assert ledger.repair(db, grace=ledger.timedelta(0)) == {"entries": 0, "credits": 0}
+    assert ledger.repair(db) == {"entries": 0, "credits": 0}
     assert words(db) == 10_005 and ledger.check_invariants(db) == []
 
 

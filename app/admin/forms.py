@@ -1,0 +1,72 @@
+"""Forms of the operator console. Every repair is a POST with a CSRF token and a reason."""
+import uuid
+
+from flask_wtf import FlaskForm
+from wtforms import Form, HiddenField, IntegerField, RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+
+from .. import ledger
+
+STATUS_CHOICES = [SelectChoice("", "Any status"), SelectChoice("needs_review", "Needs review")] + [
+    SelectChoice(status, status) for status in sorted(ledger.RANK, key=lambda s: (ledger.RANK[s], s))]
+
+
+def reason_field():
+    return TextAreaField("Reason", validators=[
+        DataRequired(message="Give a reason: it is kept in the audit log."),
+        Length(min=3, max=500, message="A reason has 3 to 500 characters.")],
+        render_kw={"rows": 2, "maxlength": 500})
+
+
+class AskDarajaForm(FlaskForm):
+    reason = reason_field()
+
+
+class RequeueJobForm(FlaskForm):
+    reason = reason_field()
+
+
+class ReviewForm(FlaskForm):
+    decision = RadioField("Decision", choices=[SelectChoice("approve", "Approve: credit the words"),
+                                               SelectChoice("reject", "Reject: credit nothing")],
+                          validators=[InputRequired(message="Choose approve or reject.")])
+    reason = reason_field()
+
+
+class AdjustForm(FlaskForm):
+    direction = RadioField("Direction", choices=[SelectChoice("credit", "Credit (add words)"),
+                                                    SelectChoice("debit", "Debit (take words)")],
+                           default="credit", validators=[InputRequired(message="Choose credit or debit.")])
+    words = IntegerField("Words", validators=[
+        InputRequired(message="Enter a number of words."),
+        NumberRange(min=1, max=10_000_000, message="Enter a number of words from 1 to 10,000,000.")],
+        render_kw={"inputmode": "numeric"})
+    reason = reason_field()
+    request_key = HiddenField()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.request_key.data:
+            self.request_key.data = uuid.uuid4().hex
+
+
+class RefundForm(FlaskForm):
+    words = IntegerField("Words to take back", validators=[
+        InputRequired(message="Enter the words to take back."),
+        NumberRange(min=1, message="Take back at least 1 word.")], render_kw={"inputmode": "numeric"})
+    amount_kes = IntegerField("KES refunded", validators=[
+        InputRequired(message="Enter the KES sent back (0 if none)."),
+        NumberRange(min=0, message="The KES refunded cannot be negative.")], render_kw={"inputmode": "numeric"})
+    reason = reason_field()
+
+
+class PaymentFilterForm(Form):
+    """The payment search: a GET form, so it needs no CSRF token and can be bookmarked."""
+    status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])
+    phone = StringField("Phone", validators=[Optional(), Length(max=32)])
+    receipt = StringField("M-Pesa receipt", validators=[Optional(), Length(max=32)])
+    checkout_request_id = StringField("CheckoutRequestID", validators=[Optional(), Length(max=128)])
+    username = StringField("Username", validators=[Optional(), Length(max=64)])
+    date_from = StringField("From", validators=[Optional(), Length(max=10)], render_kw={"type": "date"})
+    date_to = StringField("To", validators=[Optional(), Length(max=10)], render_kw={"type": "date"})

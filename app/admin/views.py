@@ -1,0 +1,236 @@
+"""The operator console's pages. Views parse input, call one service, then answer."""
+from __future__ import annotations
+
+import logging
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from ..db import get_db
+from ..security import safe_next
+from . import bp, export, repairs, store
+from .forms import AdjustForm, AskDarajaForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReviewForm
+
+log = logging.getLogger("lipia.admin")
+
+PER_PAGE = 25
+
+
+@bp.before_request
+def _admins_only():
+    """Anonymous visitors are sent to log in; customers get 403."""
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403, "This page is for Lipia's operators.")
+    return None
+
+
+@bp.after_request
+def _no_store(response):
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+def _actor() -> str:
+    return current_user.username
+
+
+def _page() -> int:
+    return max(1, request.args.get("page", 1, type=int) or 1)
+
+
+def _pages(total: int, per_page: int = PER_PAGE) -> int:
+    return max(1, -(-total // per_page))
+
+
+def _run(action, success_url: str, failure):
+    """Run one repair: flash its result and redirect, or show why nothing was changed."""
+    try:
+        result = action()
+    except repairs.RepairError as exc:
+        flash(f"{exc} Nothing was changed.", "danger")
+        return failure()
+    flash(result.message, result.category)
+    return redirect(success_url)
+
+
+# ---------------------------------------------------------------- dashboard
+
+@bp.route("/")
+def dashboard(status: int = 200):
+    return render_template("admin/dashboard.html", d=store.dashboard(get_db()),
+                           requeue_form=RequeueJobForm(prefix="requeue", formdata=None)), status
+
+
+# ---------------------------------------------------------------- payments
+
+def _payment_filter(args) -> tuple[PaymentFilterForm, store.PaymentFilter, dict | None]:
+    """The search form, the filter, and its query (None when the input is bad)."""
+    form = PaymentFilterForm(args)
+    filters = store.PaymentFilter(**{name: (args.get(name) or "").strip()[:128]
+                                     for name in store.PaymentFilter.__dataclass_fields__})
+    if not form.validate():
+        return form, filters, None
+    try:
+        return form, filters, filters.query()
+    except ValueError as exc:
+        field = str(exc).split(":", 1)[0]
+        target = {"dates": form.date_from}.get(field) or getattr(form, field, form.status)
+        target.errors = list(target.errors) + [str(exc).split(": ", 1)[-1]]
+        return form, filters, None
+
+
+@bp.route("/payments")
+def payments():
+    form, filters, query = _payment_filter(request.args)
+    rows, total, page = [], 0, _page()
+    if query is not None:
+        rows, total = store.search_payments(get_db(), query, page=page, per_page=PER_PAGE)
+    return render_template("admin/payments.html", form=form, filters=filters.args(), payments=rows, total=total,
+                           page=page, pages=_pages(total)), (200 if query is not None else 400)
+
+
+def _payment_page(payment_id, status: int = 200, **forms):
+    detail = store.payment_detail(get_db(), payment_id)
+    if detail is None:
+        abort(404, "There is no such payment.")
+    payment = detail["payment"]
+    defaults = {
+        "ask": AskDarajaForm(prefix="ask", formdata=None),
+        "review": ReviewForm(prefix="review", formdata=None),
+        "refund": RefundForm(prefix="refund", formdata=None,
+                             data={"words": payment.get("words"), "amount_kes": payment.get("amount")}),
+        "requeue": RequeueJobForm(prefix="requeue", formdata=None),
+    }
+    defaults.update(forms)
+    return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
+                           refresh=store.awaiting_query_answer(payment)), status
+
+
+@bp.route("/payments/<payment_id>")
+def payment(payment_id):
+    return _payment_page(payment_id)
+
+
+@bp.route("/payments/<payment_id>/ask-daraja", methods=["POST"])
+def ask_daraja(payment_id):
+    form = AskDarajaForm(prefix="ask")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, ask=form)
+    return _run(lambda: repairs.ask_daraja(get_db(), current_app.config, payment_id, actor=_actor(),
+                                           reason=form.reason.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, ask=form))
+
+
+@bp.route("/payments/<payment_id>/review", methods=["POST"])
+def review(payment_id):
+    form = ReviewForm(prefix="review")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, review=form)
+    return _run(lambda: repairs.resolve_review(get_db(), payment_id, actor=_actor(),
+                                               approve=form.decision.data == "approve", reason=form.reason.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, review=form))
+
+
+@bp.route("/payments/<payment_id>/refund", methods=["POST"])
+def refund(payment_id):
+    form = RefundForm(prefix="refund")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, refund=form)
+    return _run(lambda: repairs.refund_payment(get_db(), payment_id, actor=_actor(), reason=form.reason.data,
+                                               words=form.words.data, amount_kes=form.amount_kes.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, refund=form))
+
+
+# ---------------------------------------------------------------- jobs
+
+@bp.route("/jobs/<job_id>/requeue", methods=["POST"])
+def requeue(job_id):
+    form = RequeueJobForm(prefix="requeue")
+    job = store.get_job(get_db(), job_id)
+    if job is None:
+        abort(404, "There is no such job.")
+    back = safe_next(request.form.get("next")) or url_for("admin.dashboard")
+
+    def failure():
+        if job.get("payment_id") and store.payment_detail(get_db(), job["payment_id"]):
+            return _payment_page(job["payment_id"], 400, requeue=form)
+        return dashboard(400)
+
+    if not form.validate_on_submit():
+        return failure()
+    return _run(lambda: repairs.requeue_job(get_db(), job_id, actor=_actor(), reason=form.reason.data),
+                back, failure)
+
+
+# ---------------------------------------------------------------- users
+
+@bp.route("/users")
+def users():
+    q = (request.args.get("q") or "").strip()[:64]
+    page = _page()
+    rows, total = store.search_users(get_db(), q, page=page, per_page=PER_PAGE)
+    return render_template("admin/users.html", users=rows, q=q, total=total, page=page, pages=_pages(total))
+
+
+def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None):
+    page = _page()
+    detail = store.user_detail(get_db(), username, page=page, per_page=PER_PAGE)
+    if detail is None:
+        abort(404, "There is no such user.")
+    return render_template("admin/user.html", d=detail, u=detail["user"], page=page,
+                           pages=_pages(detail["entries_total"]),
+                           adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None)), status
+
+
+@bp.route("/users/<username>")
+def user(username):
+    return _user_page(username)
+
+
+@bp.route("/users/<username>/adjust", methods=["POST"])
+def adjust(username):
+    form = AdjustForm(prefix="adjust")
+    if not form.validate_on_submit():
+        return _user_page(username, 400, form)
+    delta = form.words.data if form.direction.data == "credit" else -form.words.data
+    return _run(lambda: repairs.adjust_words(get_db(), username, delta, actor=_actor(), reason=form.reason.data,
+                                             request_key=form.request_key.data),
+                url_for("admin.user", username=username), lambda: _user_page(username, 400, form))
+
+
+# ---------------------------------------------------------------- audit log
+
+@bp.route("/audit")
+def audit():
+    args = {name: (request.args.get(name) or "").strip()[:100] for name in ("action", "actor", "target")}
+    page = _page()
+    rows, total = store.audit_page(get_db(), **args, page=page, per_page=PER_PAGE)
+    return render_template("admin/audit.html", entries=rows, args=args, total=total, page=page,
+                           link_args={k: v for k, v in args.items() if v},
+                           pages=_pages(total), actions=sorted(export.AUDIT_ACTIONS))
+
+
+# ---------------------------------------------------------------- CSV exports
+
+@bp.route("/export/payments.csv")
+def export_payments():
+    _form, filters, query = _payment_filter(request.args)
+    if query is None:
+        abort(400, "Those filters are not valid; fix them on the payments page and export again.")
+    # Which filters, not their values: a phone number typed as 07... would escape the log's masking.
+    log.info("operator %s exported payments filtered by %s", _actor(), sorted(filters.args()) or "nothing")
+    return export.csv_response("payments", export.PAYMENT_COLUMNS, store.payment_cursor(get_db(), query))
+
+
+@bp.route("/export/ledger.csv")
+def export_ledger():
+    try:
+        query = export.ledger_query(request.args.get("from"), request.args.get("to"), request.args.get("username"))
+    except ValueError as exc:
+        abort(400, f"Cannot export the ledger: {exc}.")
+    log.info("operator %s exported the ledger from %s to %s", _actor(), request.args.get("from"),
+             request.args.get("to"))
+    return export.csv_response("ledger", export.LEDGER_COLUMNS, store.ledger_cursor(get_db(), query))

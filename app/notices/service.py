@@ -1,0 +1,278 @@
+"""In-app notices: what happened to a customer's payments and balance, once per event.
+
+Every notice has a unique `key` naming the event that caused it (`payment:<id>:<status>`,
+`ledger:<entry id>`, `low_balance:<user>:<crossing>`), so a duplicate callback, a
+retried adjustment or two workers settling the same payment can never notify twice.
+When e-mail is configured, the same event puts one message in the outbox (see
+`outbox.py`); the worker sends it later, never the request that caused it.
+
+The ledger calls the three event functions below right after a money write. They
+are guarded: a notice is a courtesy, so a failure here is logged and swallowed and
+the money write that triggered it stands.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Mapping
+
+from flask import current_app, has_app_context
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from ..db import utcnow
+from . import outbox
+
+log = logging.getLogger("lipia.notices")
+
+# E-mail categories a customer can opt out of, with the label the profile page shows.
+RECEIPT, PROBLEM, ADJUSTMENT, LOW_BALANCE = "receipt", "problem", "adjustment", "low_balance"
+CATEGORIES = {
+    RECEIPT: "Payment receipts",
+    PROBLEM: "Payments that fail, are cancelled or need checking",
+    ADJUSTMENT: "Balance changes made by support",
+    LOW_BALANCE: "Low balance warnings",
+}
+
+# Payment statuses, as app.ledger names them (spelled out to keep imports one-way).
+COMPLETED, REVIEW, REJECTED = "completed", "review", "rejected"
+PROBLEM_TITLES = {
+    "failed": "Payment failed",
+    "cancelled": "Payment cancelled",
+    "timeout": "Payment timed out",
+    "expired": "Payment not confirmed",
+    REVIEW: "Payment under review",
+    REJECTED: "Payment not credited",
+}
+DEFAULT_PROBLEM_TEXT = {
+    "failed": "M-Pesa did not complete this payment. No words were added.",
+    "cancelled": "The payment was cancelled on the phone. No money was taken.",
+    "timeout": "The PIN prompt was not answered in time. No money was taken.",
+    "expired": "We never heard back from M-Pesa about this payment. If money left your account "
+               "it will still be credited when M-Pesa confirms it.",
+    REVIEW: "M-Pesa's confirmation did not match this order, so we are checking it by hand. "
+            "If money left your account it is safe; we will credit or refund it.",
+    REJECTED: "After checking, this payment was not credited. Contact support if money left your account.",
+}
+UNREAD_CAP = 100
+
+# Settings of a process that has no Flask app (the worker); see `configure`.
+_process_settings: dict[str, Any] = {}
+
+
+def configure(settings: Mapping[str, Any] | None) -> None:
+    """Tell a process without a Flask app (the worker) whether e-mail is on.
+
+    Inside the web app the current app's config is used instead.
+    """
+    _process_settings.clear()
+    _process_settings.update(settings or {})
+
+
+def _setting(name: str, default=None):
+    if has_app_context():
+        return current_app.config.get(name, default)
+    return _process_settings.get(name, default)
+
+
+def mail_enabled() -> bool:
+    return bool(_setting("SMTP_HOST"))
+
+
+def _guarded(fn):
+    """Notices never break the money write that triggered them."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            log.exception("notice %s failed; the money write it follows is unaffected", fn.__name__)
+            return None
+    return wrapper
+
+
+# ---------------------------------------------------------------- creating notices
+
+def create(db, *, key: str, username: str, kind: str, category: str, title: str, body: str,
+           link: str | None = None, payment_id: str | None = None,
+           mail_lines: tuple[str, ...] = (), link_label: str = "Details") -> bool:
+    """Store one notice per key, and its e-mail when wanted. True when it is new."""
+    doc = {"key": key, "username": username, "kind": kind, "category": category, "title": title,
+           "body": body, "link": link, "link_label": link_label, "payment_id": payment_id,
+           "created_at": utcnow(), "read_at": None}
+    try:
+        db.notices.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    log.info("notice %s for %s", key, username)
+    if mail_enabled():
+        to = _email_for(db, username, category)
+        if to:
+            outbox.enqueue(db, key=key, username=username, to=to, category=category, subject=title,
+                           text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label)
+    return True
+
+
+def _email_for(db, username: str, category: str) -> str | None:
+    user = db.users.find_one({"username": username}, {"email": 1, "email_opt_out": 1})
+    if not user or not user.get("email"):
+        return None
+    return None if category in opted_out(user) else user["email"]
+
+
+def opted_out(user_doc: Mapping) -> set[str]:
+    """The e-mail categories a customer turned off (`True` from older records means all)."""
+    value = user_doc.get("email_opt_out")
+    if value is True:
+        return set(CATEGORIES)
+    if isinstance(value, (list, tuple)):
+        return {v for v in value if v in CATEGORIES}
+    return set()
+
+
+def email_choices(user_doc: Mapping) -> dict[str, bool]:
+    """Profile form data: one `email_<category>` box per category, ticked when wanted."""
+    off = opted_out(user_doc)
+    return {f"email_{category}": category not in off for category in CATEGORIES}
+
+
+def opt_outs_from(form_data: Mapping[str, Any]) -> list[str]:
+    """The categories whose box was left unticked, to store as users.email_opt_out."""
+    return [category for category in CATEGORIES if not form_data.get(f"email_{category}")]
+
+
+def _words(n: int) -> str:
+    return f"{n:,} word" + ("" if abs(n) == 1 else "s")
+
+
+def _user(db, username: str, fields: tuple[str, ...]) -> dict:
+    return db.users.find_one({"username": username}, {f: 1 for f in fields}) or {}
+
+
+# ---------------------------------------------------------------- events (called by app.ledger)
+
+@_guarded
+def payment_settled(db, payment: Mapping) -> bool | None:
+    """A payment reached a new final status: receipt, problem or review notice."""
+    status, pid = payment.get("status"), str(payment["_id"])
+    key = f"payment:{pid}:{status}"
+    plan = payment.get("subscription_type") or "word"
+    if status == COMPLETED:
+        balance = int(_user(db, payment["username"], ("words_remaining",)).get("words_remaining", 0))
+        receipt = payment.get("mpesa_receipt")
+        created = create(
+            db, key=key, username=payment["username"], kind="payment_completed", category=RECEIPT,
+            title=f"Payment received: {_words(int(payment['words']))} added",
+            body=(f"We received KES {payment['amount']:,} for the {plan} plan"
+                  + (f" (M-Pesa receipt {receipt})" if receipt else "")
+                  + f". {_words(int(payment['words']))} were added; your balance is now {_words(balance)}."),
+            link=f"/payments/{pid}/receipt", payment_id=pid, link_label="View your receipt",
+            mail_lines=(f"Reference: {payment.get('reference', '')}",))
+        _check_low_balance(db, payment["username"])
+        return created
+    if status in PROBLEM_TITLES:
+        text = payment.get("customer_message") or DEFAULT_PROBLEM_TEXT[status]
+        return create(db, key=key, username=payment["username"], kind=f"payment_{status}", category=PROBLEM,
+                      title=PROBLEM_TITLES[status],
+                      body=f"Your payment of KES {payment['amount']:,} for the {plan} plan: {text}",
+                      link=f"/payments/{pid}", payment_id=pid, link_label="See the payment")
+    return None
+
+
+@_guarded
+def balance_adjusted(db, entry: Mapping) -> bool | None:
+    """An operator's adjustment or refund entry was applied to the balance.
+
+    The operator's reason is an internal note and is not shown to the customer.
+    """
+    if entry.get("state") != "applied":
+        return None
+    delta, username = int(entry["delta"]), entry["username"]
+    balance = entry.get("balance_after")
+    if balance is None:
+        balance = int(_user(db, username, ("words_remaining",)).get("words_remaining", 0))
+    verb = "added to" if delta > 0 else "removed from"
+    prefix = "Refund: " if entry.get("kind") == "refund" else "Support: "
+    created = create(db, key=f"ledger:{entry['_id']}", username=username, kind=entry.get("kind", "adjustment"),
+                     category=ADJUSTMENT, title=f"{prefix}{_words(abs(delta))} {verb} your balance",
+                     body=f"Our support team {'added' if delta > 0 else 'removed'} {_words(abs(delta))}. "
+                          f"Your balance is now {_words(int(balance))}. Contact support if you have questions.",
+                     link="/history", link_label="See your history")
+    _check_low_balance(db, username)
+    return created
+
+
+@_guarded
+def balance_changed(db, username: str, new_balance: int | None = None) -> bool | None:
+    """A spend lowered the balance: warn once when it falls below the customer's threshold."""
+    return _check_low_balance(db, username, new_balance)
+
+
+def threshold_for(user_doc: Mapping) -> int:
+    value = user_doc.get("low_words_threshold")
+    if value is None:
+        value = _setting("WORDS_LOW_THRESHOLD_DEFAULT", 1000)
+    return int(value if value is not None else 1000)
+
+
+def _check_low_balance(db, username: str, new_balance: int | None = None) -> bool:
+    """Notify once per crossing below the threshold; re-arm when the balance is back above it.
+
+    Both flag writes are conditional on the balance as stored at that instant, so
+    concurrent spends (or a purchase racing a spend) yield exactly one notice per
+    crossing, and never one for a balance that is no longer low.
+    """
+    user = _user(db, username, ("words_remaining", "low_words_threshold", "low_balance_notified"))
+    if not user:
+        return False
+    threshold = threshold_for(user)
+    balance = int(user.get("words_remaining", 0)) if new_balance is None else int(new_balance)
+    if balance >= threshold:
+        if user.get("low_balance_notified"):
+            db.users.update_one({"username": username, "low_balance_notified": True,
+                                 "words_remaining": {"$gte": threshold}},
+                                {"$set": {"low_balance_notified": False}})
+        return False
+    if user.get("low_balance_notified"):
+        return False
+    claimed = db.users.find_one_and_update(
+        {"username": username, "low_balance_notified": {"$ne": True}, "words_remaining": {"$lt": threshold}},
+        {"$set": {"low_balance_notified": True, "low_balance_notified_at": utcnow()},
+         "$inc": {"low_balance_crossings": 1}},
+        projection={"words_remaining": 1, "low_balance_crossings": 1}, return_document=ReturnDocument.AFTER)
+    if claimed is None:
+        return False
+    words = int(claimed.get("words_remaining", 0))
+    return create(db, key=f"low_balance:{username}:{claimed['low_balance_crossings']}", username=username,
+                  kind="low_balance", category=LOW_BALANCE, title="Your word balance is low",
+                  body=f"You have {_words(words)} left, below the {_words(threshold)} you asked to be warned at. "
+                       "Buy more words to keep going.",
+                  link="/", link_label="Buy words")
+
+
+# ---------------------------------------------------------------- reading notices
+
+def unread_count(db, username: str) -> int:
+    """Cheap enough for every page: an indexed count, capped."""
+    return db.notices.count_documents({"username": username, "read_at": None}, limit=UNREAD_CAP)
+
+
+def open_page(db, username: str, *, page: int, per_page: int) -> tuple[list[dict], int]:
+    """A page of notices, newest first; opening the list marks every unread notice read.
+
+    The rows keep their `read_at` as it was, so the page can still show which are new.
+    """
+    query = {"username": username}
+    opened_at = utcnow()
+    total = db.notices.count_documents(query)
+    rows = list(db.notices.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+                .skip((page - 1) * per_page).limit(per_page))
+    if rows:
+        db.notices.update_many({"username": username, "read_at": None, "created_at": {"$lte": opened_at}},
+                               {"$set": {"read_at": opened_at}})
+    return rows, total
+
+
+def mail_health(db) -> dict:
+    """For the operator dashboard: is e-mail flowing? See outbox.health for the fields."""
+    return {"enabled": mail_enabled(), **outbox.health(db)}
