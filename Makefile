@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: dev test test-fast bench install chromium clean-data
+.PHONY: dev test test-fast bench install chromium axe wrk clean-data
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ dev: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 ## Every test: unit (mongomock), integration (real processes) and browser (Chromium).
-test: $(STAMP) chromium
+test: $(STAMP) chromium axe
 	$(BIN)/python -m pytest
 
 ## Unit tests only: seconds, no processes.
@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
 ## Throughput and latency of the real stack under bounded load.
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python -m bench
 
 ## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
@@ -36,6 +36,21 @@ chromium:
 	@test -x $(CHROMIUM) || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
+
+## axe-core, the accessibility checker the browser tests run inside each page.
+AXE := tests/e2e/.axe/node_modules/axe-core/axe.min.js
+axe:
+	@test -f $(AXE) || { \
+	  command -v npm >/dev/null || { \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; \
+	    else echo "Browser tests need npm: run 'sudo apt-get install npm'"; exit 1; fi; }; \
+	  npm install --prefix tests/e2e/.axe --no-audit --no-fund --silent axe-core@4.14.1; }
+
+## wrk, Debian's HTTP load generator, for the benchmarks.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
+	  else echo "Benchmarks need wrk: run 'sudo apt-get install wrk'"; exit 1; fi; }
 
 ## Forget the local development database.
 clean-data:
