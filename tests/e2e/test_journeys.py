@@ -105,87 +105,78 @@ def test_pay_then_spend(stack, context, screenshot, axe_script):
     assert not phone.errors, phone.errors
 
 
-def test_cancel_on_the_phone(stack, context, screenshot):
+def waiting_for_pin(stack, context):
+    """A signed-in customer presses Pay; the payment page waits for the PIN."""
     shopper = signed_in(context, stack.web_url)
     page = context.new_page()
     watch = Watch.attach(page)
     start_payment(page)
-    expect_waiting_for_pin(page)
+    left = expect_waiting_for_pin(page)
+    return shopper, page, watch, left
 
+
+def prompted_handset(stack, context, shopper):
+    """The simulator's handset in a second page, showing the customer's prompt."""
     handset = context.new_page()
     open_handset(handset, stack.sim_url, shopper)
     expect_prompt(handset)
+    return handset
+
+
+def expect_ended(page, status: str, title: str, glyph: str, message: str, **wait):
+    """The payment page settles on an unpaid end, says why, and offers to try again."""
+    wait_for_status(page, status, **wait)
+    card = status_card(page)
+    expect(card.locator("[data-title]")).to_have_text(title)
+    assert icon_glyph(page) == glyph
+    expect(card.locator("[data-message]")).to_contain_text(message)
+    expect(card.get_by_role("link", name="Try again")).to_be_visible()
+    return card
+
+
+def finish(stack, page, watch, screenshot, state: str) -> None:
+    """The layout holds, a screenshot is kept, and nothing broke or went to another origin."""
+    check_layout(page)
+    screenshot(page, state)
+    assert not watch.errors and not watch.foreign(stack.web_url), watch
+
+
+def test_cancel_on_the_phone(stack, context, screenshot):
+    shopper, page, watch, _ = waiting_for_pin(stack, context)
+    handset = prompted_handset(stack, context, shopper)
     handset.click("#pin-cancel")
     expect(handset_result(handset)).to_contain_text("cancelled")
 
-    wait_for_status(page, "cancelled")
-    card = status_card(page)
-    expect(card.locator("[data-title]")).to_have_text("Cancelled")
-    assert icon_glyph(page) == '"\u2015"'
-    expect(card.locator("[data-message]")).to_contain_text("You cancelled the payment on your phone")
-    expect(card.get_by_role("link", name="Try again")).to_be_visible()
+    expect_ended(page, "cancelled", "Cancelled", '"\u2015"', "You cancelled the payment on your phone")
     expect(page.locator("nav [data-balance]:visible")).to_have_text("0")
-    check_layout(page)
-    screenshot(page, "cancelled")
-    assert not watch.errors and not watch.foreign(stack.web_url), watch
+    finish(stack, page, watch, screenshot, "cancelled")
 
 
 def test_wrong_pin(stack, context, screenshot):
-    shopper = signed_in(context, stack.web_url)
-    page = context.new_page()
-    watch = Watch.attach(page)
-    start_payment(page)
-    expect_waiting_for_pin(page)
-
-    handset = context.new_page()
-    open_handset(handset, stack.sim_url, shopper)
-    expect_prompt(handset)
+    shopper, page, watch, _ = waiting_for_pin(stack, context)
+    handset = prompted_handset(stack, context, shopper)
     enter_pin(handset, "9999")
     expect(handset_result(handset)).to_contain_text("Wrong PIN")
 
-    wait_for_status(page, "failed")
-    card = status_card(page)
-    expect(card.locator("[data-title]")).to_have_text("Payment failed")
-    assert icon_glyph(page) == '"\u2715"'
-    expect(card.locator("[data-message]")).to_contain_text("The M-Pesa PIN entered was wrong")
-    expect(card.get_by_role("link", name="Try again")).to_be_visible()
-    check_layout(page)
-    screenshot(page, "wrong-pin")
-    assert not watch.errors and not watch.foreign(stack.web_url), watch
+    expect_ended(page, "failed", "Payment failed", '"\u2715"', "The M-Pesa PIN entered was wrong")
+    finish(stack, page, watch, screenshot, "wrong-pin")
 
 
 def test_prompt_times_out(stack, context, screenshot):
     """Nobody answers: the countdown runs out and the page says the prompt timed out."""
-    shopper = signed_in(context, stack.web_url)
-    page = context.new_page()
-    watch = Watch.attach(page)
-    start_payment(page)
-    expect_waiting_for_pin(page)
+    shopper, page, watch, _ = waiting_for_pin(stack, context)
+    handset = prompted_handset(stack, context, shopper)
 
-    handset = context.new_page()
-    open_handset(handset, stack.sim_url, shopper)
-    expect_prompt(handset)
-
-    wait_for_status(page, "timeout", timeout=(PROMPT_TIMEOUT + 15) * 1000)
-    card = status_card(page)
-    expect(card.locator("[data-title]")).to_have_text("Timed out")
-    assert icon_glyph(page) == '"!"'
-    expect(card.locator("[data-message]")).to_contain_text("not answered in time")
+    card = expect_ended(page, "timeout", "Timed out", '"!"', "not answered in time",
+                        timeout=(PROMPT_TIMEOUT + 15) * 1000)
     expect(card.locator("[data-countdown-wrap]")).to_be_hidden()
-    expect(card.get_by_role("link", name="Try again")).to_be_visible()
     expect(handset_result(handset)).to_contain_text("timed out", timeout=SETTLE_MS)
-    check_layout(page)
-    screenshot(page, "timed-out")
-    assert not watch.errors and not watch.foreign(stack.web_url), watch
+    finish(stack, page, watch, screenshot, "timed-out")
 
 
 def test_reload_while_waiting(stack, context):
     """A reload in the middle of a payment picks the tracking up again and ends paid."""
-    shopper = signed_in(context, stack.web_url)
-    page = context.new_page()
-    watch = Watch.attach(page)
-    start_payment(page)
-    before = expect_waiting_for_pin(page)
+    shopper, page, watch, before = waiting_for_pin(stack, context)
     payment_url = page.url
 
     page.reload()
@@ -194,9 +185,7 @@ def test_reload_while_waiting(stack, context):
     assert after <= before, "the countdown restarted after the reload"
     mark_document(page)
 
-    handset = context.new_page()
-    open_handset(handset, stack.sim_url, shopper)
-    expect_prompt(handset)
+    handset = prompted_handset(stack, context, shopper)
     enter_pin(handset, CORRECT_PIN)
 
     wait_for_status(page, "completed")

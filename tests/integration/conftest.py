@@ -1,5 +1,6 @@
 import pytest
 
+from simulator.testing import CallbackSink
 from tests.support.stack import start_database, start_stack
 
 
@@ -17,3 +18,10 @@ def stack(mongo_base):
     stack = start_stack(mongo_base)
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="module")
+def sink():
+    """A local HTTP server where the simulator's callbacks land."""
+    with CallbackSink() as receiver:
+        yield receiver

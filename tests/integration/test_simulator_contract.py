@@ -7,42 +7,31 @@ same keys, same order, same JSON types, same fixed texts.
 """
 from __future__ import annotations
 
-import base64
 import json
 import re
 import time
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
 from simulator import create_app
 from simulator.config import Settings
-from simulator.testing import CallbackSink, SimulatorProcess
+from tests.support.daraja_fixtures import (EAT, RECEIPT_RE, SHORTCODE, basic, eat_timestamp, fixture,
+                                           running_simulator, stk_password)
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = ROOT / "tests" / "fixtures" / "daraja"
 CONSUMER_KEY = "contract-key"
 CONSUMER_SECRET = "contract-secret"
 PASSKEY = "contract-passkey-for-tests"
-SHORTCODE = "174379"
 PHONE = "254708374149"
-EAT = timezone(timedelta(hours=3))
 
 TOKEN_RE = re.compile(r"^[A-Za-z0-9]{28}$")
 MERCHANT_ID_RE = re.compile(r"^\d{4,5}-\d{7,8}-\d$")
 CHECKOUT_ID_RE = re.compile(r"^ws_CO_\d{14}\d+$")
-RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
 REQUEST_ID_RE = re.compile(r"^\d+-\d+-\d+$")
 DROP = object()
-
-
-def fixture(name: str):
-    return json.loads((FIXTURES / f"{name}.json").read_text())
-
 
 ERRORS = fixture("errors")
 RESULT_DESCS = fixture("result_codes")
@@ -73,16 +62,8 @@ def assert_error(response, name: str, **fmt):
     return body
 
 
-def eat_timestamp() -> str:
-    return datetime.now(EAT).strftime("%Y%m%d%H%M%S")
-
-
 def password(timestamp: str, shortcode: str = SHORTCODE, passkey: str = PASSKEY) -> str:
-    return base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
-
-
-def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+    return stk_password(timestamp, passkey, shortcode)
 
 
 class Daraja:
@@ -159,21 +140,10 @@ class Daraja:
 
 
 @pytest.fixture(scope="module")
-def sink():
-    with CallbackSink() as receiver:
-        yield receiver
-
-
-@pytest.fixture(scope="module")
 def simulator():
-    env = {
-        "MPESA_CONSUMER_KEY": CONSUMER_KEY,
-        "MPESA_CONSUMER_SECRET": CONSUMER_SECRET,
-        "MPESA_PASSKEY": PASSKEY,
-        "MPESA_SHORTCODE": SHORTCODE,
-        "SIMULATOR_PROMPT_TIMEOUT": "30",
-    }
-    with SimulatorProcess(env=env, cwd=ROOT) as process:
+    with running_simulator(MPESA_CONSUMER_KEY=CONSUMER_KEY, MPESA_CONSUMER_SECRET=CONSUMER_SECRET,
+                           MPESA_PASSKEY=PASSKEY, MPESA_SHORTCODE=SHORTCODE,
+                           SIMULATOR_PROMPT_TIMEOUT="30") as process:
         yield process
 
 

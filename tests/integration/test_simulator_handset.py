@@ -5,32 +5,24 @@ unanswered prompt ends in 1037 within the test.
 """
 from __future__ import annotations
 
-import base64
-import json
-import re
 import time
-from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
 from simulator import create_app
 from simulator.config import SANDBOX_PASSKEY, Settings
-from simulator.testing import CallbackSink, SimulatorProcess
+from tests.support.daraja_fixtures import (RECEIPT_RE, SHORTCODE, basic, eat_timestamp, fixture,
+                                           running_simulator, stk_password)
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = ROOT / "tests" / "fixtures" / "daraja"
 PASSKEY = "handset-passkey-for-tests"
-SHORTCODE = "174379"
 PHONE = "254712345678"
 LOCAL_PHONE = "0712345678"
 PROMPT_TIMEOUT = 1.5
-RECEIPT_RE = re.compile(r"^[A-Z0-9]{10}$")
-EAT = timezone(timedelta(hours=3))
+DEV_AUTH = basic("dev-consumer-key", "dev-consumer-secret")
 
 REQUIRED_IDS = ["handset", "phone-form", "phone-input", "prompt", "prompt-text", "pin-input",
                 "pin-send", "pin-cancel", "prompt-timeout", "result", "result-text"]
@@ -64,24 +56,10 @@ class PageParser(HTMLParser):
             raise AssertionError("inline script found")
 
 
-def eat_timestamp() -> str:
-    return datetime.now(EAT).strftime("%Y%m%d%H%M%S")
-
-
-@pytest.fixture(scope="module")
-def sink():
-    with CallbackSink() as receiver:
-        yield receiver
-
-
 @pytest.fixture(scope="module")
 def simulator():
-    env = {
-        "MPESA_PASSKEY": PASSKEY,
-        "MPESA_SHORTCODE": SHORTCODE,
-        "SIMULATOR_PROMPT_TIMEOUT": str(PROMPT_TIMEOUT),
-    }
-    with SimulatorProcess(env=env, cwd=ROOT) as process:
+    with running_simulator(MPESA_PASSKEY=PASSKEY, MPESA_SHORTCODE=SHORTCODE,
+                           SIMULATOR_PROMPT_TIMEOUT=str(PROMPT_TIMEOUT)) as process:
         yield process
 
 
@@ -90,17 +68,16 @@ class Handset:
         self.url = url
         self.callback_url = callback_url
         self.http = requests.Session()
-        auth = base64.b64encode(b"dev-consumer-key:dev-consumer-secret").decode()
         reply = self.http.get(f"{url}/oauth/v1/generate?grant_type=client_credentials",
-                              headers={"Authorization": f"Basic {auth}"}, timeout=5)
+                              headers={"Authorization": DEV_AUTH}, timeout=5)
         self.token = reply.json()["access_token"]
 
     def push(self, amount="100", phone=PHONE, reference="LIPIA123456") -> dict:
         timestamp = eat_timestamp()
-        body = json.loads((FIXTURES / "stkpush_request.json").read_text())
+        body = fixture("stkpush_request")
         body.update(
             Timestamp=timestamp,
-            Password=base64.b64encode(f"{SHORTCODE}{PASSKEY}{timestamp}".encode()).decode(),
+            Password=stk_password(timestamp, PASSKEY),
             Amount=amount, PartyA=phone, PhoneNumber=phone, AccountReference=reference,
             CallBackURL=f"{self.callback_url}/payments/callback/handset",
         )
@@ -118,7 +95,7 @@ class Handset:
     def query(self, checkout_id: str) -> requests.Response:
         timestamp = eat_timestamp()
         body = {"BusinessShortCode": SHORTCODE,
-                "Password": base64.b64encode(f"{SHORTCODE}{PASSKEY}{timestamp}".encode()).decode(),
+                "Password": stk_password(timestamp, PASSKEY),
                 "Timestamp": timestamp, "CheckoutRequestID": checkout_id}
         return self.http.post(f"{self.url}/mpesa/stkpushquery/v1/query", json=body,
                               headers={"Authorization": f"Bearer {self.token}"}, timeout=5)
@@ -169,13 +146,11 @@ def test_page_prefills_the_phone(simulator):
 
 def test_business_name_is_configurable():
     client = create_app(Settings(business_name="ACME", prompt_timeout=30)).test_client()
-    auth = base64.b64encode(b"dev-consumer-key:dev-consumer-secret").decode()
     token = client.get("/oauth/v1/generate?grant_type=client_credentials",
-                       headers={"Authorization": f"Basic {auth}"}).json["access_token"]
+                       headers={"Authorization": DEV_AUTH}).json["access_token"]
     timestamp = eat_timestamp()
-    body = json.loads((FIXTURES / "stkpush_request.json").read_text())
-    body.update(Timestamp=timestamp,
-                Password=base64.b64encode(f"{SHORTCODE}{SANDBOX_PASSKEY}{timestamp}".encode()).decode(),
+    body = fixture("stkpush_request")
+    body.update(Timestamp=timestamp, Password=stk_password(timestamp, SANDBOX_PASSKEY),
                 Amount=1500, PartyA=PHONE, PhoneNumber=PHONE)
     assert client.post("/mpesa/stkpush/v1/processrequest", json=body,
                        headers={"Authorization": f"Bearer {token}"}).status_code == 200

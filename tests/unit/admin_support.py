@@ -4,8 +4,6 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-import pytest
-
 from app import ledger, queue, users
 from app.payments import outcomes, records, tasks
 from app.payments.checkout import enqueue_push
@@ -86,20 +84,3 @@ def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:
         tasks.give_up_push(db, job, "could not connect to Daraja")
     return job.id
 
-
-@pytest.fixture
-def admin(db):
-    return make_user(db, "ops_" + uuid.uuid4().hex[:6], role="admin")
-
-
-@pytest.fixture
-def customer(db):
-    return make_user(db)
-
-
-@pytest.fixture
-def as_admin(app, client, admin):
-    """A client logged in as an admin, CSRF off (one test checks CSRF on its own)."""
-    app.config["WTF_CSRF_ENABLED"] = False
-    login(client, admin)
-    return client

@@ -2,7 +2,7 @@
 import pytest
 
 from app import ledger, users
-from tests.unit.admin_support import admin, as_admin, customer, login, make_user, paid  # noqa: F401
+from tests.unit.admin_support import login, paid
 
 PAGES = ["/admin/", "/admin/payments", "/admin/users", "/admin/audit",
          "/admin/export/payments.csv", "/admin/export/ledger.csv"]

@@ -9,7 +9,7 @@ from app import ledger
 from app.admin import export
 from app.db import utcnow
 from app.payments import records
-from tests.unit.admin_support import admin, as_admin, customer, make_user, paid, under_review  # noqa: F401
+from tests.unit.admin_support import paid, under_review
 
 
 def read_csv(response) -> list[dict]:

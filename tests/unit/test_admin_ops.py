@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import ledger
 from app.db import utcnow
 from app.ops import health, metrics
-from tests.unit.admin_support import customer, make_user, new_payment, paid, pushed, under_review  # noqa: F401
+from tests.support.procs import free_port
+from tests.unit.admin_support import new_payment, paid, under_review
 
 TOKEN = "scrape-token-for-tests-0123456789"
 
@@ -139,12 +140,6 @@ def test_readiness_reports_an_unreadable_queue():
 
 
 # ---------------------------------------------------------------- worker metrics
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_worker_metrics_are_off_unless_a_port_is_set():
     assert metrics.start_worker_server({"WORKER_METRICS_PORT": None}) is None

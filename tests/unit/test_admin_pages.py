@@ -8,18 +8,7 @@ from app import ledger
 from app.admin import periods, store
 from app.db import utcnow
 from app.payments import records
-from tests.unit.admin_support import (  # noqa: F401
-    admin,
-    as_admin,
-    customer,
-    dead_push_job,
-    expired,
-    make_user,
-    new_payment,
-    paid,
-    pushed,
-    under_review,
-)
+from tests.unit.admin_support import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
 
 
 def text(response):

@@ -1,0 +1,24 @@
+"""Fixtures for the operator console's unit tests: an admin, a customer, a logged-in client."""
+import uuid
+
+import pytest
+
+from tests.unit.admin_support import login, make_user
+
+
+@pytest.fixture
+def admin(db):
+    return make_user(db, "ops_" + uuid.uuid4().hex[:6], role="admin")
+
+
+@pytest.fixture
+def customer(db):
+    return make_user(db)
+
+
+@pytest.fixture
+def as_admin(app, client, admin):
+    """A client logged in as an admin, CSRF off (one test checks CSRF on its own)."""
+    app.config["WTF_CSRF_ENABLED"] = False
+    login(client, admin)
+    return client
