@@ -110,6 +110,23 @@ def generate_token():
     return jsonify({"access_token": token, "expires_in": str(settings.token_ttl)})
 
 
+def _checked_request(validate):
+    """Daraja's checks, in Daraja's order: token, JSON body, fields, then merchant and password.
+
+    Returns (body, clean fields, None), or (None, None, the error response).
+    """
+    if not _bearer_ok():
+        return None, None, daraja_error(404, *INVALID_TOKEN)
+    body = _json_body()
+    if body is None:
+        return None, None, bad_request("BusinessShortCode")
+    try:
+        clean = validate(body)
+    except validation.InvalidField as exc:
+        return None, None, bad_request(exc.field)
+    return body, clean, _merchant_check(clean)
+
+
 @bp.post("/mpesa/stkpush/v1/processrequest")
 def stk_push():
     eng = engine()
@@ -119,16 +136,7 @@ def stk_push():
         if fault.delay:
             time.sleep(fault.delay)
         return fault_response(fault.status, fault.body)
-    if not _bearer_ok():
-        return daraja_error(404, *INVALID_TOKEN)
-    body = _json_body()
-    if body is None:
-        return bad_request("BusinessShortCode")
-    try:
-        clean = validation.push_fields(body)
-    except validation.InvalidField as exc:
-        return bad_request(exc.field)
-    refusal = _merchant_check(clean)
+    body, clean, refusal = _checked_request(validation.push_fields)
     if refusal is not None:
         return refusal
     recorded = copy.deepcopy(body)
@@ -155,16 +163,7 @@ def stk_push():
 def stk_query():
     eng = engine()
     eng.store.count("queries")
-    if not _bearer_ok():
-        return daraja_error(404, *INVALID_TOKEN)
-    body = _json_body()
-    if body is None:
-        return bad_request("BusinessShortCode")
-    try:
-        clean = validation.query_fields(body)
-    except validation.InvalidField as exc:
-        return bad_request(exc.field)
-    refusal = _merchant_check(clean)
+    _body, clean, refusal = _checked_request(validation.query_fields)
     if refusal is not None:
         return refusal
     view = eng.store.query_view(clean["checkout_id"])
