@@ -113,7 +113,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JOB_LEASE_SECONDS", _int(5), "30", "how long a worker owns a job between heartbeats"),
     Setting("JOB_MAX_ATTEMPTS", _int(1), "5", "attempts before a job is dead-lettered"),
     Setting("JOB_BACKOFF_SECONDS", _float, "2", "first retry delay; doubles each attempt, with jitter"),
-    Setting("WORKER_POLL_SECONDS", _float, "1", "how often an idle worker looks for jobs"),
+    Setting("WORKER_POLL_SECONDS", _float, "0.25", "how often an idle worker looks for jobs"),
     Setting("RECONCILE_AFTER_SECONDS", _int(1), "90", "ask STK Query about payments waiting this long"),
     Setting("RECONCILE_EVERY_SECONDS", _int(1), "30", "minimum gap between two queries for one payment"),
     Setting("PAYMENT_EXPIRE_AFTER_SECONDS", _int(1), "900", "a payment with no answer after this long ends expired"),

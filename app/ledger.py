@@ -165,7 +165,10 @@ def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, 
     if entry["state"] == "refused":
         raise InsufficientWords(words, balance(db, username))
     notices.balance_changed(db, username, entry.get("balance_after"))
-    return SpendResult(entry_id=key, words=words, balance=balance(db, username), replayed=not first)
+    # The balance this spend left (read atomically with it); a replay reads the balance now.
+    after = entry.get("balance_after") if first else None
+    return SpendResult(entry_id=key, words=words, balance=balance(db, username) if after is None else int(after),
+                       replayed=not first)
 
 
 def adjust(db, username: str, delta: int, *, actor: str, reason: str, kind: str = "adjustment",
@@ -207,12 +210,16 @@ def _mismatch(payment: dict, outcome: Outcome) -> str | None:
     return None
 
 
-def settle(db, payment_id, outcome: Outcome) -> SettleResult:
+def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None) -> SettleResult:
     """Apply one outcome to one payment: once, forward only, whatever the order of arrival.
 
-    Callbacks, STK Query answers, expiry and operators all come through here.
+    Callbacks, STK Query answers, expiry and operators all come through here. A caller
+    that has just read the payment may pass it to save a read: only its id and the
+    order's own fields (amount, phone, words) are used from it, and every write is
+    conditional on the stored status, so a copy a moment old decides nothing.
     """
-    payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
+    if payment is None:
+        payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
     if payment is None:
         return SettleResult("unknown payment")
     if outcome.status == COMPLETED:
@@ -294,10 +301,11 @@ def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
         log.warning("payment %s held for review: %s", payment["_id"], problem)
         notices.payment_settled(db, updated)
         return SettleResult("held for review", updated, notes=[problem])
-    credit_payment(db, updated)
+    entry = credit_payment(db, updated)
     log.info("payment %s completed, receipt %s", payment["_id"], outcome.receipt)
     notices.payment_settled(db, updated)
-    return SettleResult("credited", db.payments.find_one({"_id": payment["_id"]}), credited=True)
+    # credit_payment set these two fields; the rest is the post-image of the settling write.
+    return SettleResult("credited", {**updated, "credited": True, "ledger_entry": entry["_id"]}, credited=True)
 
 
 def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:

@@ -15,6 +15,9 @@ from pymongo.errors import DuplicateKeyError
 from .db import utcnow
 
 USERNAME_MAX = 32
+# The user read on every request (session or API key) leaves out the ledger's bookkeeping:
+# `applied_keys` holds up to hundreds of entry keys that only app.ledger reads.
+REQUEST_PROJECTION = {"applied_keys": 0}
 API_KEY_PREFIX = "lip_"
 
 
@@ -59,7 +62,7 @@ def create_user(db, username: str, password_hash: str, phone_number: str, role: 
 
 def get_by_id(db, user_id: str) -> User | None:
     try:
-        doc = db.users.find_one({"_id": ObjectId(user_id)})
+        doc = db.users.find_one({"_id": ObjectId(user_id)}, REQUEST_PROJECTION)
     except (InvalidId, TypeError):
         return None
     return User(doc) if doc else None
@@ -108,5 +111,5 @@ def rotate_api_key(db, user_id: str) -> str:
 def get_by_api_key(db, key: str) -> User | None:
     if not key or not key.startswith(API_KEY_PREFIX) or len(key) > 200:
         return None
-    doc = db.users.find_one({"api_key_hash": hash_api_key(key)})
+    doc = db.users.find_one({"api_key_hash": hash_api_key(key)}, REQUEST_PROJECTION)
     return User(doc) if doc else None

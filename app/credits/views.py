@@ -7,7 +7,7 @@ from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
 from ..ledger import IdempotencyConflict, InsufficientWords, balance
-from ..users import get_by_api_key
+from ..users import get_by_api_key, hash_api_key
 from . import api, bp
 from .forms import SpendForm
 from .service import MAX_WORDS_PER_CALL, charge, count_words
@@ -34,10 +34,14 @@ def spend():
     return render_template("credits/spend.html", form=form), (400 if form.errors else 200)
 
 
-def _api_user():
+def _presented_key() -> str:
     header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
-    return get_by_api_key(get_db(), key)
+    key = header[7:] if header.lower().startswith("bearer ") else request.headers.get("X-API-Key", "")
+    return key.strip()
+
+
+def _api_user():
+    return get_by_api_key(get_db(), _presented_key())
 
 
 def _api_limit():
@@ -45,8 +49,9 @@ def _api_limit():
 
 
 def _api_key_id():
-    header = request.headers.get("Authorization", "") or request.headers.get("X-API-Key", "")
-    return "api:" + header[-16:]
+    # Keyed by the key itself as authentication reads it, so padding the header cannot
+    # buy a fresh allowance.
+    return "api:" + hash_api_key(_presented_key())[:24]
 
 
 @api.route("/balance")

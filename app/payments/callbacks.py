@@ -43,6 +43,6 @@ def _process(db, payment_id, secret, raw, remote_addr, allowed_ips) -> tuple[str
     if known and known != callback.checkout_request_id:
         log.warning("callback for payment %s names another CheckoutRequestID", payment["_id"])
         return "ignored: CheckoutRequestID does not match the payment", {"checkout_request_id": callback.checkout_request_id}
-    result = ledger.settle(db, payment["_id"], outcomes.from_callback(callback))
+    result = ledger.settle(db, payment["_id"], outcomes.from_callback(callback), payment=payment)
     return result.effect, {"checkout_request_id": callback.checkout_request_id,
                            "result_code": callback.result_code}

@@ -47,7 +47,9 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "title": TITLES.get(status, status),
         "tone": TONES.get(status, "secondary"),
         "message": message or "",
-        "final": status in ledger.FINAL_STATUSES,
+        # A payment turns completed a moment before its words are booked: keep polling
+        # until they are, so the balance the page shows is the one with them.
+        "final": status in ledger.FINAL_STATUSES and (status != "completed" or bool(payment.get("credited"))),
         "amount": payment["amount"],
         "words": payment["words"],
         "plan": payment.get("subscription_type"),

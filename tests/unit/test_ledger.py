@@ -161,3 +161,12 @@ def test_checkout_is_idempotent_and_shows_the_waiting_payment(db, user):
     assert first.created and not again.created and again.reason == "resubmitted"
     assert not other.created and other.reason == "waiting"
     assert db.payments.count_documents({}) == 1 and db.transactions.count_documents({}) == 1
+
+
+def test_status_stays_live_until_the_words_are_booked(db, user):
+    from app.payments.status import describe
+    payment = new_payment(db, user)
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": "completed"}})  # not yet credited
+    assert describe(records.get(db, payment["_id"]), prompt_timeout=60)["final"] is False
+    ledger.credit_payment(db, records.get(db, payment["_id"]))
+    assert describe(records.get(db, payment["_id"]), prompt_timeout=60)["final"] is True

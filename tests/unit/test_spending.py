@@ -80,3 +80,10 @@ def test_spend_page_counts_words_and_refuses_too_many(client, db, api_key):
                                                 "idempotency_key": "another-key"})
     assert too_many.status_code == 400 and "Nothing was charged" in too_many.text
     assert ledger.balance(db, "alice") == 9_996
+
+
+def test_padding_the_key_does_not_escape_the_rate_limit(app, client, api_key):
+    app.config["API_RATE_LIMIT"] = "3 per minute"
+    codes = [client.get("/api/v1/balance", headers={"Authorization": f"Bearer {api_key}" + " " * i}).status_code
+             for i in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
