@@ -29,6 +29,9 @@ def repair_ledger_command():
     """Finish money writes interrupted by a crash (the worker also does this continuously)."""
     fixed = ledger.repair(get_db())
     click.echo(f"Repaired {fixed['entries']} ledger entries and {fixed['credits']} uncredited payments.")
+    if fixed["ambiguous"]:
+        click.echo(f"{fixed['ambiguous']} entries are too old to apply safely; see `flask check-ledger`.")
+        raise SystemExit(1)
 
 
 def register_cli(app):

@@ -45,7 +45,8 @@ RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, 
 
 # How many applied entry keys each user document remembers. A key only has to be
 # remembered until its entry is marked applied, which follows within milliseconds
-# (or at the next repair pass after a crash), so a few hundred is ample.
+# (or at the next repair pass after a crash), so a few hundred is ample; an entry left
+# pending for longer than that window is refused by the repair pass, never re-applied.
 APPLIED_KEYS_KEPT = 500
 REPAIR_GRACE = timedelta(seconds=5)
 
@@ -93,10 +94,37 @@ def _entry_doc(key: str, username: str, delta: int, kind: str, **extra) -> dict:
             "state": "pending", "created_at": utcnow(), **{k: v for k, v in extra.items() if v is not None}}
 
 
-def _apply(db, entry: dict) -> dict:
-    """Apply a pending entry to its user exactly once; return the entry as it ends."""
+class AmbiguousEntry(Exception):
+    """A pending entry whose key may have aged out of `applied_keys`: an operator decides."""
+
+
+def _still_remembered(db, entry: dict) -> bool:
+    """Would `applied_keys` still hold this entry's key, had it been applied?
+
+    The list keeps the newest APPLIED_KEYS_KEPT keys. Each key is pushed after its entry
+    is created, so if the oldest key still in the list was applied before this entry
+    existed, every key pushed since, this one included, is still there.
+    """
+    full = db.users.find_one({"username": entry["username"], f"applied_keys.{APPLIED_KEYS_KEPT - 1}": {"$exists": True}},
+                             {"applied_keys": {"$slice": 1}})
+    if full is None:
+        return True
+    oldest = db.ledger.find_one({"_id": full["applied_keys"][0]}, {"applied_at": 1})
+    return bool(oldest and oldest.get("applied_at") and
+                oldest["applied_at"].replace(tzinfo=None) < entry["created_at"].replace(tzinfo=None))
+
+
+def _apply(db, entry: dict, *, resumed: bool = False) -> dict:
+    """Apply a pending entry to its user exactly once; return the entry as it ends.
+
+    `resumed` marks an entry written earlier (a crash, then a retry or the repair pass):
+    its key is checked to be still within the remembered window before it is applied.
+    """
     if entry["state"] != "pending":
         return entry
+    if resumed and not _still_remembered(db, entry):
+        log.error("ledger entry %s is pending and too old to apply safely; an operator must decide", entry["_id"])
+        raise AmbiguousEntry(entry["_id"])
     key, delta = entry["_id"], entry["delta"]
     condition: dict[str, Any] = {"username": entry["username"], "applied_keys": {"$ne": key}}
     if delta < 0:
@@ -129,7 +157,7 @@ def post_entry(db, key: str, username: str, delta: int, kind: str, **extra) -> t
         if doc["username"] != username or doc["delta"] != delta:
             raise IdempotencyConflict(key)
         first = False
-    return _apply(db, doc), first
+    return _apply(db, doc, resumed=not first), first
 
 
 def balance(db, username: str) -> int:
@@ -357,16 +385,26 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
 # ---------------------------------------------------------------- repair and checks
 
 def repair(db, grace: timedelta = REPAIR_GRACE) -> dict:
-    """Finish money writes that a crash interrupted. Idempotent; every worker runs it."""
+    """Finish money writes that a crash interrupted. Idempotent; every worker runs it.
+
+    Entries too old to apply safely are counted as `ambiguous` and left for an operator
+    (`flask check-ledger` lists them as pending).
+    """
     cutoff = utcnow() - grace
-    fixed = {"entries": 0, "credits": 0}
+    fixed = {"entries": 0, "credits": 0, "ambiguous": 0}
     for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}):
-        _apply(db, entry)
-        fixed["entries"] += 1
+        try:
+            _apply(db, entry, resumed=True)
+            fixed["entries"] += 1
+        except AmbiguousEntry:
+            fixed["ambiguous"] += 1
     for payment in db.payments.find({"status": COMPLETED, "credited": {"$ne": True},
                                      "settled_at": {"$lt": cutoff}}):
-        credit_payment(db, payment)
-        fixed["credits"] += 1
+        try:
+            credit_payment(db, payment)
+            fixed["credits"] += 1
+        except AmbiguousEntry:
+            fixed["ambiguous"] += 1
     if any(fixed.values()):
         log.warning("repair pass finished interrupted writes: %s", fixed)
     return fixed

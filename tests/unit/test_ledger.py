@@ -139,9 +139,9 @@ def test_repair_finishes_each_crash_window(db, user):
     db.ledger.update_many({}, {"$set": {"created_at": a_while_ago}})
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"settled_at": a_while_ago}})
     fixed = ledger.repair(db)
-    assert fixed == {"entries": 2, "credits": 1}
+    assert fixed == {"entries": 2, "credits": 1, "ambiguous": 0}
     assert words(db) == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
-    assert ledger.repair(db) == {"entries": 0, "credits": 0}
+    assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 0}
     assert words(db) == 10_005 and ledger.check_invariants(db) == []
 
 
@@ -170,3 +170,35 @@ def test_status_stays_live_until_the_words_are_booked(db, user):
     assert describe(records.get(db, payment["_id"]), prompt_timeout=60)["final"] is False
     ledger.credit_payment(db, records.get(db, payment["_id"]))
     assert describe(records.get(db, payment["_id"]), prompt_timeout=60)["final"] is True
+
+
+def test_an_entry_older_than_the_remembered_keys_is_left_for_an_operator(db, user, monkeypatch):
+    monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
+    ledger.adjust(db, "alice", 100, actor="ops", reason="start", key="adjustment:alice:start")
+    # Crash window 2: applied to the balance, then the process died before marking it.
+    key = "adjustment:alice:crashed"
+    db.ledger.insert_one(ledger._entry_doc(key, "alice", 5, "adjustment", actor="ops", reason="r"))
+    db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 5}, "$push": {"applied_keys": key}})
+    db.ledger.update_one({"_id": key}, {"$set": {"created_at": ledger.utcnow() - ledger.timedelta(seconds=60)}})
+    for i in range(3):  # three newer entries push the crashed key out of the remembered window
+        ledger.adjust(db, "alice", 1, actor="ops", reason=f"later {i}", key=f"adjustment:alice:later{i}")
+    assert key not in db.users.find_one({"username": "alice"})["applied_keys"]
+    assert ledger.repair(db)["ambiguous"] == 1
+    assert words(db) == 108  # not applied a second time
+    assert db.ledger.find_one({"_id": key})["state"] == "pending"
+
+
+def test_a_recent_crashed_entry_within_the_window_is_finished(db, user, monkeypatch):
+    monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
+    for i in range(3):
+        ledger.adjust(db, "alice", 1, actor="ops", reason=f"early {i}", key=f"adjustment:alice:early{i}")
+    key = "adjustment:alice:crashed"
+    db.ledger.insert_one(ledger._entry_doc(key, "alice", 5, "adjustment", actor="ops", reason="r"))
+    db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 5},
+                                                "$push": {"applied_keys": {"$each": [key], "$slice": -3}}})
+    db.ledger.update_one({"_id": key}, {"$set": {"created_at": ledger.utcnow() - ledger.timedelta(seconds=10)}})
+    for early in range(3):
+        db.ledger.update_one({"_id": f"adjustment:alice:early{early}"},
+                             {"$set": {"applied_at": ledger.utcnow() - ledger.timedelta(seconds=20)}})
+    assert ledger.repair(db) == {"entries": 1, "credits": 0, "ambiguous": 0}
+    assert words(db) == 8 and ledger.check_invariants(db) == []
