@@ -62,19 +62,14 @@ def run_push(db, client, settings, job: Job) -> str:
         records.record_exchange(db, payment["_id"], exc.exchange)
         records.clear_push(db, payment["_id"], job.token)
         raise Retry(str(exc)) from exc
-    except ValueError as exc:
-        # Refused locally before sending (phone, amount, callback URL): retrying cannot help.
-        records.clear_push(db, payment["_id"], job.token)
-        ledger.settle(db, payment["_id"], outcomes.push_failed(
-            "invalid_request", "This payment request was not valid. Please check your phone number and try again.",
-            str(exc)))
-        return f"refused before sending: {exc}"
-    except DarajaRejected as exc:
-        records.record_exchange(db, payment["_id"], exc.exchange)
+    except (DarajaRejected, ValueError) as exc:
+        # Final: refused by Daraja (a bad request) or here before sending (phone, amount,
+        # callback URL). Retrying cannot help, so the payment fails and nothing was taken.
+        records.record_exchange(db, payment["_id"], getattr(exc, "exchange", None))
         ledger.settle(db, payment["_id"], outcomes.push_failed(
             "rejected", "M-Pesa refused this payment request. Please check your phone number and try again.",
             str(exc)))
-        return f"rejected by Daraja: {exc}"
+        return f"refused: {exc}"
     except DarajaOutcomeUnknown as exc:
         records.record_exchange(db, payment["_id"], exc.exchange)
         records.record_push_unknown(db, payment["_id"], f"push outcome unknown: {exc}")

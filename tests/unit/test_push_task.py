@@ -1,0 +1,70 @@
+"""run_push's decision for each kind of answer from Daraja (a fake client stands in)."""
+import pytest
+
+from app import queue
+from app.auth.service import register
+from app.mpesa.client import PushAccepted
+from app.mpesa.errors import DarajaNotAccepted, DarajaOutcomeUnknown, DarajaRejected
+from app.payments import checkout, records, tasks
+from app.plans.service import get_plan
+
+SETTINGS = {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA", "JOB_MAX_ATTEMPTS": 5,
+            "PUBLIC_BASE_URL": "https://lipia.example.com"}
+
+
+class FakeClient:
+    def __init__(self, answer):
+        self.answer, self.pushes = answer, []
+
+    def stk_push(self, **kwargs):
+        self.pushes.append(kwargs)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.fixture
+def job(app, db):
+    with app.app_context():
+        user = register(db, "alice", "password123", "254712345678")
+    checkout.start(db, SETTINGS, user=user, plan=get_plan(db, "basic"), phone="254712345678",
+                   idempotency_key="k-00000001")
+    return queue.claim(db, "w1", lease_seconds=30)
+
+
+def status_of(db, job):
+    return records.get(db, job.payment_id)
+
+
+def test_accepted_push_waits_for_the_phone(db, job):
+    accepted = PushAccepted(merchant_request_id="1-2-3", checkout_request_id="ws_CO_1", response_code="0",
+                            response_description="ok", customer_message="ok", exchange={"endpoint": "push"})
+    client = FakeClient(accepted)
+    assert tasks.run_push(db, client, SETTINGS, job) == "prompt sent"
+    payment = status_of(db, job)
+    assert payment["status"] == "pending" and payment["checkout_request_id"] == "ws_CO_1"
+    assert client.pushes[0]["callback_url"].endswith(payment["callback_secret"])
+    assert tasks.run_push(db, client, SETTINGS, job).startswith("nothing to do") and len(client.pushes) == 1
+
+
+@pytest.mark.parametrize("error", [DarajaRejected("400.002.02 Invalid PhoneNumber"), ValueError("bad amount")])
+def test_final_refusals_fail_the_payment(db, job, error):
+    assert tasks.run_push(db, FakeClient(error), SETTINGS, job).startswith("refused")
+    payment = status_of(db, job)
+    assert payment["status"] == "failed" and payment["failure_reason"] == "rejected"
+    assert "push_in_flight" not in payment
+
+
+def test_not_accepted_clears_the_push_so_a_retry_may_send_it(db, job):
+    with pytest.raises(tasks.Retry):
+        tasks.run_push(db, FakeClient(DarajaNotAccepted("429")), SETTINGS, job)
+    payment = status_of(db, job)
+    assert payment["status"] == "queued" and "push_in_flight" not in payment
+
+
+def test_unknown_outcome_is_never_pushed_again(db, job):
+    client = FakeClient(DarajaOutcomeUnknown("read timeout"))
+    assert tasks.run_push(db, client, SETTINGS, job) == "push outcome unknown"
+    payment = status_of(db, job)
+    assert payment["status"] == "pending" and payment["push_outcome_unknown"]
+    assert tasks.run_push(db, client, SETTINGS, job).startswith("nothing to do") and len(client.pushes) == 1
