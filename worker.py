@@ -66,13 +66,10 @@ class Worker:
         try:
             outcome = self._handle(job)
         except tasks.Retry as exc:
-            if job.attempts >= job.doc.get("max_attempts", 5):
-                self._dead(job, exc.error)
-            else:
-                queue.retry_later(self.db, job, exc.error, self.settings["JOB_BACKOFF_SECONDS"])
+            self._retry(job, exc.error)
         except Exception as exc:  # a bug or the database: keep the job, keep the worker
             log.exception("job %s failed unexpectedly", job.id)
-            queue.retry_later(self.db, job, f"{type(exc).__name__}: {exc}", self.settings["JOB_BACKOFF_SECONDS"])
+            self._retry(job, f"{type(exc).__name__}: {exc}")
         else:
             queue.complete(self.db, job, outcome)
         finally:
@@ -85,8 +82,17 @@ class Worker:
             return tasks.run_push(self.db, self.client, self.settings, job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
+    def _retry(self, job, error: str) -> None:
+        if queue.retry_later(self.db, job, error, self.settings["JOB_BACKOFF_SECONDS"]) == queue.DEAD:
+            self._gave_up(job, error)
+
     def _dead(self, job, error: str) -> None:
-        if queue.dead(self.db, job, error) and job.kind == tasks.PUSH_JOB:
+        if queue.dead(self.db, job, error):
+            self._gave_up(job, error)
+
+    def _gave_up(self, job, error: str) -> None:
+        """A dead-lettered push leaves its payment failed (nothing was taken), whatever killed it."""
+        if job.kind == tasks.PUSH_JOB:
             tasks.give_up_push(self.db, job, error)
 
     def _heartbeat(self, job, done: threading.Event) -> None:

@@ -62,22 +62,22 @@ def enqueue(db, kind: str, *, job_id: str, payment_id: str | None = None, max_at
 
 
 def claim(db, worker_id: str, lease_seconds: int) -> Job | None:
-    """Take the oldest runnable job, or one whose worker's lease ran out."""
+    """Take the oldest runnable job, or one whose worker's lease ran out, in one round trip."""
     now = db_now(db)
-    doc = db.transactions.find_one_and_update(
+    fields = {"status": PROCESSING, "claim_token": secrets.token_hex(8), "worker_id": worker_id,
+              "lease_until": now + timedelta(seconds=lease_seconds), "heartbeat_at": now,
+              "claimed_at": now, "updated_at": now}
+    # The document as it was tells whether this is a takeover, and from whom.
+    before = db.transactions.find_one_and_update(
         {"$or": [{"status": QUEUED, "run_at": {"$lte": now}},
                  {"status": PROCESSING, "lease_until": {"$lt": now}}]},
-        {"$set": {"status": PROCESSING, "claim_token": secrets.token_hex(8), "worker_id": worker_id,
-                  "lease_until": now + timedelta(seconds=lease_seconds), "heartbeat_at": now,
-                  "claimed_at": now, "updated_at": now},
-         "$inc": {"attempts": 1}},
-        sort=[("run_at", 1)], return_document=ReturnDocument.AFTER)
-    if doc and doc["attempts"] > 1 and doc.get("last_worker_id") not in (None, worker_id):
-        log.warning("job %s taken over from %s after its lease expired", doc["_id"], doc.get("last_worker_id"))
-    if doc:
-        db.transactions.update_one({"_id": doc["_id"], "claim_token": doc["claim_token"]},
-                                   {"$set": {"last_worker_id": worker_id}})
-    return Job(doc) if doc else None
+        {"$set": fields, "$inc": {"attempts": 1}},
+        sort=[("run_at", 1)], return_document=ReturnDocument.BEFORE)
+    if before is None:
+        return None
+    if before["status"] == PROCESSING:
+        log.warning("job %s taken over from %s after its lease expired", before["_id"], before.get("worker_id"))
+    return Job({**before, **fields, "attempts": before.get("attempts", 0) + 1})
 
 
 def heartbeat(db, job: Job, lease_seconds: int) -> bool:
@@ -101,13 +101,19 @@ def complete(db, job: Job, outcome: str, **fields) -> bool:
     return _finish(db, job, {"status": COMPLETED, "outcome": outcome, "lease_until": None, **fields})
 
 
-def retry_later(db, job: Job, error: str, base_delay: float) -> bool:
-    """Put the job back with exponential backoff and jitter, or dead-letter it when out of attempts."""
-    if job.attempts >= job.doc.get("max_attempts", 5):
-        return dead(db, job, error)
+def out_of_attempts(job: Job) -> bool:
+    return job.attempts >= job.doc.get("max_attempts", 5)
+
+
+def retry_later(db, job: Job, error: str, base_delay: float) -> str | None:
+    """Put the job back with exponential backoff and jitter, or dead-letter it when out of
+    attempts. Returns the job's new status (None when the lease was lost meanwhile)."""
+    if out_of_attempts(job):
+        return DEAD if dead(db, job, error) else None
     delay = base_delay * (2 ** (job.attempts - 1)) * random.uniform(0.8, 1.2)
-    return _finish(db, job, {"status": QUEUED, "error": error, "lease_until": None,
-                             "run_at": db_now(db) + timedelta(seconds=delay)})
+    finished = _finish(db, job, {"status": QUEUED, "error": error, "lease_until": None,
+                                 "run_at": db_now(db) + timedelta(seconds=delay)})
+    return QUEUED if finished else None
 
 
 def dead(db, job: Job, error: str) -> bool:

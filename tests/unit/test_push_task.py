@@ -68,3 +68,16 @@ def test_unknown_outcome_is_never_pushed_again(db, job):
     payment = status_of(db, job)
     assert payment["status"] == "pending" and payment["push_outcome_unknown"]
     assert tasks.run_push(db, client, SETTINGS, job).startswith("nothing to do") and len(client.pushes) == 1
+
+
+@pytest.mark.parametrize("error", [DarajaNotAccepted("429"), RuntimeError("a bug")])
+def test_last_failed_attempt_dead_letters_and_fails_the_payment(app, db, error):
+    from worker import Worker
+    with app.app_context():
+        user = register(db, "bob", "password123", "254712345679")
+    payment = checkout.start(db, {**SETTINGS, "JOB_MAX_ATTEMPTS": 1}, user=user, plan=get_plan(db, "basic"),
+                             phone="254712345679", idempotency_key="k-00000002").payment
+    worker = Worker(db, FakeClient(error), {**SETTINGS, "JOB_LEASE_SECONDS": 30, "JOB_BACKOFF_SECONDS": 1})
+    assert worker.run_once()
+    assert db.transactions.find_one({"payment_id": str(payment["_id"])})["status"] == "dead"
+    assert records.get(db, payment["_id"])["status"] == "failed"
