@@ -33,6 +33,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .notices import register_notices
     from .cli import register_cli
     from .templating import register_templating
+    from .assets import register_static
 
     register_logging(app)
     register_db(app)
@@ -48,4 +49,5 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_notices(app)
     register_cli(app)
     register_templating(app)
+    register_static(app)
     return app

@@ -1,4 +1,6 @@
 """Accounts and plans over real HTTP against gunicorn, CSRF included."""
+import re
+
 import pytest
 import requests
 
@@ -32,5 +34,12 @@ def test_post_without_csrf_token_is_refused(stack):
 def test_pages_are_served_without_any_other_host(stack):
     page = requests.get(stack.web_url + "/", timeout=5)
     assert "unsafe-inline" not in page.headers["Content-Security-Policy"]
-    for asset in ("/bootstrap/static/css/bootstrap.min.css", "/static/css/app.css", "/static/js/app.js"):
-        assert asset in page.text and requests.get(stack.web_url + asset, timeout=5).status_code == 200
+    assert not re.search(r'(?:href|src)="(?:https?:)?//', page.text), "an asset from another host"
+    assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page.text)
+    for name in (r"vendor/bootstrap/bootstrap\.min", r"css/app", r"js/app"):
+        assert any(re.fullmatch(rf"/static/{name}\.[0-9a-f]{{12}}\.(css|js)", asset) for asset in assets), (name, assets)
+    for asset in assets:
+        response = requests.get(stack.web_url + asset, timeout=5)
+        assert response.status_code == 200 and "immutable" in response.headers["Cache-Control"], asset
+        if asset.endswith((".css", ".js")):  # a tiny icon may not be worth compressing
+            assert response.headers.get("Content-Encoding") in ("gzip", "br"), asset

@@ -25,6 +25,24 @@
     update();
   }
 
+  // Bootstrap's JavaScript is not loaded on customer pages (it would be most of their bytes):
+  // this does the two things they used it for, opening the menu and closing an alert. Where
+  // Bootstrap's own script is loaded (the operator console) it does the work and this stands aside.
+  document.addEventListener("click", function (event) {
+    if (window.bootstrap) { return; }
+    var toggler = event.target.closest("[data-bs-toggle='collapse']");
+    var target = toggler && document.querySelector(toggler.getAttribute("data-bs-target"));
+    if (target) {
+      var open = target.classList.toggle("show");
+      toggler.setAttribute("aria-expanded", open ? "true" : "false");
+      toggler.classList.toggle("collapsed", !open);
+      return;
+    }
+    var dismiss = event.target.closest("[data-bs-dismiss='alert']");
+    var alert = dismiss && dismiss.closest(".alert");
+    if (alert) { alert.remove(); }
+  });
+
   function setBalance(words) {
     if (typeof words !== "number") { return; }
     document.querySelectorAll("[data-balance]").forEach(function (el) {
@@ -32,20 +50,40 @@
     });
   }
 
-  // The payment page polls its status until the payment is final, backing off as it waits.
+  // The payment page asks for its status until the payment is final, at a pace that follows
+  // what can happen next. While the push is on its way or the prompt is on the phone the answer
+  // can come any second: ask often. Once the prompt is over the answer comes from M-Pesa's late
+  // report or our own query: ask less and less often. A hidden tab asks nothing (a phone's data
+  // and battery are the customer's) and asks at once when it shows again; a final payment never.
   var card = document.getElementById("payment-status");
   if (!card) { return; }
   var url = card.getAttribute("data-status-url");
-  var delay = 1500;
+  var FAST_MS = 1500;
+  var SLOW_FIRST_MS = 3000;
+  var SLOW_MAX_MS = 15000;
+  var OFFLINE_MAX_MS = 30000;
+  var delay = FAST_MS;
+  var failures = 0;
   var countdownTimer = null;
   var countdownRunning = false;
   var pollTimer = null;
   var polling = false;
 
-  // One timer at a time: an earlier poll (at expiry, on return to the tab) replaces the planned one.
+  function isFinal() { return card.getAttribute("data-final") === "true"; }
+  function isHidden() { return document.visibilityState === "hidden"; }
+
+  // One timer at a time: an earlier poll (at expiry, on return to the tab) replaces the planned
+  // one. Nothing is planned while the tab is hidden or once the payment is final.
   function schedule(ms) {
     clearTimeout(pollTimer);
+    pollTimer = null;
+    if (isFinal() || isHidden()) { return; }
     pollTimer = setTimeout(poll, ms);
+  }
+
+  function nextDelay(state) {
+    if (state.status === "queued" || countdownRunning) { return FAST_MS; }
+    return delay < SLOW_FIRST_MS ? SLOW_FIRST_MS : Math.min(delay * 1.5, SLOW_MAX_MS);
   }
 
   function show(state) {
@@ -65,7 +103,7 @@
     });
     setBalance(state.words_remaining);
     startCountdown(state.expires_in, state.expires_at);
-    if (previous !== state.status) { delay = 1500; }
+    if (previous !== state.status) { delay = FAST_MS; }
   }
 
   // Counts down the seconds the server says are left (the phone's clock may be wrong);
@@ -82,8 +120,8 @@
       out.textContent = Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
       wrap.classList.toggle("d-none", left === 0);
       if (left === 0 && countdownTimer) { clearInterval(countdownTimer); countdownTimer = null; }
-      // The prompt just expired: M-Pesa's answer follows within moments, so ask for it now.
-      if (left === 0 && countdownRunning) { delay = 1500; schedule(1500); }
+      // The prompt just expired: M-Pesa's answer follows within moments, so ask for it soon.
+      if (left === 0 && countdownRunning) { delay = FAST_MS; schedule(FAST_MS); }
       countdownRunning = left > 0;
     };
     tick();
@@ -91,8 +129,10 @@
   }
 
   function poll() {
-    if (polling) { return; }  // the answer on its way schedules the next poll
+    // An answer on its way plans the next poll itself.
+    if (polling || isFinal() || isHidden()) { return; }
     polling = true;
+    clearTimeout(pollTimer);
     fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (!response.ok) { throw new Error("status " + response.status); }
@@ -100,32 +140,35 @@
       })
       .then(function (state) {
         polling = false;
+        failures = 0;
         show(state);
-        if (state.final) {
-          clearTimeout(pollTimer);
-        } else {
-          // While the prompt is on the phone the answer can come any second: keep asking
-          // at the same pace. After that, back off.
-          delay = countdownRunning ? 1500 : Math.min(delay * 1.15, 5000);
-          schedule(delay);
-        }
+        delay = nextDelay(state);
+        schedule(delay);
       })
       .catch(function () {
         polling = false;
-        delay = Math.min(delay * 2, 15000);  // offline or server busy: try again, more slowly
-        schedule(delay);
+        failures += 1;  // offline or server busy: try again, more slowly each time
+        schedule(Math.min(FAST_MS * Math.pow(2, failures), OFFLINE_MAX_MS));
       });
   }
 
-  // Back from the M-Pesa prompt (or another app): show the latest status at once.
+  // Hidden (the customer switched to the M-Pesa prompt or another app): stop asking.
+  // Shown again: ask at once, the answer is most likely in.
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible" && card.getAttribute("data-final") !== "true") {
-      delay = 1500;
-      schedule(0);
+    if (isHidden()) {
+      clearTimeout(pollTimer);
+      pollTimer = null;
+      return;
     }
+    delay = FAST_MS;
+    poll();
+  });
+  // Back to the page from the browser's history cache: its status may be old.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) { poll(); }
   });
 
   var countdown = card.querySelector("[data-countdown]");
   startCountdown(countdown.getAttribute("data-expires-in"), countdown.getAttribute("data-expires-at"));
-  if (card.getAttribute("data-final") !== "true") { schedule(1000); }
+  schedule(1000);
 })();
