@@ -1,0 +1,77 @@
+"""The menu and alerts work without Bootstrap's JavaScript on customer pages, and with it in the console.
+
+Customer pages leave Bootstrap's script out (it would be most of their bytes); app.js opens
+the phone menu and closes alerts. The operator console still loads Bootstrap's script for its
+dropdown, and app.js must then stand aside so the menu is not toggled twice.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from .pages import DEVICES, PASSWORD, ROOT, Shopper, Watch, register
+
+pytestmark = pytest.mark.e2e
+
+
+def open_and_close_menu(page) -> None:
+    menu = page.get_by_role("button", name="Menu")
+    link = page.locator("#nav").get_by_role("link", name="Plans")
+    expect(menu).to_have_attribute("aria-expanded", "false")
+    expect(link).to_be_hidden()
+    menu.click()
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    expect(link).to_be_visible()
+    # Bootstrap's own script animates the menu open and ignores a click until it has finished.
+    expect(page.locator("#nav")).not_to_have_class(re.compile(r"\bcollapsing\b"))
+    menu.click()
+    expect(menu).to_have_attribute("aria-expanded", "false")
+    expect(link).to_be_hidden()
+
+
+def test_customer_menu_and_alert_on_a_phone(stack, browser):
+    context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        watch = Watch.attach(page)
+        register(page, Shopper.new())
+        assert page.evaluate("typeof window.bootstrap") == "undefined"
+        welcome = page.get_by_role("status").filter(has_text="Welcome to Lipia")
+        expect(welcome).to_be_visible()
+        welcome.get_by_role("button", name="Close").click()
+        expect(welcome).to_have_count(0)
+        open_and_close_menu(page)
+        assert not watch.errors, watch.errors
+    finally:
+        context.close()
+
+
+def test_console_menu_and_dropdown_with_bootstrap(stack, browser):
+    username, password = "ops" + uuid.uuid4().hex[:6], PASSWORD
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "create-admin", username],
+                   env={**os.environ, **stack.env, "LIPIA_ADMIN_PASSWORD": password}, cwd=ROOT,
+                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL, check=True)
+    context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        watch = Watch.attach(page)
+        page.goto("/login")
+        page.fill("#username", username)
+        page.fill("#password", password)
+        page.get_by_role("button", name="Log in").click()
+        page.goto("/admin/")
+        assert page.evaluate("typeof window.bootstrap") == "object"
+        open_and_close_menu(page)
+        page.get_by_role("button", name="Export CSV").click()
+        expect(page.get_by_role("link", name="All payments")).to_be_visible()
+        assert not watch.errors, watch.errors
+    finally:
+        context.close()
