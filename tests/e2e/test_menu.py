@@ -15,12 +15,12 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from .pages import DEVICES, PASSWORD, ROOT, Shopper, Watch, register
+from .pages import DEVICES, PASSWORD, ROOT, SCREENSHOTS, Shopper, Watch, register
 
 pytestmark = pytest.mark.e2e
 
 
-def open_and_close_menu(page) -> None:
+def open_and_close_menu(page, screenshot: str | None = None) -> None:
     menu = page.get_by_role("button", name="Menu")
     link = page.locator("#nav").get_by_role("link", name="Plans")
     expect(menu).to_have_attribute("aria-expanded", "false")
@@ -30,6 +30,9 @@ def open_and_close_menu(page) -> None:
     expect(link).to_be_visible()
     # Bootstrap's own script animates the menu open and ignores a click until it has finished.
     expect(page.locator("#nav")).not_to_have_class(re.compile(r"\bcollapsing\b"))
+    if screenshot:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / screenshot), animations="disabled")
     menu.click()
     expect(menu).to_have_attribute("aria-expanded", "false")
     expect(link).to_be_hidden()
@@ -47,7 +50,7 @@ def test_customer_menu_and_alert_on_a_phone(stack, browser):
         expect(welcome).to_be_visible()
         welcome.get_by_role("button", name="Close").click()
         expect(welcome).to_have_count(0)
-        open_and_close_menu(page)
+        open_and_close_menu(page, screenshot="phone-menu-open.png")
         assert not watch.errors, watch.errors
     finally:
         context.close()
