@@ -29,8 +29,9 @@ from whitenoise import WhiteNoise
 from whitenoise.compress import Compressor
 
 # Part of the digest: changing how files are built must not reuse an older build.
-BUILD_FORMAT = "1"
-MANIFEST = "manifest.json"
+BUILD_FORMAT = "2"
+MANIFEST = "manifest.json"  # beside the served folder, not in it
+PUBLIC = "public"
 KEEP_BUILDS = 3
 HASH_LENGTH = 12
 HASHED_NAME = re.compile(r"\.[0-9a-f]{%d}\.[A-Za-z0-9]+$" % HASH_LENGTH)
@@ -97,7 +98,8 @@ def rewrite_css(text: str, name: str, manifest: dict[str, str]) -> str:
 
 
 def build(files: dict[str, Path], out: Path) -> dict[str, str]:
-    """Write every file under its hashed name, with compressed copies; return the manifest."""
+    """Write every file under its hashed name into out/public, with compressed copies, and
+    the manifest (name -> hashed name) beside it; return the manifest."""
     manifest: dict[str, str] = {}
     compressor = Compressor(quiet=True)
     # Stylesheets last, so the files they point at already have their hashed names.
@@ -106,7 +108,7 @@ def build(files: dict[str, Path], out: Path) -> dict[str, str]:
         if name.endswith(".css"):
             content = rewrite_css(content.decode("utf-8"), name, manifest).encode("utf-8")
         manifest[name] = hashed_name(name, content)
-        target = out / manifest[name]
+        target = out / PUBLIC / manifest[name]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         if compressor.should_compress(target.name):
@@ -152,7 +154,7 @@ def _add_headers(headers, path: str, url: str) -> None:
 def register_static(app) -> None:
     """Serve the hashed, compressed static files and make url_for('static') name them."""
     folder, manifest = ensure_build(Path(app.instance_path) / "static-build", sources(app.static_folder))
-    app.wsgi_app = WhiteNoise(app.wsgi_app, root=str(folder), prefix=app.static_url_path,
+    app.wsgi_app = WhiteNoise(app.wsgi_app, root=str(folder / PUBLIC), prefix=app.static_url_path,
                               max_age=PLAIN_MAX_AGE, immutable_file_test=_is_hashed,
                               add_headers_function=_add_headers)
     app.extensions["static_manifest"] = manifest

@@ -61,6 +61,10 @@ def test_plain_names_are_not_cached_for_good(client):
     assert response.status_code == 200 and "immutable" not in response.headers.get("Cache-Control", "")
 
 
+def test_the_manifest_is_not_served(client):
+    assert client.get("/static/manifest.json").status_code == 404
+
+
 # ------------------------------------------------------------------ the build
 
 
@@ -79,7 +83,7 @@ def test_stylesheets_point_at_the_hashed_names(tmp_path):
     })
     manifest = assets.build(files, tmp_path / "out")
     logo = manifest["img/logo.svg"]
-    css = (tmp_path / "out" / manifest["css/site.css"]).read_text()
+    css = (tmp_path / "out" / assets.PUBLIC / manifest["css/site.css"]).read_text()
     assert f'url("../{logo}#x")' in css and "url(data:image/png;base64,AA==)" in css
     assert "sourceMappingURL" not in css
 
@@ -121,5 +125,5 @@ def test_a_build_that_loses_the_race_to_another_process_is_discarded(tmp_path, m
         return real_build(files, out)
     monkeypatch.setattr(assets, "build", build_while_another_process_finishes_first)
     folder, manifest = assets.ensure_build(tmp_path / "builds", files)
-    assert folder == final and (folder / manifest["js/a.js"]).read_text() == "race()"
+    assert folder == final and (folder / assets.PUBLIC / manifest["js/a.js"]).read_text() == "race()"
     assert [p.name for p in (tmp_path / "builds").iterdir()] == [final.name]  # no scratch folder left
