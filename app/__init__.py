@@ -48,4 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_notices(app)
     register_cli(app)
     register_templating(app)
+
+    from .shutdown import release_at_exit
+    release_at_exit()
     return app
