@@ -7,11 +7,11 @@ operator fixes the environment in one pass instead of one stack trace at a time.
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-import ipaddress
-import logging
 from urllib.parse import urlparse
 
 # Development defaults point at the embedded stack that `make dev` starts.
@@ -144,6 +144,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_ACCOUNT_REFERENCE", _str, "LIPIA", "prefix shown in the PIN prompt (12 characters with the payment number)"),
     Setting("CALLBACK_ALLOWED_IPS", _csv, "", "comma-separated Safaricom callback addresses; empty accepts any"),
     Setting("TRUSTED_PROXY_COUNT", _int(0), "0", "reverse proxies in front of gunicorn (1 on Railway)"),
+    Setting("WEB_GRACEFUL_TIMEOUT", _int(1), "20",
+            "seconds gunicorn lets requests finish after SIGTERM; keep it below the host's draining time"),
     Setting("RATELIMIT_STORAGE_URI", _str, "", "Flask-Limiter storage; empty means the MongoDB of MONGO_URI"),
     Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "login attempts allowed per account and per address"),
     Setting("PAYMENT_RATE_LIMIT", _str, "6 per minute", "checkouts allowed per customer"),
@@ -169,8 +171,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
-    Setting("WEB_GRACEFUL_TIMEOUT", _int(1), "20",
-            "seconds gunicorn lets requests finish after SIGTERM; keep it below the host's draining time"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

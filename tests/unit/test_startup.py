@@ -4,6 +4,7 @@ Each test runs the command as an operator would, in a subprocess, and reads its 
 one message, a non-zero status, no traceback, and no "Exception ignored" at exit.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,10 @@ def test_flask_commands_end_without_an_exit_traceback():
     result = flask("routes", env=bare_env(LIPIA_ENV="test", MONGO_URI=closed_mongo_uri()))
     assert result.returncode == 0 and "/healthz" in result.stdout
     assert_clean(result.stderr)
+
+
+def test_gunicorns_graceful_timeout_comes_from_the_setting():
+    env = bare_env(LIPIA_ENV="test", MONGO_URI=closed_mongo_uri(), WEB_GRACEFUL_TIMEOUT="7")
+    result = run([*gunicorn_argv(free_port())[:-1], "--print-config", "wsgi:app"], env)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^graceful_timeout\s*=\s*7$", result.stdout, re.M), result.stdout
