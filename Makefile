@@ -16,18 +16,20 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP)
 
 ## Start the database, the Daraja simulator, the worker and the web app; Ctrl-C stops them all.
+## An unset LIPIA_ENV means production, so each target says which world it runs in.
 dev: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
+	LIPIA_ENV="$${LIPIA_ENV:-development}" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
 ## Every test: unit (mongomock), integration (real processes) and browser (Chromium).
 test: $(STAMP) chromium axe
-	$(BIN)/python -m pytest
+	LIPIA_ENV=test $(BIN)/python -m pytest
 
 ## Unit tests only: seconds, no processes.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q
+	LIPIA_ENV=test $(BIN)/python -m pytest tests/unit -q
 
 ## Throughput and latency of the real stack under bounded load.
+## (It runs Lipia as production against the simulator, so it sets MPESA_ENVIRONMENT=sandbox itself.)
 bench: $(STAMP) wrk
 	$(BIN)/python -m bench
 

@@ -13,7 +13,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     """Build the web app; raises ConfigError listing every bad setting."""
     if environ is None:
         load_dotenv()
-    config = load_config(environ, overrides)
+    config = load_config(environ, overrides, announce=False)
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config)
     app.config.update(flask_settings(config))
@@ -50,4 +50,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_cli(app)
     register_templating(app)
     register_static(app)
+
+    from .shutdown import release_at_exit
+    release_at_exit()
     return app

@@ -7,6 +7,8 @@ operator fixes the environment in one pass instead of one stack trace at a time.
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -17,7 +19,12 @@ DEV_SECRET_KEY = "dev-only-secret-key-change-me"
 DEV_CONSUMER_KEY = "dev-consumer-key"
 DEV_CONSUMER_SECRET = "dev-consumer-secret"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+SANDBOX_SHORTCODE = "174379"
+SANDBOX_HOST = "sandbox.safaricom.co.ke"
 ENVIRONMENTS = ("development", "test", "production")
+# A process started with no LIPIA_ENV at all is a deployment someone forgot to configure,
+# not a laptop: it gets production's checks, so it cannot run on the public development key.
+DEFAULT_ENVIRONMENT = "production"
 
 
 class ConfigError(Exception):
@@ -56,9 +63,36 @@ def _url(value: str) -> str:
 
 
 def _mongo_uri(value: str) -> str:
-    if not value.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
+    """Checked here because pymongo raises its own traceback for a bad URI when a client is made."""
+    value = value.strip()
+    if value.startswith("mongomock://"):
+        return value
+    if not value.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("must start with mongodb:// or mongodb+srv://")
-    return value.strip()
+    from pymongo import uri_parser
+    from pymongo.errors import PyMongoError
+    if value.startswith("mongodb+srv://"):
+        # Parsing an SRV address resolves it in DNS; only its shape is checked at start-up.
+        hosts = value[len("mongodb+srv://"):].split("/", 1)[0].rsplit("@", 1)[-1]
+        if not hosts or "," in hosts or ":" in hosts:
+            raise ValueError("mongodb+srv:// takes exactly one host name and no port")
+        return value
+    try:
+        uri_parser.parse_uri(value)
+    except (PyMongoError, ValueError) as exc:
+        # pymongo's messages name the part that is wrong and never echo the password.
+        raise ValueError(f"is not a valid MongoDB address ({str(exc)[:120]})") from None
+    return value
+
+
+def _shown(setting: "Setting", raw: str) -> str:
+    """How a bad value appears in an error: secrets hidden, URI passwords masked."""
+    if setting.secret:
+        return "(hidden)"
+    if "://" in raw and "@" in raw:
+        scheme, rest = raw.split("://", 1)
+        raw = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return repr(raw[:60])
 
 
 def _digits(value: str) -> str:
@@ -89,11 +123,15 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("LIPIA_ENV", _choice(*ENVIRONMENTS), "development", "development, test or production"),
+    Setting("LIPIA_ENV", _choice(*ENVIRONMENTS), DEFAULT_ENVIRONMENT,
+            "development, test or production; unset means production"),
     Setting("SECRET_KEY", _str, DEV_SECRET_KEY, "signs sessions and CSRF tokens", secret=True),
     Setting("MONGO_URI", _mongo_uri, "mongodb://127.0.0.1:27018/lipia", "MongoDB connection string, database name included"),
     Setting("PUBLIC_BASE_URL", _url, "http://127.0.0.1:5000", "address customers and Daraja reach the web app at"),
     Setting("MPESA_BASE_URL", _url, "http://127.0.0.1:8001", "Daraja base URL (the simulator in development)"),
+    Setting("MPESA_ENVIRONMENT", _choice("production", "sandbox"), "",
+            "sandbox lets production mode use Daraja's sandbox or the simulator (no real money); "
+            "empty or production means the live Daraja"),
     Setting("MPESA_CONSUMER_KEY", _str, DEV_CONSUMER_KEY, "Daraja app consumer key", secret=True),
     Setting("MPESA_CONSUMER_SECRET", _str, DEV_CONSUMER_SECRET, "Daraja app consumer secret", secret=True),
     Setting("MPESA_SHORTCODE", _digits, "174379", "paybill or till number"),
@@ -106,6 +144,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_ACCOUNT_REFERENCE", _str, "LIPIA", "prefix shown in the PIN prompt (12 characters with the payment number)"),
     Setting("CALLBACK_ALLOWED_IPS", _csv, "", "comma-separated Safaricom callback addresses; empty accepts any"),
     Setting("TRUSTED_PROXY_COUNT", _int(0), "0", "reverse proxies in front of gunicorn (1 on Railway)"),
+    Setting("WEB_GRACEFUL_TIMEOUT", _int(1), "20",
+            "seconds gunicorn lets requests finish after SIGTERM; keep it below the host's draining time"),
     Setting("RATELIMIT_STORAGE_URI", _str, "", "Flask-Limiter storage; empty means the MongoDB of MONGO_URI"),
     Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "login attempts allowed per account and per address"),
     Setting("PAYMENT_RATE_LIMIT", _str, "6 per minute", "checkouts allowed per customer"),
@@ -139,10 +179,15 @@ DEV_SECRETS = {"SECRET_KEY": DEV_SECRET_KEY, "MPESA_CONSUMER_KEY": DEV_CONSUMER_
                "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET}
 
 
-def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Parse and check every setting; raise ConfigError listing all problems."""
+def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None,
+                *, announce: bool = True) -> dict:
+    """Parse and check every setting; raise ConfigError listing all problems.
+
+    `announce` logs the start-up warnings; the web app's workers pass False because
+    gunicorn's master has already said them once for the whole web process.
+    """
     environ = os.environ if environ is None else environ
-    env_name = environ.get("LIPIA_ENV", "development")
+    env_name = (environ.get("LIPIA_ENV") or "").strip() or DEFAULT_ENVIRONMENT
     production = env_name == "production"
     problems: list[str] = []
     config: dict[str, Any] = {}
@@ -159,20 +204,70 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
         try:
             config[setting.name] = setting.parse(raw)
         except ValueError as exc:
-            shown = "(hidden)" if setting.secret else repr(raw[:60])
-            problems.append(f"{setting.name}={shown} {exc}")
+            problems.append(f"{setting.name}={_shown(setting, raw)} {exc}")
     if production:
         for name, dev_value in DEV_SECRETS.items():
             if config.get(name) == dev_value:
                 problems.append(f"{name} is the development value; set a real secret in production")
         if config.get("SECRET_KEY") and len(config["SECRET_KEY"]) < 32:
             problems.append("SECRET_KEY must be at least 32 characters in production")
-        if config.get("PUBLIC_BASE_URL", "").startswith("http://"):
+        if (config.get("PUBLIC_BASE_URL") or "").startswith("http://"):
             problems.append("PUBLIC_BASE_URL must be https in production (Daraja requires an HTTPS callback)")
+        if config.get("MPESA_ENVIRONMENT") != "sandbox":
+            problems += _sandbox_problems(config)
     if problems:
+        if not (environ.get("LIPIA_ENV") or "").strip():
+            problems.insert(0, "LIPIA_ENV is not set, so Lipia runs as production; "
+                               "set LIPIA_ENV=development (or test) on a development machine")
         raise ConfigError(problems)
     config.update(overrides or {})
+    if announce:
+        announce_warnings(config)
     return config
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def _sandbox_problems(config: Mapping[str, Any]) -> list[str]:
+    """Production pointed at anything but the live Daraja: refused unless declared a sandbox."""
+    found = []
+    url = urlparse(config.get("MPESA_BASE_URL") or "")
+    if _is_local_host(url.hostname):
+        found.append("MPESA_BASE_URL is a loopback address (the simulator?)")
+    elif url.scheme == "http":
+        found.append("MPESA_BASE_URL is plain HTTP")
+    if url.hostname == SANDBOX_HOST:
+        found.append("MPESA_BASE_URL is Daraja's public sandbox")
+    if config.get("MPESA_PASSKEY") == SANDBOX_PASSKEY:
+        found.append("MPESA_PASSKEY is the public sandbox passkey")
+    if config.get("MPESA_SHORTCODE") == SANDBOX_SHORTCODE:
+        found.append(f"MPESA_SHORTCODE is the public sandbox shortcode {SANDBOX_SHORTCODE}")
+    return [f"{problem}; in production that takes MPESA_ENVIRONMENT=sandbox (no real money moves)"
+            for problem in found]
+
+
+def startup_warnings(config: Mapping[str, Any]) -> list[str]:
+    """Lines every process prints once at start when its settings are legal but surprising."""
+    if config.get("LIPIA_ENV") == "production" and config.get("MPESA_ENVIRONMENT") == "sandbox":
+        return [f"warning: MPESA_ENVIRONMENT=sandbox: production mode is talking to a Daraja sandbox at "
+                f"{config.get('MPESA_BASE_URL')}; no real money moves"]
+    return []
+
+
+def announce_warnings(config: Mapping[str, Any]) -> None:
+    """Log startup_warnings once; before logging is set up they still reach stderr."""
+    for line in startup_warnings(config):
+        logging.getLogger("lipia.config").warning(line)
 
 
 def flask_settings(config: Mapping[str, Any]) -> dict:

@@ -7,6 +7,8 @@ from flask import jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from .logs import safe_path
+
 log = logging.getLogger("lipia.errors")
 
 TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "Not allowed",
@@ -40,7 +42,8 @@ def register_errors(app):
 
     @app.errorhandler(Exception)
     def unexpected(exc):
-        log.exception("unhandled error on %s", request.path)
+        # The path is masked here as well as in the formatter: a callback URL carries its secret.
+        log.exception("unhandled error on %s %s", request.method[:16], safe_path(request.path))
         if wants_json():
             return api_error(500, "internal_error", "Something went wrong on our side. Nothing was charged.")
         return render_template("errors/error.html", status=500, title=TITLES[500],

@@ -2,6 +2,12 @@
 
 Ids travel in a context variable so that a log line written deep in the ledger still
 says which request or job it belongs to.
+
+Every line goes through `mask`, whatever wrote it: a callback URL's secret or a full
+phone number never reaches the log, even inside an exception. Text logs also escape
+control characters, because a path, header or request id is the client's text: a `%0A`
+in a URL must not start a new, forged line. Traceback lines are indented with `| ` for
+the same reason: only a line that starts with a timestamp was written by a log call.
 """
 from __future__ import annotations
 
@@ -15,8 +21,14 @@ import uuid
 from flask import g, request
 
 log_context: contextvars.ContextVar[dict] = contextvars.ContextVar("log_context", default={})
-_CALLBACK_SECRET = re.compile(r"(/payments/callback/[^/]+/)[^/?]+")
+_CALLBACK_SECRET = re.compile(r"(/payments/callback/[^/\s]+/)[^/?#\s\"'<>]+")
+_SECRET_PARAM = re.compile(r"(?i)\b((?:secret|token|access_token|password|passkey|api_key)=)[^&\s\"'<>]+")
 _FULL_PHONE = re.compile(r"\b254(\d)(\d{5})(\d{3})\b")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything a
+# terminal or log viewer may take for the end of a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def bind(**ids) -> None:
@@ -32,32 +44,87 @@ def mask_phones(text: str) -> str:
     return _FULL_PHONE.sub(lambda m: f"254{m.group(1)}*****{m.group(3)}", text)
 
 
+def mask(text: str) -> str:
+    """Callback secrets in paths, secret-looking query parameters and full phone numbers."""
+    text = _CALLBACK_SECRET.sub(r"\1***", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return mask_phones(text)
+
+
+def _escaped(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED_CONTROLS:
+        return _NAMED_CONTROLS[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """One physical line whatever the text holds: newlines become `\\n`, other controls `\\xNN`."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def safe_path(path: str) -> str:
+    """A request path fit for a log line: secret masked, controls escaped."""
+    return escape_controls(mask(path))
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's X-Request-Id when it is a plain token of at most 64 characters, else a new one."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex[:16]
+
+
+def _indented(text: str) -> str:
+    return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.ctx = log_context.get()
         return True
 
 
+class MaskingFilter(logging.Filter):
+    """For loggers whose formatter is not ours (gunicorn's): mask and flatten the message itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = escape_controls(mask(record.getMessage())), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _indented(mask(logging.Formatter().formatException(record.exc_info)))
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # json.dumps escapes every control character, so only masking is needed here.
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-                 "logger": record.name, "message": mask_phones(record.getMessage()), **getattr(record, "ctx", {})}
+                 "logger": record.name, "message": mask(record.getMessage()),
+                 **{k: mask(v) for k, v in getattr(record, "ctx", {}).items()}}
         if record.exc_info:
-            entry["exception"] = mask_phones(self.formatException(record.exc_info))
+            entry["exception"] = mask(self.formatException(record.exc_info))
+        if record.stack_info:
+            entry["stack"] = mask(self.formatStack(record.stack_info))
         return json.dumps(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ctx = " ".join(f"{k}={v}" for k, v in getattr(record, "ctx", {}).items())
-        return mask_phones(super().format(record) + (f" [{ctx}]" if ctx else ""))
+        line = (f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+                + (f" [{ctx}]" if ctx else ""))
+        line = escape_controls(mask(line))
+        if record.exc_info:
+            line += "\n" + _indented(mask(self.formatException(record.exc_info)))
+        if record.stack_info:
+            line += "\n" + _indented(mask(self.formatStack(record.stack_info)))
+        return line
 
 
 def configure_logging(log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json"
-                         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger("lipia")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -70,7 +137,7 @@ def register_logging(app):
     @app.before_request
     def _bind_request_id():
         clear()
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex[:16]
+        g.request_id = request_id_from(request.headers.get("X-Request-Id"))
         bind(request_id=g.request_id)
 
     access = logging.getLogger("lipia.access")
@@ -78,6 +145,5 @@ def register_logging(app):
     @app.after_request
     def _access_log(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        path = _CALLBACK_SECRET.sub(r"\1***", request.path)
-        access.info("%s %s %s", request.method, path, response.status_code)
+        access.info("%s %s %s", escape_controls(request.method[:16]), safe_path(request.path), response.status_code)
         return response

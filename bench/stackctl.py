@@ -28,13 +28,16 @@ def setting_default(name: str) -> str:
 def lipia_overrides() -> dict:
     """Production mode with its defaults, except what would disturb a bounded run.
 
+    Production against the simulator and the sandbox credentials is only allowed as a
+    declared sandbox (MPESA_ENVIRONMENT=sandbox).
+
     Prompts never time out and no payment is reconciled or expired during the run, so
     the only callbacks the web app sees are the ones the bench sends. API rate limits
     stay on (their database work is part of each request) but high enough never to refuse.
     """
     secret = secrets.token_hex(24)
     overrides = {
-        "LIPIA_ENV": "production", "SECRET_KEY": secret,
+        "LIPIA_ENV": "production", "MPESA_ENVIRONMENT": "sandbox", "SECRET_KEY": secret,
         "MPESA_CONSUMER_KEY": "bench-" + secrets.token_hex(8), "MPESA_CONSUMER_SECRET": "bench-" + secrets.token_hex(8),
         "PUBLIC_BASE_URL": "https://lipia.bench.invalid",
         "API_RATE_LIMIT": "1000000 per minute", "PAYMENT_RATE_LIMIT": "1000 per minute",

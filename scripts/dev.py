@@ -79,6 +79,8 @@ def prepare() -> int:
 
 def main(argv: list[str]) -> int:
     load_dotenv(ROOT / ".env")
+    # These helpers only ever serve `make dev`; an unset LIPIA_ENV would otherwise mean production.
+    os.environ.setdefault("LIPIA_ENV", "development")
     command = argv[1] if len(argv) > 1 else ""
     if command == "db":
         return run_db()

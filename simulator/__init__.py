@@ -11,12 +11,13 @@ from typing import Any, Mapping
 
 from flask import Flask, jsonify
 
-from .config import Settings
+from .config import Settings, check_environment
 from .engine import Engine
 
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None) -> Flask:
     if settings is None:
+        check_environment()  # read from the environment means run as a server: same rule as main()
         settings = Settings.from_env()
     elif not isinstance(settings, Settings):
         settings = Settings.from_env().with_overrides(settings)

@@ -9,6 +9,9 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+# Where the simulator may run: never beside a production Lipia (it settles any payment it is told to).
+ALLOWED_ENVIRONMENTS = ("development", "test")
+
 # The passkey Safaricom publishes for the sandbox shortcode 174379.
 SANDBOX_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
@@ -27,6 +30,9 @@ class Settings:
     token_ttl: int = 3599
     business_name: str = "LIPIA"
     callback_timeout: float = 10.0
+    # The handset answers any prompt with a PIN, so only this machine may use it unless a
+    # shared demo opens it on purpose (SIMULATOR_HANDSET_OPEN=true).
+    handset_open: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -38,7 +44,7 @@ class Settings:
                 continue
             try:
                 values[attr] = cast(raw.strip())
-            except ValueError:
+            except (ValueError, KeyError):
                 raise ValueError(f"{name} has an invalid value") from None
         return cls(**values)
 
@@ -48,6 +54,24 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown simulator settings: {', '.join(sorted(unknown))}")
         return replace(self, **overrides)
+
+
+class Refused(Exception):
+    """The simulator must not start in this environment."""
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise Refused unless LIPIA_ENV says development or test (unset means production)."""
+    env = os.environ if environ is None else environ
+    name = (env.get("LIPIA_ENV") or "").strip()
+    if name not in ALLOWED_ENVIRONMENTS:
+        shown = f"LIPIA_ENV={name}" if name else "LIPIA_ENV is not set, which means production"
+        raise Refused(f"The Daraja simulator refuses to start: {shown}. It pays any prompt it is asked to, "
+                      f"so it runs only with LIPIA_ENV=development or LIPIA_ENV=test.")
+
+
+def _flag(value: str) -> bool:
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[value.lower()]
 
 
 _ENV = (
@@ -61,4 +85,5 @@ _ENV = (
     ("SIMULATOR_TOKEN_TTL", "token_ttl", int),
     ("SIMULATOR_BUSINESS_NAME", "business_name", str),
     ("SIMULATOR_CALLBACK_TIMEOUT", "callback_timeout", float),
+    ("SIMULATOR_HANDSET_OPEN", "handset_open", _flag),
 )

@@ -6,6 +6,7 @@ import time
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from . import results
+from .control import is_loopback
 from .validation import normalize_phone
 
 bp = Blueprint("handset", __name__)
@@ -71,6 +72,15 @@ def _result_json(push) -> dict:
 
 def _error(status: int, error: str, message: str):
     return jsonify({"error": error, "message": message}), status
+
+
+@bp.before_request
+def loopback_unless_opened():
+    """Anyone who reaches the handset can pay or cancel any prompt and list prompts by phone."""
+    if engine().settings.handset_open or is_loopback(request.remote_addr):
+        return None
+    return _error(403, "forbidden", "The virtual handset only answers on this machine "
+                                    "(SIMULATOR_HANDSET_OPEN=true opens it for a shared demo).")
 
 
 @bp.after_request

@@ -1,4 +1,6 @@
 """Shared fixtures. Unit tests run on mongomock; integration tests start real processes."""
+import os
+
 import pytest
 
 from app import create_app
@@ -6,6 +8,8 @@ from app.db import database_for, init_db
 from app.plans.service import seed_plans
 
 TEST_ENV = {"LIPIA_ENV": "test", "LOG_FORMAT": "text"}
+# A missing LIPIA_ENV means production; every process a test starts says test explicitly.
+os.environ["LIPIA_ENV"] = "test"
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@ from __future__ import annotations
 import datetime as dt
 
 EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
+# Days outside these are clamped to them: "from year 1 to 9999" means "everything", and the
+# calendar's own edges cannot be shifted to UTC or extended by a day without overflowing.
+FIRST_DAY = dt.date(2000, 1, 1)
+LAST_DAY = dt.date(9999, 12, 30)
 
 
 def day_start(day: dt.date) -> dt.datetime:
@@ -42,6 +46,8 @@ def range_query(field: str, first: dt.date | None, last: dt.date | None) -> dict
     """A MongoDB condition for whole days from `first` to `last`, both included."""
     if first and last and first > last:
         raise ValueError("the 'from' date is after the 'to' date")
+    first = min(max(first, FIRST_DAY), LAST_DAY) if first else None
+    last = min(max(last, FIRST_DAY), LAST_DAY) if last else None
     condition = {}
     if first:
         condition["$gte"] = day_start(first)

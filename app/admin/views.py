@@ -7,6 +7,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 
 from ..db import get_db
+from ..pagination import paginate, requested_page
 from ..security import safe_next
 from . import bp, export, repairs, store
 from .forms import AdjustForm, AskDarajaForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReviewForm
@@ -38,11 +39,7 @@ def _actor() -> str:
 
 
 def _page() -> int:
-    return max(1, request.args.get("page", 1, type=int) or 1)
-
-
-def _pages(total: int, per_page: int = PER_PAGE) -> int:
-    return max(1, -(-total // per_page))
+    return requested_page(request.args)
 
 
 def _run(action, success_url: str, failure):
@@ -85,11 +82,12 @@ def _payment_filter(args) -> tuple[PaymentFilterForm, store.PaymentFilter, dict 
 @bp.route("/payments")
 def payments():
     form, filters, query = _payment_filter(request.args)
-    rows, total, page = [], 0, _page()
+    rows, total, page, pages = [], 0, 1, 1
     if query is not None:
-        rows, total = store.search_payments(get_db(), query, page=page, per_page=PER_PAGE)
+        rows, total, page, pages = paginate(
+            lambda p: store.search_payments(get_db(), query, page=p, per_page=PER_PAGE), _page(), PER_PAGE)
     return render_template("admin/payments.html", form=form, filters=filters.args(), payments=rows, total=total,
-                           page=page, pages=_pages(total)), (200 if query is not None else 400)
+                           page=page, pages=pages), (200 if query is not None else 400)
 
 
 def _payment_page(payment_id, status: int = 200, **forms):
@@ -170,18 +168,19 @@ def requeue(job_id):
 @bp.route("/users")
 def users():
     q = (request.args.get("q") or "").strip()[:64]
-    page = _page()
-    rows, total = store.search_users(get_db(), q, page=page, per_page=PER_PAGE)
-    return render_template("admin/users.html", users=rows, q=q, total=total, page=page, pages=_pages(total))
+    rows, total, page, pages = paginate(
+        lambda p: store.search_users(get_db(), q, page=p, per_page=PER_PAGE), _page(), PER_PAGE)
+    return render_template("admin/users.html", users=rows, q=q, total=total, page=page, pages=pages)
 
 
 def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None):
-    page = _page()
-    detail = store.user_detail(get_db(), username, page=page, per_page=PER_PAGE)
+    def fetch(p):
+        found = store.user_detail(get_db(), username, page=p, per_page=PER_PAGE)
+        return found, found["entries_total"] if found else 0
+    detail, _total, page, pages = paginate(fetch, _page(), PER_PAGE)
     if detail is None:
         abort(404, "There is no such user.")
-    return render_template("admin/user.html", d=detail, u=detail["user"], page=page,
-                           pages=_pages(detail["entries_total"]),
+    return render_template("admin/user.html", d=detail, u=detail["user"], page=page, pages=pages,
                            adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None)), status
 
 
@@ -206,11 +205,11 @@ def adjust(username):
 @bp.route("/audit")
 def audit():
     args = {name: (request.args.get(name) or "").strip()[:100] for name in ("action", "actor", "target")}
-    page = _page()
-    rows, total = store.audit_page(get_db(), **args, page=page, per_page=PER_PAGE)
+    rows, total, page, pages = paginate(
+        lambda p: store.audit_page(get_db(), **args, page=p, per_page=PER_PAGE), _page(), PER_PAGE)
     return render_template("admin/audit.html", entries=rows, args=args, total=total, page=page,
                            link_args={k: v for k, v in args.items() if v},
-                           pages=_pages(total), actions=sorted(export.AUDIT_ACTIONS))
+                           pages=pages, actions=sorted(export.AUDIT_ACTIONS))
 
 
 # ---------------------------------------------------------------- CSV exports

@@ -6,6 +6,7 @@ from flask_login import current_user, login_required
 from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
+from ..jsonbody import UnsafeJson, loads_bounded
 from ..ledger import IdempotencyConflict, InsufficientWords, balance
 from ..users import get_by_api_key, hash_api_key
 from . import api, bp
@@ -69,7 +70,12 @@ def api_usage():
     user = _api_user()
     if user is None:
         return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
-    body = request.get_json(silent=True)
+    body = None
+    if request.is_json:
+        try:
+            body = loads_bounded(request.get_data(cache=False))
+        except UnsafeJson as exc:
+            return api_error(400, exc.code, f"{exc} Send a JSON object like {{\"words\": 250}}.")
     if not isinstance(body, dict):
         return api_error(400, "invalid_json", "Send a JSON object like {\"words\": 250}.")
     words = body.get("words")

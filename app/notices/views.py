@@ -2,6 +2,7 @@ from flask import abort, render_template, request
 from flask_login import current_user, login_required
 
 from ..db import get_db
+from ..pagination import paginate, requested_page
 from . import bp
 from .receipts import receipt_for
 from .service import open_page
@@ -12,9 +13,10 @@ PER_PAGE = 20
 @bp.route("/notices")
 @login_required
 def index():
-    page = max(1, request.args.get("page", 1, type=int) or 1)
-    rows, total = open_page(get_db(), current_user.username, page=page, per_page=PER_PAGE)
-    return render_template("notices/index.html", notices=rows, page=page, pages=-(-total // PER_PAGE))
+    rows, _total, page, pages = paginate(
+        lambda p: open_page(get_db(), current_user.username, page=p, per_page=PER_PAGE),
+        requested_page(request.args), PER_PAGE)
+    return render_template("notices/index.html", notices=rows, page=page, pages=pages)
 
 
 @bp.route("/payments/<payment_id>/receipt")

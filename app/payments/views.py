@@ -8,6 +8,7 @@ from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
 from ..ledger import balance
+from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
 from .forms import CheckoutForm, PaymentActionForm
@@ -98,10 +99,12 @@ def callback(payment_id, secret):
 @bp.route("/history")
 @login_required
 def history():
-    page = max(1, request.args.get("page", 1, type=int) or 1)
-    rows, total = records.list_for_user(get_db(), current_user.username, page=page, per_page=PER_PAGE)
-    usage_page = max(1, request.args.get("usage_page", 1, type=int) or 1)
-    usage, usage_total = usage_for_user(get_db(), current_user.username, page=usage_page, per_page=PER_PAGE)
-    return render_template("payments/history.html", payments=rows, page=page, pages=-(-total // PER_PAGE),
-                           usage=usage, usage_page=usage_page, usage_pages=-(-usage_total // PER_PAGE),
+    rows, _total, page, pages = paginate(
+        lambda p: records.list_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
+        requested_page(request.args), PER_PAGE)
+    usage, _usage_total, usage_page, usage_pages = paginate(
+        lambda p: usage_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
+        requested_page(request.args, "usage_page"), PER_PAGE)
+    return render_template("payments/history.html", payments=rows, page=page, pages=pages,
+                           usage=usage, usage_page=usage_page, usage_pages=usage_pages,
                            prompt_timeout=current_app.config["PROMPT_TIMEOUT_SECONDS"])

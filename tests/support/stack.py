@@ -84,7 +84,8 @@ def start_stack(mongo_base: str, workers: int = 1, **overrides) -> Stack:
     try:
         stack.procs.append(ManagedProcess(
             "simulator", [sys.executable, "-m", "simulator"],
-            env={**env, "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(sim_port)},
+            # The simulator runs only as development or test, even beside a production-mode Lipia (the bench).
+            env={**env, "LIPIA_ENV": "test", "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(sim_port)},
             ready=_http_ready(sim_url + "/healthz")).start())
         setup = ManagedProcess("setup", [sys.executable, "-m", "flask", "--app", "wsgi", "init-db"], env=env).start()
         setup.proc.wait(timeout=60)

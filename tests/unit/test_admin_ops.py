@@ -72,9 +72,9 @@ def test_readyz_fails_without_a_database(client, monkeypatch):
 
 def test_the_queue_lag_setting_is_declared():
     from app.config import load_config
-    assert load_config({})["READY_MAX_QUEUE_LAG_SECONDS"] == 300
-    assert load_config({"READY_MAX_QUEUE_LAG_SECONDS": "45"})["READY_MAX_QUEUE_LAG_SECONDS"] == 45
-    assert load_config({})["WORKER_METRICS_PORT"] is None
+    assert load_config({"LIPIA_ENV": "test"})["READY_MAX_QUEUE_LAG_SECONDS"] == 300
+    assert load_config({"LIPIA_ENV": "test", "READY_MAX_QUEUE_LAG_SECONDS": "45"})["READY_MAX_QUEUE_LAG_SECONDS"] == 45
+    assert load_config({"LIPIA_ENV": "test"})["WORKER_METRICS_PORT"] is None
 
 
 # ---------------------------------------------------------------- /metrics
