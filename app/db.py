@@ -124,6 +124,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
         IndexModel([("phone", ASCENDING)], name="phone"),
+        # Only flagged payments carry the field (cleared ones keep False): metrics count them cheaply.
+        IndexModel([("needs_review", ASCENDING)], sparse=True, name="needs_review"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
