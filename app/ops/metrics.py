@@ -76,9 +76,6 @@ class DatabaseCollector:
                                        "hours, by status", labels=["status"])
             for status, n in counts.recent_payments(self.db, now).items():
                 recent.add_metric([status], n)
-            total = GaugeMetricFamily("lipia_payments_estimated_total",
-                                      "All payments, from the collection's metadata (approximate)")
-            total.add_metric([], counts.estimated_payments(self.db))
             review = GaugeMetricFamily("lipia_payments_needing_review",
                                        "Payments under review or flagged for a second look")
             review.add_metric([], counts.payments_needing_review(self.db))
@@ -99,7 +96,7 @@ class DatabaseCollector:
             yield up
             return
         up.add_metric([], 1)
-        yield from (up, open_, recent, total, review, jobs, attempts, lag)
+        yield from (up, open_, recent, review, jobs, attempts, lag)
 
 
 def _process_registry():

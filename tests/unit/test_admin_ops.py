@@ -108,7 +108,6 @@ def test_metrics_count_payments_jobs_and_time_callbacks(app, client, db, custome
     assert found[("lipia_payments_recent", (("status", "failed"),))] == 0
     assert found[("lipia_payments_open", (("status", "review"),))] == 1
     assert found[("lipia_payments_open", (("status", "queued"),))] == 0
-    assert found[("lipia_payments_estimated_total", ())] == 2
     assert found[("lipia_payments_needing_review", ())] == 1
     assert found[("lipia_queue_jobs", (("status", "queued"),))] == 2
     assert found[("lipia_queue_job_attempts", (("status", "queued"),))] == 0
