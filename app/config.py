@@ -171,6 +171,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
+    Setting("WEB_DB_TIMEOUT_SECONDS", _float, "1",
+            "how long a web request waits for an unreachable database before answering 503"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

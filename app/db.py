@@ -3,6 +3,11 @@
 gunicorn forks its workers after importing the app, and a MongoClient must never be
 used across a fork, so the client is created lazily and remembered per process id.
 `mongomock://` URIs give an in-memory database for unit tests.
+
+How long a command waits for an unreachable server is per process: pymongo's default
+(30 s) would hold every web request, and a gunicorn thread, through an outage, so the
+web app sets a short wait (WEB_DB_TIMEOUT_SECONDS) and answers 503 instead. Processes
+that can afford to wait (the worker, `flask` commands) keep DEFAULT_SELECTION_TIMEOUT_MS.
 """
 from __future__ import annotations
 
@@ -20,6 +25,25 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 _lock = threading.Lock()
 _clients: dict[tuple[int, str], pymongo.MongoClient] = {}
 
+DEFAULT_SELECTION_TIMEOUT_MS = 5000
+_selection_timeout_ms = DEFAULT_SELECTION_TIMEOUT_MS
+
+
+def set_selection_timeout(seconds: float) -> None:
+    """How long this process's clients wait for a server; call before the first query.
+
+    Clients already made keep their wait, so the web app sets it while it is built,
+    before gunicorn forks and before any request.
+    """
+    global _selection_timeout_ms
+    _selection_timeout_ms = max(1, int(seconds * 1000))
+
+
+def client_options() -> dict:
+    """pymongo options of this process's clients (connect and server selection bounded alike)."""
+    return {"tz_aware": True, "serverSelectionTimeoutMS": _selection_timeout_ms,
+            "connectTimeoutMS": _selection_timeout_ms, "retryWrites": True, "appname": "lipia"}
+
 
 def client_for(uri: str) -> pymongo.MongoClient:
     key = (os.getpid(), uri)
@@ -30,9 +54,7 @@ def client_for(uri: str) -> pymongo.MongoClient:
                 import mongomock  # test-only dependency
                 client = mongomock.MongoClient()
             else:
-                client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5000,
-                                             connectTimeoutMS=5000, retryWrites=True,
-                                             appname="lipia")
+                client = pymongo.MongoClient(uri, **client_options())
             _clients[key] = client
         return client
 
@@ -102,6 +124,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
         IndexModel([("phone", ASCENDING)], name="phone"),
+        # Only flagged payments carry the field (cleared ones keep False): metrics count them cheaply.
+        IndexModel([("needs_review", ASCENDING)], sparse=True, name="needs_review"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
@@ -153,4 +177,8 @@ def init_db_command():
 
 
 def register_db(app):
+    # A `flask` command (init-db in a deploy, check-ledger) builds the app inside click's
+    # context and may wait for a slow server; an app built to serve requests must not.
+    if click.get_current_context(silent=True) is None:
+        set_selection_timeout(app.config["WEB_DB_TIMEOUT_SECONDS"])
     app.cli.add_command(init_db_command)

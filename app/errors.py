@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import jsonify, render_template, request
+from flask import g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 from .logs import safe_path
@@ -12,7 +13,13 @@ from .logs import safe_path
 log = logging.getLogger("lipia.errors")
 
 TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "Not allowed",
-          413: "Too large", 429: "Too many requests", 500: "Something went wrong"}
+          413: "Too large", 429: "Too many requests", 500: "Something went wrong",
+          503: "Back in a moment"}
+
+# What a client is told to wait before trying again while the database is unreachable:
+# long enough not to hammer a recovering server, short enough for a customer to retry.
+DATABASE_RETRY_AFTER_SECONDS = 15
+DATABASE_DOWN_MESSAGE = "Lipia cannot reach its database right now. Nothing was changed or charged; please try again shortly."
 
 
 def api_error(status: int, code: str, message: str, **extra):
@@ -40,6 +47,24 @@ def register_errors(app):
         return render_template("errors/error.html", status=status, title=TITLES.get(status, exc.name),
                                message=exc.description), status
 
+    # ConnectionFailure covers ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and
+    # a full connection pool: whatever a view, the user loader or a before_request hook
+    # was doing, the database did not answer, so the request changed nothing it can know of.
+    @app.errorhandler(ConnectionFailure)
+    def database_unreachable(exc):
+        log.warning("database unreachable on %s: %s", request.path, type(exc).__name__)
+        _show_as_visitor()
+        if wants_json():
+            response, status = api_error(503, "database_unavailable", DATABASE_DOWN_MESSAGE,
+                                         retry_after=DATABASE_RETRY_AFTER_SECONDS)
+        else:
+            response = app.make_response((render_template(
+                "errors/error.html", status=503, title=TITLES[503], message=DATABASE_DOWN_MESSAGE), 503))
+            status = 503
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        response.headers["Cache-Control"] = "no-store"
+        return response, status
+
     @app.errorhandler(Exception)
     def unexpected(exc):
         # The path is masked here as well as in the formatter: a callback URL carries its secret.
@@ -48,3 +73,14 @@ def register_errors(app):
             return api_error(500, "internal_error", "Something went wrong on our side. Nothing was charged.")
         return render_template("errors/error.html", status=500, title=TITLES[500],
                                message="Something went wrong on our side. Please try again in a moment."), 500
+
+
+def _show_as_visitor() -> None:
+    """Render the outage page as to a visitor, so rendering it needs no database.
+
+    Flask-Login loads the user lazily; when that load is what failed, the page's own
+    `current_user` would ask the database again and wait out a second timeout, and a
+    signed-in page also counts unread notices.
+    """
+    from .extensions import login_manager
+    g._login_user = login_manager.anonymous_user()

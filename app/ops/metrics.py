@@ -2,7 +2,7 @@
 
 Counts that live in the database (payments by status, queue depth, job attempts) are
 read at scrape time by a collector, so every process reports the same truth however
-many web and worker processes run. Timings can only be measured where they happen:
+many web and worker processes run; `counts` keeps each of them indexed and bounded. Timings can only be measured where they happen:
 the callback histogram in the web process, Daraja call times and errors wherever a
 DarajaClient runs (mostly the worker, which can serve them on its own port).
 
@@ -26,7 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from .. import ledger, queue
+from ..db import db_now
+from . import counts
 
 log = logging.getLogger("lipia.metrics")
 
@@ -57,7 +58,7 @@ def daraja_on_call(endpoint: str, http_status: int | None, error_code: str | Non
 
 
 class DatabaseCollector:
-    """Payments and jobs as the database holds them right now."""
+    """Payments and jobs as the database holds them right now, through bounded indexed counts."""
 
     def __init__(self, db):
         self.db = db
@@ -65,34 +66,37 @@ class DatabaseCollector:
     def collect(self):
         up = GaugeMetricFamily("lipia_database_up", "1 when the metrics could be read from MongoDB")
         try:
-            payments = GaugeMetricFamily("lipia_payments", "Payments by status", labels=["status"])
-            counts = {row["_id"]: row["n"] for row in self.db.payments.aggregate(
-                [{"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
-            for status in sorted(set(ledger.RANK) | set(counts)):
-                payments.add_metric([str(status)], counts.get(status, 0))
+            now = db_now(self.db)
+            open_ = GaugeMetricFamily("lipia_payments_open", "Payments not yet final or under review, by status",
+                                      labels=["status"])
+            for status, n in counts.open_payments(self.db).items():
+                open_.add_metric([status], n)
+            recent = GaugeMetricFamily("lipia_payments_recent",
+                                       f"Payments created in the last {counts.RECENT_WINDOW.total_seconds() / 3600:.0f} "
+                                       "hours, by status", labels=["status"])
+            for status, n in counts.recent_payments(self.db, now).items():
+                recent.add_metric([status], n)
             review = GaugeMetricFamily("lipia_payments_needing_review",
                                        "Payments under review or flagged for a second look")
-            review.add_metric([], self.db.payments.count_documents(
-                {"$or": [{"status": ledger.REVIEW}, {"needs_review": True}]}))
-            stats = queue.stats(self.db)
-            jobs = GaugeMetricFamily("lipia_queue_jobs", "Jobs in the queue by status", labels=["status"])
-            for status in sorted({queue.QUEUED, queue.PROCESSING, queue.COMPLETED, queue.DEAD} | set(stats["counts"])):
-                jobs.add_metric([str(status)], stats["counts"].get(status, 0))
+            review.add_metric([], counts.payments_needing_review(self.db))
+            live = counts.live_jobs(self.db)
+            jobs = GaugeMetricFamily("lipia_queue_jobs", "Waiting, running and dead jobs, by status",
+                                     labels=["status"])
+            attempts = GaugeMetricFamily("lipia_queue_job_attempts",
+                                         "Attempts made by the waiting, running and dead jobs", labels=["status"])
+            for status, row in live.items():
+                jobs.add_metric([status], row["jobs"])
+                attempts.add_metric([status], row["attempts"])
             lag = GaugeMetricFamily("lipia_queue_oldest_queued_seconds",
                                     "How long the oldest runnable job has waited (0 when none)")
-            lag.add_metric([], stats["oldest_queued_seconds"] or 0.0)
-            attempts = GaugeMetricFamily("lipia_queue_job_attempts",
-                                         "Attempts made by the jobs in each status", labels=["status"])
-            for row in self.db.transactions.aggregate(
-                    [{"$group": {"_id": "$status", "n": {"$sum": "$attempts"}}}]):
-                attempts.add_metric([str(row["_id"])], row["n"] or 0)
+            lag.add_metric([], counts.oldest_queued_seconds(self.db, now) or 0.0)
         except Exception:  # a scrape must still answer when the database does not
             log.exception("metrics: could not read the database")
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
-        yield from (up, payments, review, jobs, lag, attempts)
+        yield from (up, open_, recent, review, jobs, attempts, lag)
 
 
 def _process_registry():

@@ -103,9 +103,11 @@ def test_metrics_count_payments_jobs_and_time_callbacks(app, client, db, custome
     metrics.daraja_on_call("/mpesa/stkpushquery/v1/query", 429, "429.001.01", 0.2)
     body = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
     found = samples(body)
-    assert found[("lipia_payments", (("status", "completed"),))] == 1
-    assert found[("lipia_payments", (("status", "review"),))] == 1
-    assert found[("lipia_payments", (("status", "failed"),))] == 0
+    assert found[("lipia_payments_recent", (("status", "completed"),))] == 1
+    assert found[("lipia_payments_recent", (("status", "review"),))] == 1
+    assert found[("lipia_payments_recent", (("status", "failed"),))] == 0
+    assert found[("lipia_payments_open", (("status", "review"),))] == 1
+    assert found[("lipia_payments_open", (("status", "queued"),))] == 0
     assert found[("lipia_payments_needing_review", ())] == 1
     assert found[("lipia_queue_jobs", (("status", "queued"),))] == 2
     assert found[("lipia_queue_job_attempts", (("status", "queued"),))] == 0

@@ -1,0 +1,75 @@
+"""The database counts /metrics and /readyz report, each one indexed and bounded.
+
+A scrape every few seconds from every Prometheus, and a readiness probe from the
+platform, must cost the same at a hundred payments as at ten million. So nothing here
+groups or scans a whole collection:
+
+* Payments still in play (queued, pending, review) are few by nature (they settle or
+  expire), so they are counted over all time through the `status_age` index.
+* Final payments pile up forever, so they are counted only over RECENT_WINDOW through
+  the same index (status, then created_at). No total is reported: some servers answer
+  even a metadata count by reading every document.
+* Finished jobs are history, not load: only waiting, running and dead jobs are counted
+  (the `claimable` index).
+
+Every count also stops at COUNT_LIMIT, so a flood of one status cannot make a scrape
+expensive; a gauge at the limit means "at least this many".
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .. import ledger, queue
+from ..db import db_now
+
+COUNT_LIMIT = 10_000
+RECENT_WINDOW = timedelta(hours=24)
+OPEN_PAYMENT_STATUSES = (ledger.QUEUED, ledger.PENDING, ledger.REVIEW)
+RECENT_PAYMENT_STATUSES = tuple(sorted(ledger.RANK))
+LIVE_JOB_STATUSES = (queue.QUEUED, queue.PROCESSING, queue.DEAD)
+
+
+def _count(collection, query: dict) -> int:
+    # Each query leads with the first field of an index (named at each call); the
+    # query-cost bench (`python -m bench.query_cost`) shows the server choosing it.
+    return collection.count_documents(query, limit=COUNT_LIMIT)
+
+
+def open_payments(db) -> dict[str, int]:
+    """Payments not yet final (and those under review), by status, whatever their age (status_age)."""
+    return {status: _count(db.payments, {"status": status}) for status in OPEN_PAYMENT_STATUSES}
+
+
+def recent_payments(db, now) -> dict[str, int]:
+    """Payments created within RECENT_WINDOW, by status (status_age)."""
+    since = now - RECENT_WINDOW
+    return {status: _count(db.payments, {"status": status, "created_at": {"$gte": since}})
+            for status in RECENT_PAYMENT_STATUSES}
+
+
+def payments_needing_review(db) -> int:
+    """Under review, or settled but flagged for a second look (two indexed counts, no `$or` scan)."""
+    # The flagged ones are read by the needs_review index alone and told apart here: a
+    # `$ne` on status in the same filter lets some planners give up the index and scan.
+    flagged = db.payments.find({"needs_review": True}, {"status": 1}).limit(COUNT_LIMIT)
+    return (_count(db.payments, {"status": ledger.REVIEW})  # status_age
+            + sum(1 for payment in flagged if payment.get("status") != ledger.REVIEW))
+
+
+def live_jobs(db) -> dict[str, dict]:
+    """Waiting, running and dead jobs: how many, and the attempts they have made (claimable)."""
+    found = {}
+    for status in LIVE_JOB_STATUSES:
+        attempts = [doc.get("attempts", 0) or 0 for doc in db.transactions.find(
+            {"status": status}, {"attempts": 1, "_id": 0}).limit(COUNT_LIMIT)]
+        found[status] = {"jobs": len(attempts), "attempts": sum(attempts)}
+    return found
+
+
+def oldest_queued_seconds(db, now=None) -> float | None:
+    """How long the oldest runnable job has waited; None when nothing waits (claimable)."""
+    oldest = next(iter(db.transactions.find({"status": queue.QUEUED}, {"run_at": 1}).sort("run_at", 1).limit(1)), None)
+    if not oldest:
+        return None
+    now = now or db_now(db)
+    return max(0.0, (now.replace(tzinfo=None) - oldest["run_at"].replace(tzinfo=None)).total_seconds())
