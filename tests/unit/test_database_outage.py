@@ -93,6 +93,6 @@ def test_a_serving_app_waits_briefly_for_the_database_and_commands_wait_longer(m
 def test_the_wait_setting_is_declared_and_checked():
     from app.config import ConfigError, load_config
 
-    assert load_config({})["WEB_DB_TIMEOUT_SECONDS"] == 1.0
+    assert load_config({"LIPIA_ENV": "development"})["WEB_DB_TIMEOUT_SECONDS"] == 1.0
     with pytest.raises(ConfigError):
-        load_config({"WEB_DB_TIMEOUT_SECONDS": "0"})
+        load_config({"LIPIA_ENV": "development", "WEB_DB_TIMEOUT_SECONDS": "0"})

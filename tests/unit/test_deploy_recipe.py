@@ -1,5 +1,6 @@
 """The Railway recipe: two services from one repository, each with its own config file."""
 import json
+import runpy
 import shlex
 import sys
 from pathlib import Path
@@ -42,10 +43,9 @@ def test_draining_times_are_numbers_that_cover_what_each_process_holds():
     web, worker = _config("railway.json"), _config("railway.worker.json")
     # Railway refuses a quoted number here, and the deploy fails before it starts.
     assert type(web["drainingSeconds"]) is int and type(worker["drainingSeconds"]) is int
-    gunicorn_settings: dict = {}
-    exec((ROOT / "gunicorn.conf.py").read_text(), gunicorn_settings)
+    gunicorn_settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
     assert web["drainingSeconds"] > gunicorn_settings["graceful_timeout"]
-    defaults = load_config({})
+    defaults = load_config({"LIPIA_ENV": "development"})
     # The worker may be holding one STK push (connect + read timeout) when SIGTERM comes,
     # and gives it back within its shutdown bound, when it has one.
     push = defaults["MPESA_CONNECT_TIMEOUT"] + defaults["MPESA_READ_TIMEOUT"]
