@@ -89,13 +89,15 @@ def get_by_id(db, user_id: str) -> User | None:
 
 
 def _find_by_name(db, username: str, projection=None) -> dict | None:
-    doc = db.users.find_one({"username_key": username_key(username)}, projection)
-    if doc is None:
-        # An account init-db could not give a key (its name clashes with another's
-        # without regard to case) still answers to its exact name until an operator
-        # renames one of the two.
-        doc = db.users.find_one({"username": username.strip(), "username_key": {"$exists": False}}, projection)
-    return doc
+    """The account of a name typed in any case; the exact name first.
+
+    Exact first, so an account init-db could not give a key (its name clashes with
+    another's without regard to case) still answers to its own name until an operator
+    renames one of the two; usernames are unique as stored, so the exact match is the one.
+    """
+    username = username.strip()
+    return (db.users.find_one({"username": username}, projection)
+            or db.users.find_one({"username_key": username_key(username)}, projection))
 
 
 def get_by_username(db, username: str) -> User | None:
