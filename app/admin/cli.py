@@ -18,6 +18,7 @@ from ..auth.forms import USERNAME_RULE
 from ..auth.service import hash_password
 from ..db import as_utc, get_db
 from ..mpesa.redact import mask_phone
+from .store import record_audit
 
 PASSWORD_ENV = "LIPIA_ADMIN_PASSWORD"
 
@@ -68,6 +69,9 @@ def _promote(db, existing: users.User, promote: bool, yes: bool) -> None:
     if not yes:
         click.confirm(f"Give {existing.username} the operator console, with the password they chose?", abort=True)
     users.set_role(db, existing.id, "admin")
+    record_audit(db, actor="flask create-admin", action="promote_admin", target_type="user",
+                 target_id=existing.username, reason="promoted with --promote",
+                 before={"role": existing.role}, after={"role": "admin"})
     click.echo(f"{existing.username} is now an admin; they log in with their own password.")
 
 
@@ -98,3 +102,28 @@ def create_admin_command(username, promote, yes):
         raise click.ClickException(f"{username} was registered by someone else just now; nothing changed. "
                                    "Run the command again to see whose account it is.")
     click.echo(f"Admin {username} created. Log in at /login, then open /admin.")
+
+
+@click.command("reset-password")
+@click.argument("username")
+@click.option("--reason", required=True, help="Why (kept in the audit log), e.g. the support ticket.")
+@with_appcontext
+def reset_password_command(username, reason):
+    """Give an account a new password (asked twice) and end every log-in it has.
+
+    For a customer who lost access: every session and "keep me logged in" cookie of
+    the account stops working at once, whoever holds them.
+    """
+    db = get_db()
+    user = users.get_by_username(db, username.strip())
+    if user is None:
+        raise click.ClickException(f"There is no account named {username}.")
+    click.echo("Account: " + describe(user))
+    password = click.prompt("New password", hide_input=True, confirmation_prompt="Repeat the new password")
+    problem = passwords.problem(password, user.username)
+    if problem:
+        raise click.ClickException(problem)
+    users.set_password(db, user.id, hash_password(password))
+    record_audit(db, actor="flask reset-password", action="reset_password", target_type="user",
+                 target_id=user.username, reason=reason[:500], result="every log-in ended")
+    click.echo(f"{user.username} has a new password; every log-in of the account has ended.")

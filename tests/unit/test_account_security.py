@@ -165,6 +165,9 @@ def test_the_remember_cookie_is_lax_http_only_30_days_and_dies_with_its_login(ap
     days = (expires - dt.datetime.utcnow()).days
     assert 29 <= days <= 30
     remembered = cookie(client, "remember_token")
+    fresh = app.test_client()
+    fresh.set_cookie("remember_token", remembered)
+    assert fresh.get("/profile").status_code == 200  # it works while the log-in is open
     # Not the same on every log-in: it names this log-in.
     assert remembered.split("|")[0] != get_by_username(db, "Wanjiku.M").id
     logout(client)
@@ -384,3 +387,30 @@ def test_a_get_of_the_key_page_never_rotates(client, db):
     for _ in range(3):
         client.get("/profile/api-key")
     assert "api_key_hash" not in db.users.find_one({})
+
+
+def test_an_operators_reset_ends_every_login_and_is_audited(app, client, db):
+    register(client)
+    phone = app.test_client()
+    login(phone, remember=True)
+    remembered = cookie(phone, "remember_token")
+    result = app.test_cli_runner().invoke(args=["reset-password", "WANJIKU.M", "--reason", "ticket 42"],
+                                          input="chai ya tangawizi\nchai ya tangawizi\n")
+    assert result.exit_code == 0, result.output
+    assert "2547****5678" in result.output
+    assert client.get("/profile").status_code == 302 and phone.get("/profile").status_code == 302
+    thief = app.test_client()
+    thief.set_cookie("remember_token", remembered)
+    assert thief.get("/profile").status_code == 302
+    assert login(app.test_client(), password="chai ya tangawizi").status_code == 302
+    entry = db.audit_log.find_one({"action": "reset_password"})
+    assert entry["target"]["id"] == "Wanjiku.M" and entry["reason"] == "ticket 42"
+
+
+def test_an_operators_reset_refuses_a_weak_password(app, db):
+    make_user(db, "amina")
+    before = db.users.find_one({})["password"]
+    result = app.test_cli_runner().invoke(args=["reset-password", "amina", "--reason", "x"],
+                                          input="12345678\n12345678\n")
+    assert result.exit_code != 0 and "most common" in result.output
+    assert db.users.find_one({})["password"] == before
