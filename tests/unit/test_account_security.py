@@ -414,3 +414,13 @@ def test_an_operators_reset_refuses_a_weak_password(app, db):
                                           input="12345678\n12345678\n")
     assert result.exit_code != 0 and "most common" in result.output
     assert db.users.find_one({})["password"] == before
+
+
+def test_a_checkout_limit_answers_in_words_on_the_checkout_page(app, client, db):
+    app.config["PAYMENT_RATE_LIMIT"] = "1 per minute"
+    register(client)
+    posts = [client.post("/checkout/basic", data={"csrf_token": csrf_of(client, "/checkout/basic"),
+                                                  "phone_number": "0712 345 678"}) for _ in range(2)]
+    assert posts[1].status_code == 303 and posts[1].headers["Location"] == "/checkout/basic"
+    page = client.get(posts[1].headers["Location"])
+    assert page.status_code == 200 and "Too many attempts. Please wait" in page.text
