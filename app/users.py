@@ -110,10 +110,6 @@ def password_hash_of(db, username: str) -> str | None:
     return doc["password"] if doc else None
 
 
-def record_login(db, user_id: str) -> None:
-    db.users.update_one({"_id": ObjectId(user_id)}, {"$set": {"last_login": utcnow()}})
-
-
 # ---------------------------------------------------------------- log-ins (sessions)
 
 def open_session(db, user: User) -> str:

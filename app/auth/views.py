@@ -1,3 +1,5 @@
+import time
+
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
@@ -12,6 +14,8 @@ from .forms import ApiKeyForm, LoginForm, PasswordChangeForm, ProfileForm, Regis
 from .service import authenticate, change_password, password_matches, register
 
 NEW_KEY_SESSION = "new_api_key"
+# A new key waits in the session only until its page is shown, and never longer than this.
+NEW_KEY_SHOWN_FOR_SECONDS = 300
 
 
 # Log-in limits. Counting per account alone would let anyone lock an owner out by typing
@@ -166,7 +170,9 @@ def _no_store(response):
 @login_required
 def api_key():
     """Shows a new key once (then it is gone from the session), or asks to confirm a rotation."""
-    new_key = session.pop(NEW_KEY_SESSION, None)
+    pending = session.pop(NEW_KEY_SESSION, None) or {}
+    fresh = isinstance(pending, dict) and time.time() - float(pending.get("at", 0)) < NEW_KEY_SHOWN_FOR_SECONDS
+    new_key = pending.get("key") if fresh else None
     page = render_template("auth/api_key.html", new_api_key=new_key, key_form=ApiKeyForm(),
                            api_key_hint=(new_key or "")[:8] or current_user.doc.get("api_key_hint"))
     return _no_store(current_app.make_response(page))
@@ -182,6 +188,6 @@ def rotate_api_key():
     if current_user.doc.get("api_key_hint") and not form.confirm.data:
         flash("Tick the box to confirm: your current key stops working at once.", "warning")
         return redirect(url_for("auth.api_key"))
-    session[NEW_KEY_SESSION] = users.rotate_api_key(get_db(), current_user.id)
+    session[NEW_KEY_SESSION] = {"key": users.rotate_api_key(get_db(), current_user.id), "at": time.time()}
     flash("Copy your new API key now: it is shown only once. Any old key no longer works.", "warning")
     return redirect(url_for("auth.api_key"), code=303)

@@ -424,3 +424,12 @@ def test_a_checkout_limit_answers_in_words_on_the_checkout_page(app, client, db)
     assert posts[1].status_code == 303 and posts[1].headers["Location"] == "/checkout/basic"
     page = client.get(posts[1].headers["Location"])
     assert page.status_code == 200 and "Too many attempts. Please wait" in page.text
+
+
+def test_a_new_key_not_shown_in_time_is_not_shown_later(client, db, monkeypatch):
+    import app.auth.views as views
+    register(client)
+    client.post("/profile/api-key", data={"csrf_token": csrf_of(client, "/profile/api-key")})
+    later = views.time.time() + views.NEW_KEY_SHOWN_FOR_SECONDS + 1
+    monkeypatch.setattr(views.time, "time", lambda: later)
+    assert 'id="new-api-key"' not in client.get("/profile/api-key").text
