@@ -13,6 +13,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from . import ratelimits
 from .errors import api_error, wants_json
+from .security import safe_next
 
 bcrypt = Bcrypt()
 csrf = CSRFProtect()
@@ -45,7 +46,8 @@ def too_many(exc: RateLimitExceeded):
     elif request.method == "POST":
         # Back to the form as a normal page (303: the browser fetches it with GET), message on top.
         flash(message, "warning")
-        response, status = redirect(request.full_path.rstrip("?"), code=303), 303
+        back = safe_next(request.full_path.rstrip("?")) or "/"
+        response, status = redirect(back, code=303), 303
     else:
         response, status = render_template("errors/error.html", status=429, title="Please wait",
                                            message=message), 429
