@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
@@ -147,7 +148,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_GRACEFUL_TIMEOUT", _int(1), "20",
             "seconds gunicorn lets requests finish after SIGTERM; keep it below the host's draining time"),
     Setting("RATELIMIT_STORAGE_URI", _str, "", "Flask-Limiter storage; empty means the MongoDB of MONGO_URI"),
-    Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "login attempts allowed per account and per address"),
+    Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "log-in attempts allowed per account from one address"),
+    Setting("LOGIN_ADDRESS_RATE_LIMIT", _str, "30 per minute",
+            "log-in and registration attempts allowed per address, whatever the account"),
+    Setting("LOGIN_ACCOUNT_RATE_LIMIT", _str, "100 per hour",
+            "log-in attempts allowed per account from all addresses together (a ceiling above LOGIN_RATE_LIMIT)"),
     Setting("PAYMENT_RATE_LIMIT", _str, "6 per minute", "checkouts allowed per customer"),
     Setting("API_RATE_LIMIT", _str, "120 per minute", "JSON API calls allowed per API key"),
     Setting("JOB_LEASE_SECONDS", _int(5), "30", "how long a worker owns a job between heartbeats"),
@@ -170,6 +175,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_USERNAME", _str, "", "SMTP user name"),
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
+    Setting("REMEMBER_COOKIE_DAYS", _int(1), "30", "days a 'Keep me logged in' cookie lasts"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
     Setting("WEB_DB_TIMEOUT_SECONDS", _float, "1",
             "how long a web request waits for an unreachable database before answering 503"),
@@ -283,6 +289,8 @@ def flask_settings(config: Mapping[str, Any]) -> dict:
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_HTTPONLY": True,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_DURATION": timedelta(days=config.get("REMEMBER_COOKIE_DAYS") or 30),
         "PREFERRED_URL_SCHEME": "https" if production else "http",
         "MAX_CONTENT_LENGTH": 256 * 1024,
         "WTF_CSRF_TIME_LIMIT": None,

@@ -12,6 +12,7 @@ that can afford to wait (the worker, `flask` commands) keep DEFAULT_SELECTION_TI
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 import time
@@ -112,6 +113,9 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 INDEXES: dict[str, list[IndexModel]] = {
     "users": [
         IndexModel([("username", ASCENDING)], unique=True, name="username_unique"),
+        # Usernames are unique without regard to case. Sparse: an account whose name clashes
+        # with another's (from before this rule) has no key until an operator renames it.
+        IndexModel([("username_key", ASCENDING)], unique=True, sparse=True, name="username_key_unique"),
         IndexModel([("api_key_hash", ASCENDING)], unique=True, sparse=True, name="api_key_unique"),
         IndexModel([("phone_number", ASCENDING)], name="phone"),
     ],
@@ -153,6 +157,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username", ASCENDING), ("read_at", ASCENDING)], name="unread"),
         IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_list"),
     ],
+    # Flask-Limiter's counters: each one is removed once its window has ended, so keys a
+    # stranger makes up (a login limit per typed username) never pile up.
+    "ratelimit_counters": [IndexModel([("expireAt", ASCENDING)], expireAfterSeconds=0, name="expireAt_1")],
     "outbox": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
         IndexModel([("last_error_at", DESCENDING)], sparse=True, name="last_error"),
@@ -160,8 +167,16 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-def init_db(db) -> list[str]:
-    """Create every collection's indexes; safe to run any number of times."""
+def init_db(db, report=None) -> list[str]:
+    """Create every collection's indexes; safe to run any number of times.
+
+    `report` is told of anything an operator must fix (default: a warning in the log).
+    """
+    from .users import backfill_username_keys
+    report = report or logging.getLogger("lipia.db").warning
+    for names in backfill_username_keys(db):
+        report(f"these usernames differ only in case: {', '.join(names)}. Each still logs in by its exact "
+               "name; rename all but one so log-in can ignore case for them.")
     created = []
     for collection, indexes in INDEXES.items():
         created += db[collection].create_indexes(indexes)
@@ -172,7 +187,7 @@ def init_db(db) -> list[str]:
 @with_appcontext
 def init_db_command():
     """Create the database indexes (idempotent)."""
-    names = init_db(get_db())
+    names = init_db(get_db(), report=lambda problem: click.echo("Warning: " + problem, err=True))
     click.echo(f"Indexes ready: {len(names)} across {len(INDEXES)} collections.")
 
 

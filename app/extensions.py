@@ -1,10 +1,19 @@
 """Flask extensions, created unbound and initialised in `create_app`."""
+import math
+import time
+
+from flask import flash, redirect, render_template, request
 from flask_bcrypt import Bcrypt
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFProtect
+
+from . import ratelimits
+from .errors import api_error, wants_json
+from .security import safe_next
 
 bcrypt = Bcrypt()
 csrf = CSRFProtect()
@@ -13,13 +22,42 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to continue."
 login_manager.login_message_category = "info"
-# Limits are keyed per address by default; login adds a per-account key of its own.
+# Limits are keyed per address by default; login adds per-account keys of its own.
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+
+
+def _wait_words(seconds: int) -> str:
+    if seconds <= 60:
+        return f"{max(seconds, 1)} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def too_many(exc: RateLimitExceeded):
+    """A limit answers in words: JSON under /api, else a message on the page the form is on."""
+    current = limiter.current_limit
+    try:
+        wait = max(1, int(current.reset_at - time.time())) if current else 60
+    except Exception:  # the storage went away between the check and this answer
+        wait = 60
+    message = f"Too many attempts. Please wait {_wait_words(wait)} and try again."
+    if wants_json():
+        response, status = api_error(429, "rate_limited", message, retry_after_seconds=wait)
+    elif request.method == "POST":
+        # Back to the form as a normal page (303: the browser fetches it with GET), message on top.
+        flash(message, "warning")
+        back = safe_next(request.full_path.rstrip("?")) or "/"
+        response, status = redirect(back, code=303), 303
+    else:
+        response, status = render_template("errors/error.html", status=429, title="Please wait",
+                                           message=message), 429
+    response.headers["Retry-After"] = str(wait)
+    return response, status
 
 
 def register_extensions(app):
     from .db import database_for
-    from .users import get_by_id
+    from .users import get_by_session
 
     bcrypt.init_app(app)
     csrf.init_app(app)
@@ -29,16 +67,21 @@ def register_extensions(app):
     storage = app.config.get("RATELIMIT_STORAGE_URI") or app.config["MONGO_URI"]
     if storage.startswith("mongomock://"):
         storage = "memory://"
-    app.config["RATELIMIT_STORAGE_URI"] = storage
     if storage.startswith("mongodb"):
+        # Our own MongoDB storage: windows end on any MongoDB-compatible server, and a
+        # database outage follows each limit's policy within a short timeout (see ratelimits).
+        storage = ratelimits.storage_uri(storage)
         # One database for everything: managed MongoDB users are often limited to one.
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {
             "database_name": database_for(app.config["MONGO_URI"]).name,
             "counter_collection_name": "ratelimit_counters",
             "window_collection_name": "ratelimit_windows",
         }
+    app.config["RATELIMIT_STORAGE_URI"] = storage
     limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, too_many)
 
     @login_manager.user_loader
-    def load_user(user_id):
-        return get_by_id(database_for(app.config["MONGO_URI"]), user_id)
+    def load_user(session_key):
+        # The session names one log-in of the account; it must still be open (see users.open_session).
+        return get_by_session(database_for(app.config["MONGO_URI"]), session_key)

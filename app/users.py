@@ -17,12 +17,20 @@ from .db import utcnow
 USERNAME_MAX = 32
 # The user read on every request (session or API key) leaves out the ledger's bookkeeping:
 # `applied_keys` holds up to hundreds of entry keys that only app.ledger reads.
-REQUEST_PROJECTION = {"applied_keys": 0}
+REQUEST_PROJECTION = {"applied_keys": 0, "sessions": 0}
 API_KEY_PREFIX = "lip_"
+# Live log-ins per account (browsers and remember cookies). A log-in past this many ends
+# the oldest one, so a stranger's failed or repeated log-ins cannot grow the document.
+SESSIONS_KEPT = 10
 
 
 class UsernameTaken(Exception):
     pass
+
+
+def username_key(username: str) -> str:
+    """The form a username is unique in: `Wanjiku.M` and `wanjiku.m` are one account."""
+    return username.strip().lower()
 
 
 class User(UserMixin):
@@ -36,6 +44,17 @@ class User(UserMixin):
         self.words_remaining = int(doc.get("words_remaining", 0))
         self.role = doc.get("role", "customer")
         self.email = doc.get("email")
+        # Which of the account's live log-ins this object stands for (see open_session).
+        self.session_id: str | None = None
+
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session cookie and the remember cookie.
+
+        It names the log-in as well as the account, so ending that log-in in the database
+        (log out, log out everywhere, a password change) makes both cookies worthless.
+        Without a session id it names no log-in, and the user loader refuses it.
+        """
+        return f"{self.id}.{self.session_id}" if self.session_id else self.id
 
     @property
     def is_admin(self) -> bool:
@@ -45,6 +64,7 @@ class User(UserMixin):
 def create_user(db, username: str, password_hash: str, phone_number: str, role: str = "customer") -> User:
     doc = {
         "username": username,
+        "username_key": username_key(username),
         "password": password_hash,
         "phone_number": phone_number,
         "words_remaining": 0,
@@ -68,18 +88,92 @@ def get_by_id(db, user_id: str) -> User | None:
     return User(doc) if doc else None
 
 
+def _find_by_name(db, username: str, projection=None) -> dict | None:
+    """The account of a name typed in any case; the exact name first.
+
+    Exact first, so an account init-db could not give a key (its name clashes with
+    another's without regard to case) still answers to its own name until an operator
+    renames one of the two; usernames are unique as stored, so the exact match is the one.
+    """
+    username = username.strip()
+    return (db.users.find_one({"username": username}, projection)
+            or db.users.find_one({"username_key": username_key(username)}, projection))
+
+
 def get_by_username(db, username: str) -> User | None:
-    doc = db.users.find_one({"username": username})
+    doc = _find_by_name(db, username)
     return User(doc) if doc else None
 
 
 def password_hash_of(db, username: str) -> str | None:
-    doc = db.users.find_one({"username": username}, {"password": 1})
+    doc = _find_by_name(db, username, {"password": 1})
     return doc["password"] if doc else None
 
 
-def record_login(db, user_id: str) -> None:
-    db.users.update_one({"_id": ObjectId(user_id)}, {"$set": {"last_login": utcnow()}})
+# ---------------------------------------------------------------- log-ins (sessions)
+
+def open_session(db, user: User) -> str:
+    """Start a log-in for `user`: one write that also records the log-in time."""
+    session_id = secrets.token_urlsafe(16)
+    db.users.update_one({"_id": ObjectId(user.id)},
+                        {"$push": {"sessions": {"$each": [session_id], "$slice": -SESSIONS_KEPT}},
+                         "$set": {"last_login": utcnow()}})
+    user.session_id = session_id
+    return session_id
+
+
+def get_by_session(db, session_key: str) -> User | None:
+    """The user of a live log-in named by User.get_id(), in the one read the request makes anyway."""
+    user_id, _, session_id = (session_key or "").partition(".")
+    if not session_id or len(session_id) > 64:
+        return None
+    try:
+        doc = db.users.find_one({"_id": ObjectId(user_id), "sessions": session_id}, REQUEST_PROJECTION)
+    except (InvalidId, TypeError):
+        return None
+    if doc is None:
+        return None
+    user = User(doc)
+    user.session_id = session_id
+    return user
+
+
+def close_session(db, user: User) -> None:
+    if user.session_id:
+        db.users.update_one({"_id": ObjectId(user.id)}, {"$pull": {"sessions": user.session_id}})
+
+
+def close_all_sessions(db, user_id: str) -> None:
+    """Log the account out everywhere: every session cookie and remember cookie stops working."""
+    db.users.update_one({"_id": ObjectId(user_id)}, {"$set": {"sessions": []}})
+
+
+def set_password(db, user_id: str, password_hash: str) -> None:
+    """A new password ends every log-in, so whoever knew the old one is shut out at once."""
+    db.users.update_one({"_id": ObjectId(user_id)},
+                        {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()}})
+
+
+def backfill_username_keys(db) -> list[list[str]]:
+    """Give accounts from before case-insensitive usernames their key; return the clashes.
+
+    Names that differ only in case cannot share a key: the oldest keeps its name as the
+    key, the others are left without one (they still log in by their exact name) and are
+    reported, so an operator can rename them; nothing is changed silently.
+    """
+    clashes: dict[str, list[str]] = {}
+    for doc in db.users.find({"username_key": {"$exists": False}}, {"username": 1}).sort("_id", 1):
+        key = username_key(doc["username"])
+        holder = db.users.find_one({"username_key": key}, {"username": 1})
+        if holder is None:
+            try:
+                db.users.update_one({"_id": doc["_id"], "username_key": {"$exists": False}},
+                                    {"$set": {"username_key": key}})
+                continue
+            except DuplicateKeyError:  # another init-db gave the key away just now
+                holder = db.users.find_one({"username_key": key}, {"username": 1})
+        clashes.setdefault(key, [holder["username"]] if holder else []).append(doc["username"])
+    return list(clashes.values())
 
 
 def update_profile(db, user_id: str, **fields) -> None:
@@ -90,8 +184,8 @@ def update_profile(db, user_id: str, **fields) -> None:
     db.users.update_one({"_id": ObjectId(user_id)}, {"$set": fields})
 
 
-def set_role(db, username: str, role: str) -> bool:
-    return db.users.update_one({"username": username}, {"$set": {"role": role}}).matched_count == 1
+def set_role(db, user_id: str, role: str) -> bool:
+    return db.users.update_one({"_id": ObjectId(user_id)}, {"$set": {"role": role}}).matched_count == 1
 
 
 def hash_api_key(key: str) -> str:

@@ -125,6 +125,9 @@ def forge_session(app, user) -> tuple[str, str]:
     from flask_wtf.csrf import generate_csrf
     with app.test_request_context("/", headers={"User-Agent": USER_AGENT},
                                   environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        from app.db import get_db
+        from app.users import open_session
+        open_session(get_db(), user)  # the user loader accepts only an open log-in
         login_user(user)
         token = generate_csrf()
         value = app.session_interface.get_signing_serializer(app).dumps(dict(session))

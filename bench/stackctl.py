@@ -45,7 +45,8 @@ def lipia_overrides() -> dict:
         "SIMULATOR_PROMPT_TIMEOUT": "36000", "LOG_FORMAT": "text",
     }
     for name in ("JOB_LEASE_SECONDS", "JOB_BACKOFF_SECONDS", "WORKER_POLL_SECONDS", "MPESA_READ_TIMEOUT",
-                 "PROMPT_TIMEOUT_SECONDS", "LOGIN_RATE_LIMIT", "MPESA_SHORTCODE", "MPESA_PASSKEY"):
+                 "PROMPT_TIMEOUT_SECONDS", "LOGIN_RATE_LIMIT", "LOGIN_ADDRESS_RATE_LIMIT",
+                 "LOGIN_ACCOUNT_RATE_LIMIT", "MPESA_SHORTCODE", "MPESA_PASSKEY"):
         overrides[name] = setting_default(name)
     return overrides
 

@@ -1,4 +1,10 @@
-"""`flask create-admin USERNAME`: make an operator account, or promote an existing user."""
+"""`flask create-admin USERNAME`: make an operator account, or (explicitly) promote an existing user.
+
+The console can move money, so it must only ever open with a password the operator chose:
+an existing account (maybe registered by a stranger through the website) is promoted only
+with `--promote`, after the command has said whose account it is, and never with a
+password from LIPIA_ADMIN_PASSWORD, which that account does not have.
+"""
 from __future__ import annotations
 
 import os
@@ -7,12 +13,14 @@ import click
 from flask.cli import with_appcontext
 
 from .. import users
+from ..auth import passwords
 from ..auth.forms import USERNAME_RULE
-from ..db import get_db
-from ..extensions import bcrypt
+from ..auth.service import hash_password
+from ..db import as_utc, get_db
+from ..mpesa.redact import mask_phone
+from .store import record_audit
 
 PASSWORD_ENV = "LIPIA_ADMIN_PASSWORD"
-PASSWORD_MIN, PASSWORD_MAX = 8, 128
 
 
 def _check_username(username: str) -> str:
@@ -22,39 +30,100 @@ def _check_username(username: str) -> str:
     return username
 
 
-def _password() -> str:
+def _password(username: str) -> str:
     """From the environment for scripted set-ups, else asked twice on the terminal."""
     password = os.environ.get(PASSWORD_ENV)
     if password is None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password")
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise click.ClickException(f"a password has {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    problem = passwords.problem(password, username)
+    if problem:
+        raise click.ClickException(problem)
     return password
+
+
+def describe(user: users.User) -> str:
+    """Whose account this is, enough for an operator to recognise it (the phone masked)."""
+    def when(value):
+        value = as_utc(value)
+        return f"{value:%Y-%m-%d %H:%M} UTC" if value else "never"
+    phone = mask_phone(user.phone_number) if user.phone_number else "none"
+    return (f"{user.username} (role {user.role}), created {when(user.doc.get('created_at'))}, "
+            f"phone {phone}, last log-in {when(user.doc.get('last_login'))}")
+
+
+def _promote(db, existing: users.User, promote: bool, yes: bool) -> None:
+    if os.environ.get(PASSWORD_ENV) is not None:
+        raise click.ClickException(
+            f"An account named {existing.username} already exists, and {PASSWORD_ENV} cannot set its "
+            f"password. Unset {PASSWORD_ENV} and use --promote to make that account an admin, or choose "
+            "another name.")
+    if existing.is_admin:
+        click.echo(f"{existing.username} is already an admin; nothing changed.")
+        return
+    click.echo("Existing account: " + describe(existing))
+    if not promote:
+        raise click.ClickException(
+            "That name belongs to an existing account, which keeps its own password. If this is the "
+            "account of the person who should run the console, run the command again with --promote; "
+            "otherwise choose another name.")
+    if not yes:
+        click.confirm(f"Give {existing.username} the operator console, with the password they chose?", abort=True)
+    users.set_role(db, existing.id, "admin")
+    record_audit(db, actor="flask create-admin", action="promote_admin", target_type="user",
+                 target_id=existing.username, reason="promoted with --promote",
+                 before={"role": existing.role}, after={"role": "admin"})
+    click.echo(f"{existing.username} is now an admin; they log in with their own password.")
 
 
 @click.command("create-admin")
 @click.argument("username")
+@click.option("--promote", is_flag=True, help="Make an EXISTING account an admin (it keeps its password).")
+@click.option("--yes", is_flag=True, help="With --promote: do not ask for confirmation.")
 @with_appcontext
-def create_admin_command(username):
-    """Create an operator account, or give an existing user the admin role.
+def create_admin_command(username, promote, yes):
+    """Create an operator account, or with --promote give an existing account the admin role.
 
-    The password is read from LIPIA_ADMIN_PASSWORD when set, otherwise asked twice.
-    An existing user keeps their password.
+    A new account's password is read from LIPIA_ADMIN_PASSWORD when set, otherwise asked
+    twice. Usernames are matched without regard to case.
     """
     username = _check_username(username)
     db = get_db()
     existing = users.get_by_username(db, username)
     if existing is not None:
-        if existing.is_admin:
-            click.echo(f"{username} is already an admin; nothing changed.")
-            return
-        users.set_role(db, username, "admin")
-        click.echo(f"{username} is now an admin (password unchanged).")
+        _promote(db, existing, promote, yes)
         return
-    password_hash = bcrypt.generate_password_hash(_password()).decode()
+    if promote:
+        raise click.ClickException(f"There is no account named {username} to promote.")
+    password_hash = hash_password(_password(username))
     try:
         # Operators need no M-Pesa number: they do not buy words with this account.
         users.create_user(db, username, password_hash, None, role="admin")
     except users.UsernameTaken:
-        raise click.ClickException(f"{username} was created by someone else just now; run the command again")
+        raise click.ClickException(f"{username} was registered by someone else just now; nothing changed. "
+                                   "Run the command again to see whose account it is.")
     click.echo(f"Admin {username} created. Log in at /login, then open /admin.")
+
+
+@click.command("reset-password")
+@click.argument("username")
+@click.option("--reason", required=True, help="Why (kept in the audit log), e.g. the support ticket.")
+@with_appcontext
+def reset_password_command(username, reason):
+    """Give an account a new password (asked twice) and end every log-in it has.
+
+    For a customer who lost access: every session and "keep me logged in" cookie of
+    the account stops working at once, whoever holds them.
+    """
+    db = get_db()
+    user = users.get_by_username(db, username.strip())
+    if user is None:
+        raise click.ClickException(f"There is no account named {username}.")
+    click.echo("Account: " + describe(user))
+    password = click.prompt("New password", hide_input=True, confirmation_prompt="Repeat the new password")
+    problem = passwords.problem(password, user.username)
+    if problem:
+        raise click.ClickException(problem)
+    users.set_password(db, user.id, hash_password(password))
+    record_audit(db, actor="flask reset-password", action="reset_password", target_type="user",
+                 target_id=user.username, reason=reason[:500], result="every log-in ended")
+    click.echo(f"{user.username} has a new password; every log-in of the account has ended.")

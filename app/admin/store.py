@@ -24,7 +24,7 @@ from . import periods
 AUDIT = "audit_log"
 PAYMENT_HIDDEN = {"callback_secret": 0}
 PAYMENT_LIST_HIDDEN = {"callback_secret": 0, "exchanges": 0, "history": 0}
-USER_HIDDEN = {"password": 0, "api_key_hash": 0, "applied_keys": 0}
+USER_HIDDEN = {"password": 0, "api_key_hash": 0, "applied_keys": 0, "sessions": 0}
 WAITING = list(ledger.OPEN_STATUSES)
 UNDER_REVIEW = {"$or": [{"status": ledger.REVIEW}, {"needs_review": True}]}
 ENDED = list(ledger.FINAL_STATUSES)

@@ -3,6 +3,7 @@ from wtforms import BooleanField, EmailField, HiddenField, IntegerField, Passwor
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp, Email, ValidationError
 
 from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
+from . import passwords
 from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
 USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message="Use letters, digits, dots, dashes or underscores only.")
@@ -31,15 +32,23 @@ class RegisterForm(FlaskForm):
         DataRequired(message="Choose a username."),
         Length(min=3, max=32, message="A username has 3 to 32 characters."), USERNAME_RULE],
         render_kw={"autocomplete": "username", "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[
-        DataRequired(message="Choose a password."),
-        Length(min=8, max=128, message="A password has 8 to 128 characters.")],
-        render_kw={"autocomplete": "new-password"})
+    password = PasswordField("Password", validators=[DataRequired(message="Choose a password.")],
+                             render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("Repeat password", validators=[
         DataRequired(message="Repeat the password."), EqualTo("password", message="The passwords do not match.")],
         render_kw={"autocomplete": "new-password"})
     phone_number = phone_field()
     next = HiddenField()
+
+    def validate_password(self, field):
+        check_new_password(field, self.username.data)
+
+
+def check_new_password(field, username):
+    """The shared password rules (length in bytes, common passwords, the username), as a form error."""
+    message = passwords.problem(field.data or "", username)
+    if message:
+        raise ValidationError(message)
 
 
 class LoginForm(FlaskForm):
@@ -68,5 +77,27 @@ class ProfileForm(FlaskForm):
     email_low_balance = BooleanField(EMAIL_CATEGORIES["low_balance"], default=True)
 
 
+class PasswordChangeForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[
+        DataRequired(message="Enter your current password.")], render_kw={"autocomplete": "current-password"})
+    new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],
+                                 render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat the new password", validators=[
+        DataRequired(message="Repeat the new password."),
+        EqualTo("new_password", message="The passwords do not match.")], render_kw={"autocomplete": "new-password"})
+
+    def __init__(self, *args, username: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._username = username
+
+    def validate_new_password(self, field):
+        check_new_password(field, self._username)
+
+
+class SessionsForm(FlaskForm):
+    """Just the CSRF token: "log out everywhere" is a POST."""
+
+
 class ApiKeyForm(FlaskForm):
-    """Just the CSRF token: rotating the key is a POST."""
+    """Rotating the key is a POST; replacing a key that exists needs the box ticked."""
+    confirm = BooleanField("Yes, replace my key: the current one stops working at once")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..extensions import bcrypt
 from .. import users
+from .passwords import fits_bcrypt
 
 # Checking a made-up hash for unknown usernames keeps login time the same either way,
 # so response time does not reveal whether an account exists.
@@ -16,16 +17,33 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH
 
 
+def hash_password(password: str) -> str:
+    """Callers check passwords.problem first; bcrypt raises on more than 72 bytes."""
+    return bcrypt.generate_password_hash(password).decode()
+
+
 def register(db, username: str, password: str, phone_number: str) -> users.User:
-    """Raises users.UsernameTaken when the name is in use."""
-    password_hash = bcrypt.generate_password_hash(password).decode()
-    return users.create_user(db, username, password_hash, phone_number)
+    """Raises users.UsernameTaken when the name is in use, in any case."""
+    return users.create_user(db, username, hash_password(password), phone_number)
+
+
+def password_matches(password_hash: str | None, password: str) -> bool:
+    """Constant work whether or not the account exists; a password bcrypt cannot read never matches."""
+    if not fits_bcrypt(password):
+        bcrypt.check_password_hash(_dummy_hash(), "x")
+        return False
+    return bool(bcrypt.check_password_hash(password_hash or _dummy_hash(), password)) and password_hash is not None
 
 
 def authenticate(db, username: str, password: str) -> users.User | None:
-    stored = users.password_hash_of(db, username)
-    if not bcrypt.check_password_hash(stored or _dummy_hash(), password) or stored is None:
-        return None
+    """The account for these credentials (the username in any case), or None. Opens no session."""
     user = users.get_by_username(db, username)
-    users.record_login(db, user.id)
+    stored = user.doc.get("password") if user else None
+    if not password_matches(stored, password):
+        return None
     return user
+
+
+def change_password(db, user: users.User, new_password: str) -> None:
+    """Ends every log-in of the account (see users.set_password)."""
+    users.set_password(db, user.id, hash_password(new_password))

@@ -1,29 +1,63 @@
+import time
+
 from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..db import get_db
 from ..extensions import limiter
+from ..ratelimits import fail_closed
 from ..security import safe_next
 from .. import notices, users
 from . import bp
-from .forms import ApiKeyForm, LoginForm, ProfileForm, RegisterForm
-from .service import authenticate, register
+from .forms import ApiKeyForm, LoginForm, PasswordChangeForm, ProfileForm, RegisterForm, SessionsForm
+from .service import authenticate, change_password, password_matches, register
+
+NEW_KEY_SESSION = "new_api_key"
+# A new key waits in the session only until its page is shown, and never longer than this.
+NEW_KEY_SHOWN_FOR_SECONDS = 300
 
 
-def _login_limit():
-    return current_app.config["LOGIN_RATE_LIMIT"]
+# Log-in limits. Counting per account alone would let anyone lock an owner out by typing
+# wrong passwords for them, so the tight limit counts per (account, address) pair; one
+# address is also limited across accounts (guessing many accounts), and one account across
+# addresses has a higher ceiling (guessing from many addresses). All fail closed: see ratelimits.
+def _typed_account() -> str:
+    return users.username_key(request.form.get("username") or "")[:64]
 
 
+@fail_closed
+def _address_key():
+    return "login-addr:" + (get_remote_address() or "")
+
+
+@fail_closed
+def _pair_key():
+    return f"login-pair:{_typed_account()}|{get_remote_address() or ''}"
+
+
+@fail_closed
 def _account_key():
-    return "login-account:" + (request.form.get("username") or "").strip().lower()[:64]
+    return "login-account:" + _typed_account()
+
+
+def _setting(name):
+    return lambda: current_app.config[name]
 
 
 def _after_login(next_url):
     return redirect(safe_next(next_url) or url_for("plans.index"))
 
 
+def _log_in(user, remember=False):
+    """A fresh session (defeats session fixation) naming a new log-in of the account."""
+    session.clear()
+    users.open_session(get_db(), user)
+    login_user(user, remember=remember)
+
+
 @bp.route("/register", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
 def register_view():
     if current_user.is_authenticated:
         return redirect(url_for("plans.index"))
@@ -35,16 +69,16 @@ def register_view():
             # Same words whatever the reason, so the form is no oracle for existing names.
             form.username.errors.append("That username can't be used. Please choose another.")
         else:
-            login_user(user)
-            users.record_login(get_db(), user.id)
+            _log_in(user)
             flash(f"Welcome to Lipia, {user.username}!", "success")
             return _after_login(form.next.data)
     return render_template("auth/register.html", form=form), (400 if request.method == "POST" else 200)
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
-@limiter.limit(_login_limit, methods=["POST"], key_func=_account_key)
+@limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
+@limiter.limit(_setting("LOGIN_RATE_LIMIT"), methods=["POST"], key_func=_pair_key)
+@limiter.limit(_setting("LOGIN_ACCOUNT_RATE_LIMIT"), methods=["POST"], key_func=_account_key)
 def login():
     if current_user.is_authenticated:
         return _after_login(request.args.get("next"))
@@ -52,8 +86,7 @@ def login():
     if form.validate_on_submit():
         user = authenticate(get_db(), form.username.data.strip(), form.password.data)
         if user:
-            session.clear()  # a fresh session on log-in defeats session fixation
-            login_user(user, remember=form.remember.data)
+            _log_in(user, remember=form.remember.data)
             return _after_login(form.next.data)
         form.password.errors.append("Incorrect username or password.")
     return render_template("auth/login.html", form=form), (400 if request.method == "POST" else 200)
@@ -61,18 +94,41 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    if current_user.is_authenticated:
+        # Ends this log-in in the database: a copy of the cookie taken before is worthless.
+        users.close_session(get_db(), current_user._get_current_object())
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("plans.index"))
 
 
+@bp.route("/logout/everywhere", methods=["POST"])
+@login_required
+def logout_everywhere():
+    if SessionsForm().validate_on_submit():
+        users.close_all_sessions(get_db(), current_user.id)
+        logout_user()
+        flash("You are logged out on every device and browser. Log in again to continue.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def _profile_form(doc, formdata=None):
+    data = {"phone_number": doc.get("phone_number"), "email": doc.get("email"),
+            "low_words_threshold": doc.get("low_words_threshold"), **notices.email_choices(doc)}
+    return ProfileForm(data=data) if formdata is None else ProfileForm(formdata=formdata, data=data)
+
+
+def _render_profile(form, password_form=None, status=200):
+    return render_template("auth/profile.html", form=form, key_form=ApiKeyForm(),
+                           password_form=password_form or PasswordChangeForm(formdata=None),
+                           sessions_form=SessionsForm(),
+                           api_key_hint=current_user.doc.get("api_key_hint")), status
+
+
 @bp.route("/profile", methods=["GET", "POST"])
 @login_required
 def profile():
-    doc = current_user.doc
-    form = ProfileForm(data={"phone_number": doc.get("phone_number"), "email": doc.get("email"),
-                             "low_words_threshold": doc.get("low_words_threshold"),
-                             **notices.email_choices(doc)})
+    form = _profile_form(current_user.doc)
     if form.validate_on_submit():
         users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data,
                              email=(form.email.data or "").strip().lower() or None,
@@ -80,24 +136,58 @@ def profile():
                              email_opt_out=notices.opt_outs_from(form.data))
         flash("Your profile is saved.", "success")
         return redirect(url_for("auth.profile"))
-    return _render_profile(form), (400 if form.errors else 200)
+    return _render_profile(form, status=400 if form.errors else 200)
 
 
-def _render_profile(form, new_api_key=None):
-    return render_template("auth/profile.html", form=form, key_form=ApiKeyForm(), new_api_key=new_api_key,
-                           api_key_hint=(new_api_key or "")[:8] or current_user.doc.get("api_key_hint"))
+@bp.route("/profile/password", methods=["POST"])
+@login_required
+@limiter.limit(_setting("LOGIN_RATE_LIMIT"), key_func=fail_closed(lambda: "password-change:" + current_user.id))
+def password():
+    form = PasswordChangeForm(username=current_user.username)
+    if form.validate_on_submit():
+        if not password_matches(current_user.doc.get("password"), form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+        else:
+            user = current_user._get_current_object()
+            change_password(get_db(), user, form.new_password.data)
+            # Every log-in ended with the old password, this one included; carry on in a new one.
+            _log_in(user)
+            flash("Your password is changed. Every other device and browser is logged out.", "success")
+            return redirect(url_for("auth.profile"))
+    return _render_profile(_profile_form(current_user.doc, formdata=None), password_form=form, status=400)
+
+
+# ---------------------------------------------------------------- API key
+
+def _no_store(response):
+    # The page may hold a secret: no browser or proxy cache keeps a copy.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@bp.route("/profile/api-key", methods=["GET"])
+@login_required
+def api_key():
+    """Shows a new key once (then it is gone from the session), or asks to confirm a rotation."""
+    pending = session.pop(NEW_KEY_SESSION, None) or {}
+    fresh = isinstance(pending, dict) and time.time() - float(pending.get("at", 0)) < NEW_KEY_SHOWN_FOR_SECONDS
+    new_key = pending.get("key") if fresh else None
+    page = render_template("auth/api_key.html", new_api_key=new_key, key_form=ApiKeyForm(),
+                           api_key_hint=(new_key or "")[:8] or current_user.doc.get("api_key_hint"))
+    return _no_store(current_app.make_response(page))
 
 
 @bp.route("/profile/api-key", methods=["POST"])
 @login_required
 def rotate_api_key():
-    """Answer with the page itself: the new key is shown once and never stored in a cookie."""
-    if not ApiKeyForm().validate_on_submit():
-        return redirect(url_for("auth.profile"))
-    key = users.rotate_api_key(get_db(), current_user.id)
-    doc = users.get_by_id(get_db(), current_user.id).doc
-    form = ProfileForm(formdata=None, data={"phone_number": doc.get("phone_number"), "email": doc.get("email"),
-                                            "low_words_threshold": doc.get("low_words_threshold"),
-                                            **notices.email_choices(doc)})
-    flash("Copy your new API key now: it is shown only once. The old key no longer works.", "warning")
-    return _render_profile(form, new_api_key=key)
+    """Post, redirect, show once: a reload of the page that shows the key never rotates it again."""
+    form = ApiKeyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("auth.api_key"))
+    if current_user.doc.get("api_key_hint") and not form.confirm.data:
+        flash("Tick the box to confirm: your current key stops working at once.", "warning")
+        return redirect(url_for("auth.api_key"))
+    session[NEW_KEY_SESSION] = {"key": users.rotate_api_key(get_db(), current_user.id), "at": time.time()}
+    flash("Copy your new API key now: it is shown only once. Any old key no longer works.", "warning")
+    return redirect(url_for("auth.api_key"), code=303)

@@ -51,7 +51,8 @@ def _api_limit():
 
 def _api_key_id():
     # Keyed by the key itself as authentication reads it, so padding the header cannot
-    # buy a fresh allowance.
+    # buy a fresh allowance. Fails open if the database is away (see app.ratelimits):
+    # the ledger's balance check still bounds what a call can spend.
     return "api:" + hash_api_key(_presented_key())[:24]
 
 

@@ -258,19 +258,19 @@ def unread_count(db, username: str) -> int:
 
 
 def open_page(db, username: str, *, page: int, per_page: int) -> tuple[list[dict], int]:
-    """A page of notices, newest first; opening the list marks every unread notice read.
-
-    The rows keep their `read_at` as it was, so the page can still show which are new.
-    """
+    """A page of notices, newest first. Reading changes nothing: see mark_all_read."""
     query = {"username": username}
-    opened_at = utcnow()
     total = db.notices.count_documents(query)
     rows = list(db.notices.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
                 .skip((page - 1) * per_page).limit(per_page))
-    if rows:
-        db.notices.update_many({"username": username, "read_at": None, "created_at": {"$lte": opened_at}},
-                               {"$set": {"read_at": opened_at}})
     return rows, total
+
+
+def mark_all_read(db, username: str, *, up_to=None) -> int:
+    """Mark read what the customer has seen (notices created up to `up_to`, default now)."""
+    up_to = up_to or utcnow()
+    return db.notices.update_many({"username": username, "read_at": None, "created_at": {"$lte": up_to}},
+                                  {"$set": {"read_at": utcnow()}}).modified_count
 
 
 def mail_health(db) -> dict:

@@ -1,13 +1,22 @@
-from flask import abort, render_template, request
-from flask_login import current_user, login_required
+import datetime as dt
 
-from ..db import get_db
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import HiddenField
+
+from ..db import get_db, utcnow
 from ..pagination import paginate, requested_page
 from . import bp
 from .receipts import receipt_for
-from .service import open_page
+from .service import mark_all_read, open_page
 
 PER_PAGE = 20
+
+
+class MarkReadForm(FlaskForm):
+    # When the page was shown: a notice that arrives after it stays unread.
+    seen_at = HiddenField()
 
 
 @bp.route("/notices")
@@ -16,7 +25,24 @@ def index():
     rows, _total, page, pages = paginate(
         lambda p: open_page(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args), PER_PAGE)
-    return render_template("notices/index.html", notices=rows, page=page, pages=pages)
+    form = MarkReadForm(seen_at=utcnow().isoformat())
+    return render_template("notices/index.html", notices=rows, page=page, pages=pages, mark_form=form)
+
+
+@bp.route("/notices/read", methods=["POST"])
+@login_required
+def mark_read():
+    form = MarkReadForm()
+    if form.validate_on_submit():
+        try:
+            seen_at = dt.datetime.fromisoformat(form.seen_at.data or "")
+        except ValueError:
+            seen_at = None
+        if seen_at is not None and seen_at.tzinfo is None:
+            seen_at = seen_at.replace(tzinfo=dt.timezone.utc)
+        mark_all_read(get_db(), current_user.username, up_to=min(seen_at, utcnow()) if seen_at else None)
+        flash("All notices are marked read.", "success")
+    return redirect(url_for("notices.index"))
 
 
 @bp.route("/payments/<payment_id>/receipt")

@@ -318,5 +318,7 @@ def test_fifty_concurrent_spends_race_a_credit(stack, customer):
 
 def _api_key(customer):
     import re
-    page = customer.post_form("/profile/api-key", {}, form_path="/profile")
+    # Post, redirect, show once: the key is on the page the POST redirects to.
+    customer.post_form("/profile/api-key", {}, form_path="/profile/api-key")
+    page = customer.get("/profile/api-key")
     return re.search(r'id="new-api-key" readonly value="([^"]+)"', page.text).group(1)

@@ -70,6 +70,7 @@ def stack_env(mongo_uri: str, sim_url: str, web_url: str, **overrides) -> dict:
         "WORKER_POLL_SECONDS": "0.1", "RECONCILE_AFTER_SECONDS": "4", "RECONCILE_EVERY_SECONDS": "2",
         "PAYMENT_EXPIRE_AFTER_SECONDS": "60", "PROMPT_TIMEOUT_SECONDS": "20",
         "LOGIN_RATE_LIMIT": "1000 per minute", "PAYMENT_RATE_LIMIT": "1000 per minute",
+        "LOGIN_ADDRESS_RATE_LIMIT": "1000 per minute", "LOGIN_ACCOUNT_RATE_LIMIT": "1000 per minute",
         "SIMULATOR_PROMPT_TIMEOUT": "6", "PYTHONUNBUFFERED": "1",
         **overrides,
     }

@@ -19,8 +19,12 @@ def make_user(db, name: str | None = None, *, role: str = "customer", phone: str
 
 
 def login(client, user: users.User) -> None:
+    # A real log-in of the account: the user loader accepts only open sessions.
+    from app.db import database_for
+    from app.users import open_session
+    open_session(database_for(client.application.config["MONGO_URI"]), user)
     with client.session_transaction() as session:
-        session["_user_id"] = user.id
+        session["_user_id"] = user.get_id()
         session["_fresh"] = True
 
 

@@ -51,6 +51,10 @@ def notices_of(db, username: str, kind: str | None = None) -> list[dict]:
 
 
 def login(client, user) -> None:
+    # A real log-in of the account: the user loader accepts only open sessions.
+    from app.db import database_for
+    from app.users import open_session
+    open_session(database_for(client.application.config["MONGO_URI"]), user)
     with client.session_transaction() as session:
-        session["_user_id"] = user.id
+        session["_user_id"] = user.get_id()
         session["_fresh"] = True

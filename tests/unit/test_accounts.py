@@ -15,7 +15,7 @@ def csrf_app(app):
     return app
 
 
-def register(client, username="alice", password="password123", phone="0712 345 678", confirm=None, **extra):
+def register(client, username="alice", password="kahawa chungu 42", phone="0712 345 678", confirm=None, **extra):
     token = csrf_of(client, "/register")
     return client.post("/register", data={"csrf_token": token, "username": username, "password": password,
                                           "confirm": confirm or password, "phone_number": phone, **extra})
@@ -33,7 +33,7 @@ def test_register_normalises_kenyan_numbers(client, db, raw, stored):
     ({"username": ""}, "Choose a username."),
     ({"username": "x" * 10_000}, "A username has 3 to 32 characters."),
     ({"username": "bad name!"}, "Use letters, digits"),
-    ({"password": "short"}, "A password has 8 to 128 characters."),
+    ({"password": "short"}, "A password has at least 8 characters."),
     ({"confirm": "different1"}, "The passwords do not match."),
     ({"phone": "12345"}, "0712 345 678"),
     ({"phone": ""}, "Enter your M-Pesa phone number."),
@@ -56,7 +56,7 @@ def test_repeated_registration_is_refused_without_changing_the_first(client, db)
 
 def test_wrong_csrf_token_changes_nothing(client, db):
     response = client.post("/register", data={"csrf_token": "forged", "username": "mallory",
-                                              "password": "password123", "confirm": "password123",
+                                              "password": "kahawa chungu 42", "confirm": "kahawa chungu 42",
                                               "phone_number": "0712345678"})
     assert response.status_code == 400 and "Nothing was changed" in response.text
     assert db.users.count_documents({}) == 0
@@ -80,7 +80,7 @@ def test_login_records_last_login_and_follows_next_only_inside_the_site(client, 
                              ("//evil.example", "/"), ("/\\evil.example", "/")]:
         token = csrf_of(client, "/login")
         response = client.post("/login", data={"csrf_token": token, "username": "alice",
-                                               "password": "password123", "next": target})
+                                               "password": "kahawa chungu 42", "next": target})
         assert response.status_code == 302 and response.headers["Location"] == expected, target
         client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
     assert get_by_username(db, "alice").doc["last_login"] is not None
@@ -93,19 +93,9 @@ def test_choosing_a_plan_logged_out_comes_back_to_its_purchase_page(client):
     assert 'href="/register?next=/checkout/premium"' in page
     token = csrf_of(client, "/register?next=/checkout/premium")
     response = client.post("/register?next=/checkout/premium", data={
-        "csrf_token": token, "username": "carol", "password": "password123", "confirm": "password123",
+        "csrf_token": token, "username": "carol", "password": "kahawa chungu 42", "confirm": "kahawa chungu 42",
         "phone_number": "0712345678", "next": "/checkout/premium"})
     assert response.headers["Location"] == "/checkout/premium"
-
-
-def test_login_is_rate_limited_per_account(app, client):
-    app.config["LOGIN_RATE_LIMIT"] = "3 per minute"
-    register(client)
-    client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
-    token = csrf_of(client, "/login")
-    codes = [client.post("/login", data={"csrf_token": token, "username": "alice", "password": "wrong-pass"},
-                         environ_base={"REMOTE_ADDR": f"10.0.0.{i}"}).status_code for i in range(5)]
-    assert codes[:3] == [400, 400, 400] and codes[3:] == [429, 429]
 
 
 def test_profile_changes_phone_and_refuses_bad_numbers(client, db):

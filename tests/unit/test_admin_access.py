@@ -130,7 +130,7 @@ def test_create_admin_asks_twice_for_the_password(app, db, monkeypatch):
 
 def test_create_admin_promotes_an_existing_user_without_touching_the_password(app, db, customer):
     before = users.password_hash_of(db, customer.username)
-    result = app.test_cli_runner().invoke(args=["create-admin", customer.username])
+    result = app.test_cli_runner().invoke(args=["create-admin", customer.username, "--promote", "--yes"])
     assert result.exit_code == 0 and "now an admin" in result.output
     assert users.get_by_username(db, customer.username).is_admin
     assert users.password_hash_of(db, customer.username) == before
