@@ -50,7 +50,4 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_cli(app)
     register_templating(app)
     register_static(app)
-
-    from .shutdown import release_at_exit
-    release_at_exit()
     return app
