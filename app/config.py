@@ -131,6 +131,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
+    Setting("CALLBACK_SIGNING_KEY", _str, "",
+            "key that signs each payment's callback URL; empty derives one from SECRET_KEY", secret=True),
+    Setting("CALLBACK_SPOOL_DIR", _str, "instance/callback-spool",
+            "local directory keeping genuine callbacks while the database is away"),
+    Setting("CALLBACK_SPOOL_MAX_BYTES", _int(65536), "52428800", "most bytes the callback spool may hold in total"),
+    Setting("CALLBACK_SPOOL_MAX_BODY_BYTES", _int(1024), "65536", "largest callback body kept whole in the spool"),
+    Setting("CALLBACK_FORGED_RATE_LIMIT", _str, "20 per minute",
+            "records kept of forged or unknown callbacks, per address"),
+    Setting("CALLBACK_FORGED_KEEP_DAYS", _int(1), "30", "days a record of a forged callback is kept"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",
