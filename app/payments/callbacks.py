@@ -96,9 +96,10 @@ def _spool(settings, doc, raw, *, secret, error) -> str:
 
 
 def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
-    log.warning("callback for payment %r from %s: %s", payment_id[:32], remote_addr, effect)
     if not _may_keep_rejected(settings, remote_addr):
+        # Not logged either: a flood must not fill the log instead of the database.
         return effect + " (not kept: too many from this address)"
+    log.warning("callback for payment %r from %s: %s", payment_id[:32], remote_addr, effect)
     try:
         with pymongo.timeout(DB_WAIT_SECONDS):
             records.store_rejected(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
