@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -117,7 +118,12 @@ def _parsed_limit(text: str):
 
 
 def _may_keep_rejected(settings, remote_addr) -> bool:
-    """Counts in Flask-Limiter's storage; fails closed: when it cannot count, nothing is kept."""
+    """Counts in Flask-Limiter's storage; fails closed: when it cannot count, nothing is kept.
+
+    Not the route decorator: that would answer 429 (to Daraja too, should it share an
+    address with a flood) and fail the whole request, genuine callbacks included, when the
+    limiter's storage is away. Here only the keeping of a rejected post is limited.
+    """
     from ..extensions import limiter
     try:
         with pymongo.timeout(1):
@@ -224,11 +230,21 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
     return replayed
 
 
+_next_reprocess = 0.0
+
+
 def catch_up(db, settings) -> None:
-    """The worker's housekeeping share: stale callbacks, and a spool on this host if there is one."""
-    reprocess_stale(db)
+    """The worker's housekeeping share: stale callbacks, and a spool on this host if there is one.
+
+    Stale callbacks are looked for every half minute, not every tick: an idle worker
+    should cost the database next to nothing.
+    """
+    global _next_reprocess
     if spool.has_entries(settings["CALLBACK_SPOOL_DIR"]):
         replay_spool(db, settings)
+    if time.monotonic() >= _next_reprocess:
+        reprocess_stale(db)
+        _next_reprocess = time.monotonic() + REPROCESS_AFTER_SECONDS / 2
 
 
 class _Replayer:

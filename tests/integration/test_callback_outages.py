@@ -145,7 +145,7 @@ def test_callback_stored_but_never_settled_is_settled_by_the_worker(outage):
                                content_type="application/json", received_at=utcnow() - timedelta(minutes=2))
     outage.db.callbacks.insert_one(doc)
     wait_until(lambda: outage.db.callbacks.find_one({"_id": doc["_id"]})["effect"] != "received",
-               timeout=30, what="the worker")
+               timeout=60, what="the worker")  # it looks every half minute
     assert outage.db.callbacks.find_one({"_id": doc["_id"]})["effect"] == "credited"
     assert payment(outage, payment_id)["mpesa_receipt"] == receipt
     assert_money_invariants(outage.db)
