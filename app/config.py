@@ -140,6 +140,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CALLBACK_FORGED_RATE_LIMIT", _str, "20 per minute",
             "records kept of forged or unknown callbacks, per address"),
     Setting("CALLBACK_FORGED_KEEP_DAYS", _int(1), "30", "days a record of a forged callback is kept"),
+    Setting("CALLBACK_REPROCESS_AFTER_SECONDS", _int(1), "60",
+            "a stored callback still unprocessed after this long is processed by the worker"),
+    Setting("TEST_CRASH_FILE", _str, "",
+            "tests only (LIPIA_ENV=test): a web process dies after storing a callback while this file exists"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

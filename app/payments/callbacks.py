@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import re
+import signal
 import threading
 import time
 
@@ -66,12 +67,24 @@ def _receive(db, settings, payment_id, secret, raw, remote_addr, content_type) -
                 return _reject(db, settings, "forged: unknown payment or wrong secret", payment_id, raw,
                                remote_addr, content_type)
             records.insert_callback(db, doc)
+        _crash_point(settings)
     except PyMongoError as exc:
         if not signed and not _LEGACY_SECRET.fullmatch(secret or ""):
             return "dropped: database away and the secret cannot be checked"
         return _spool(settings, doc, raw, secret=None if signed else secret, error=exc)
     _replayer.wake()
     return process(db, doc, raw)
+
+
+def _crash_point(settings) -> None:
+    """Tests only: die here as a SIGKILL would, between storing a callback and settling it, once."""
+    path = settings.get("TEST_CRASH_FILE")
+    if path and settings.get("LIPIA_ENV") == "test":
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _legacy_secret_matches(db, payment_id: str, secret: str) -> bool:
@@ -236,15 +249,16 @@ _next_reprocess = 0.0
 def catch_up(db, settings) -> None:
     """The worker's housekeeping share: stale callbacks, and a spool on this host if there is one.
 
-    Stale callbacks are looked for every half minute, not every tick: an idle worker
-    should cost the database next to nothing.
+    Stale callbacks are looked for every half CALLBACK_REPROCESS_AFTER_SECONDS, not every
+    tick: an idle worker should cost the database next to nothing.
     """
     global _next_reprocess
     if spool.has_entries(settings["CALLBACK_SPOOL_DIR"]):
         replay_spool(db, settings)
+    after = settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or REPROCESS_AFTER_SECONDS
     if time.monotonic() >= _next_reprocess:
-        reprocess_stale(db)
-        _next_reprocess = time.monotonic() + REPROCESS_AFTER_SECONDS / 2
+        reprocess_stale(db, older_than=after)
+        _next_reprocess = time.monotonic() + after / 2
 
 
 class _Replayer:

@@ -60,9 +60,11 @@ def outage(tmp_path_factory):
     database.start()
     spool_dir = root / "spool"
     # No STK Query for ten minutes: only the callback can settle these payments.
+    crash_file = root / "crash-after-storing-a-callback"
     stack = start_stack(database.base, workers=1, RECONCILE_AFTER_SECONDS="600", CALLBACK_SPOOL_DIR=str(spool_dir),
-                        CALLBACK_FORGED_RATE_LIMIT=f"{FORGED_PER_ADDRESS} per minute")
-    stack.database, stack.spool_dir = database, spool_dir
+                        CALLBACK_FORGED_RATE_LIMIT=f"{FORGED_PER_ADDRESS} per minute",
+                        CALLBACK_REPROCESS_AFTER_SECONDS="3", TEST_CRASH_FILE=str(crash_file))
+    stack.database, stack.spool_dir, stack.crash_file = database, spool_dir, crash_file
     yield stack
     stack.stop()
     database.stop()
@@ -131,23 +133,21 @@ def test_success_callback_during_a_database_outage_is_spooled_and_credited_once_
     assert_money_invariants(outage.db)
 
 
-def test_callback_stored_but_never_settled_is_settled_by_the_worker(outage):
-    # The state a web worker SIGKILLed between storing and settling leaves behind.
+def test_web_process_killed_between_storing_and_settling_a_callback_is_settled_by_the_worker(outage):
     customer = registered(outage.web_url)
     receipt = "RP" + uuid.uuid4().hex[:8].upper()
-    outage.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1, "callback": "none",
-                                "receipt": receipt})
+    outage.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1, "receipt": receipt})
+    outage.crash_file.touch()  # the web process that stores the next callback dies right after
     payment_id = customer.checkout()
-    wait_until(lambda: payment(outage, payment_id)["status"] == "pending", timeout=20, what="push sent")
-    wait_until(lambda: sim_push(outage, customer.phone)["callback_body"], timeout=10, what="the phone's answer")
-    body = json.dumps(sim_push(outage, customer.phone)["callback_body"]).encode()
-    doc = records.callback_doc(payment_id=payment_id, raw=body, remote_addr="127.0.0.1",
-                               content_type="application/json", received_at=utcnow() - timedelta(minutes=2))
-    outage.db.callbacks.insert_one(doc)
-    wait_until(lambda: outage.db.callbacks.find_one({"_id": doc["_id"]})["effect"] != "received",
-               timeout=60, what="the worker")  # it looks every half minute
-    assert outage.db.callbacks.find_one({"_id": doc["_id"]})["effect"] == "credited"
+    wait_until(lambda: not outage.crash_file.exists(), timeout=20, what="the web process to die")
+    wait_until(lambda: sim_push(outage, customer.phone)["callbacks"], timeout=10, what="Daraja's attempt")
+    assert sim_push(outage, customer.phone)["callbacks"][0].get("error")  # no answer: the process died
+    wait_until(lambda: outage.db.callbacks.find_one({"payment_id": payment_id, "effect": "credited"}),
+               timeout=30, what="the worker to settle the stored callback")
+    rows = list(outage.db.callbacks.find({"payment_id": payment_id}))
+    assert len(rows) == 1 and rows[0]["attempts"] >= 1  # taken by reprocessing, not by the web
     assert payment(outage, payment_id)["mpesa_receipt"] == receipt
+    assert customer.status(payment_id)["status"] == "completed"  # gunicorn replaced its worker
     assert_money_invariants(outage.db)
 
 
