@@ -351,3 +351,16 @@ def test_payment_page_lists_a_bounded_number_of_forged_records(db, payment):
     stored_received(db, payment, age_seconds=1)
     shown = records.callbacks_for(db, payment["_id"])
     assert len(shown) == 26 and shown[0]["effect"] == "received"
+
+
+def test_crash_point_is_ignored_outside_tests(client, db, settings, payment, tmp_path, monkeypatch):
+    killed = []
+    monkeypatch.setattr(callbacks.os, "kill", lambda pid, sig: killed.append(sig))
+    crash = tmp_path / "crash"
+    crash.touch()
+    settings.update(TEST_CRASH_FILE=str(crash), LIPIA_ENV="production")
+    post(client, payment["_id"], signed(settings, payment), body(payment))
+    assert killed == [] and crash.exists()
+    settings["LIPIA_ENV"] = "test"
+    post(client, payment["_id"], signed(settings, payment), body(payment))
+    assert len(killed) == 1 and not crash.exists()
