@@ -146,6 +146,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("payment_id", ASCENDING), ("received_at", ASCENDING)], name="payment"),
         IndexModel([("checkout_request_id", ASCENDING)], name="checkout_request"),
         IndexModel([("received_at", ASCENDING)], name="received"),
+        IndexModel([("effect", ASCENDING), ("received_at", ASCENDING)], name="unprocessed"),
+        # Records of forged callbacks carry expires_at; genuine ones never expire.
+        IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="rejected_expiry"),
     ],
     "audit_log": [
         IndexModel([("at", DESCENDING)], name="recent"),

@@ -7,15 +7,46 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
+# Stored bodies come from strangers too: rendering is bounded in depth and in size, so
+# nothing stored can make an operator page fail or grow without end.
+PRETTY_MAX_DEPTH = 12
+PRETTY_MAX_CHARS = 20_000
+
+
 @bp.app_template_filter("pretty_json")
 def pretty_json(value) -> str:
-    """Readable JSON for stored documents (dates and ids shown as text)."""
-    if isinstance(value, (str, bytes)):
+    """Readable JSON for stored documents (dates and ids shown as text), bounded."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return json.dumps(value, indent=2, default=str, ensure_ascii=False, sort_keys=False)
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+            return _clipped(value)
+    try:
+        text = json.dumps(_shallow(value, PRETTY_MAX_DEPTH), indent=2, default=str, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        text = repr(value)[:PRETTY_MAX_CHARS]
+    return _clipped(text)
+
+
+def _shallow(value, depth: int):
+    """A copy with anything below `depth` levels replaced by a marker."""
+    if isinstance(value, dict):
+        if depth <= 0:
+            return "{…}"
+        return {str(k): _shallow(v, depth - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth <= 0:
+            return "[…]"
+        return [_shallow(v, depth - 1) for v in value]
+    return value
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= PRETTY_MAX_CHARS:
+        return text
+    return text[:PRETTY_MAX_CHARS] + f"\n… {len(text) - PRETTY_MAX_CHARS} more characters not shown"
 
 
 @bp.app_template_filter("when")

@@ -21,6 +21,10 @@ from .result_codes import ResultOutcome, classify, normalize_result_code
 __all__ = ["StkCallback", "parse_callback", "CallbackError", "MAX_CALLBACK_BYTES", "EAT"]
 
 MAX_CALLBACK_BYTES = 64 * 1024
+# Daraja's callback is five levels deep; anything much deeper is not a callback.
+MAX_DEPTH = 16
+# BSON stores integers in 64 bits: a larger number could not even be recorded.
+_INT64 = 2 ** 63
 EAT = timezone(timedelta(hours=3), "EAT")
 _MAX_ID = 128
 _RECEIPT = re.compile(r"[A-Z0-9]{10}")
@@ -140,12 +144,55 @@ def _load(raw: bytes | str | Mapping) -> Mapping:
         raise CallbackError("body is empty")
     try:
         # Decimal keeps 100.00 exact; NaN/Infinity are not JSON and not money.
-        doc = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
+        doc = json.loads(text, parse_float=_bounded_decimal, parse_int=_bounded_int,
+                         parse_constant=_reject_constant)
+    except _OutOfRange as exc:
+        raise CallbackError(str(exc)) from None
     except (ValueError, RecursionError):
         raise CallbackError("body is not JSON") from None
     if not isinstance(doc, Mapping):
         raise CallbackError("body is not a JSON object")
+    if _depth_exceeds(doc, MAX_DEPTH):
+        raise CallbackError(f"body nested deeper than {MAX_DEPTH} levels")
     return doc
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    # The length test first: int() of a huge digit string is itself slow.
+    if len(text.lstrip("-")) > 19 or not -_INT64 <= int(text) < _INT64:
+        raise _OutOfRange("a number in the body does not fit in 64 bits")
+    return int(text)
+
+
+def _bounded_decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ArithmeticError):
+        raise _OutOfRange("a number in the body is out of range") from None
+    if not value.is_finite() or abs(value) >= _INT64:
+        raise _OutOfRange("a number in the body does not fit in 64 bits")
+    return value
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    """Iterative, so a deep body cannot exhaust the stack while being measured."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _identifier(cb: Mapping, name: str) -> str:

@@ -1,44 +1,190 @@
-"""The Daraja callback: store it, check it, settle through the ledger. Never raise to Daraja."""
+"""The Daraja callback: check its URL secret, keep it, settle through the ledger. Never raise to Daraja.
+
+A genuine callback (the HMAC in its URL matches, or the secret stored on a payment made
+before URLs were signed) is stored raw and whole before anything reads it. When the
+database cannot take it, it goes to the durable local spool and is replayed once the
+database is back. One left `received` (a crash or an error after storing it) is
+processed later by `reprocess_stale`. Anything else keeps only a small record, at most
+CALLBACK_FORGED_RATE_LIMIT per address, which expires.
+"""
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
+import os
+import re
+import signal
+import threading
+import time
+
+import pymongo
+from pymongo.errors import PyMongoError
 
 from .. import ledger
+from ..db import database_for, utcnow
 from ..mpesa.callback import CallbackError, parse_callback
-from . import outcomes, records
+from . import callback_signing, outcomes, records, spool
 
 log = logging.getLogger("lipia.callbacks")
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+# How long the route waits for the database before spooling instead: Daraja's own
+# wait for our answer is short, and the spool is as safe as the database.
+DB_WAIT_SECONDS = 3.0
+REPROCESS_AFTER_SECONDS = 60
+REPROCESS_BATCH = 50
+# A stored callback that keeps failing for a reason other than the database is a bug;
+# after this many tries it is marked for an operator instead of being retried forever.
+MAX_ATTEMPTS = 5
+REPLAY_BATCH = 100
+REPLAY_EVERY_SECONDS = 5.0
+# Secrets of payments made before URLs were signed (random, 40 hex characters).
+_LEGACY_SECRET = re.compile(r"[0-9a-f]{40}")
 
 
-def handle(db, *, payment_id: str, secret: str, raw: bytes, remote_addr: str | None,
-           content_type: str | None, allowed_ips: tuple[str, ...] = ()) -> str:
-    """Process one callback and return its effect. The body is stored before anything else."""
-    callback_id = records.store_callback(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
-                                         content_type=content_type)
-    effect, fields = _process(db, payment_id, secret, raw, remote_addr, allowed_ips)
-    records.mark_callback(db, callback_id, effect, **fields)
+def receive(db, settings, *, payment_id: str, secret: str, raw: bytes, remote_addr: str | None,
+            content_type: str | None) -> str:
+    """Handle one callback and return its effect; never raises, so Daraja always gets its answer."""
+    try:
+        return _receive(db, settings, payment_id, secret, raw, remote_addr, content_type)
+    except Exception:  # a bug must not cost Daraja's acknowledgement (nor leak the URL secret)
+        log.exception("callback for payment %r could not be handled", payment_id[:32])
+        return "error"
+
+
+def _receive(db, settings, payment_id, secret, raw, remote_addr, content_type) -> str:
+    allowed = settings.get("CALLBACK_ALLOWED_IPS") or ()
+    if allowed and remote_addr not in allowed:
+        return _reject(db, settings, "refused: address not allowed", payment_id, raw, remote_addr, content_type)
+    if not callback_signing.is_payment_id(payment_id):
+        return _reject(db, settings, "forged: not a payment id", payment_id, raw, remote_addr, content_type)
+    signed = callback_signing.matches(settings, payment_id, secret)
+    doc = records.callback_doc(payment_id=payment_id, raw=raw, remote_addr=remote_addr, content_type=content_type)
+    try:
+        with pymongo.timeout(DB_WAIT_SECONDS):
+            # Only a secret shaped like the old ones is worth a database read.
+            if not signed and not (_LEGACY_SECRET.fullmatch(secret or "")
+                                   and _legacy_secret_matches(db, payment_id, secret)):
+                return _reject(db, settings, "forged: unknown payment or wrong secret", payment_id, raw,
+                               remote_addr, content_type)
+            records.insert_callback(db, doc)
+        _crash_point(settings)
+    except PyMongoError as exc:
+        if not signed and not _LEGACY_SECRET.fullmatch(secret or ""):
+            return "dropped: database away and the secret cannot be checked"
+        return _spool(settings, doc, raw, secret=None if signed else secret, error=exc)
+    _replayer.wake()
+    return process(db, doc, raw)
+
+
+def _crash_point(settings) -> None:
+    """Tests only: die here as a SIGKILL would, between storing a callback and settling it, once."""
+    path = settings.get("TEST_CRASH_FILE")
+    if path and settings.get("LIPIA_ENV") == "test":
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _legacy_secret_matches(db, payment_id: str, secret: str) -> bool:
+    payment = records.get(db, payment_id)
+    expected = (payment or {}).get("callback_secret") or ""
+    # compare_digest so timing says nothing about the secret.
+    return bool(expected) and hmac.compare_digest((secret or "").encode(), expected.encode())
+
+
+def _spool(settings, doc, raw, *, secret, error) -> str:
+    try:
+        kept = spool.append(settings["CALLBACK_SPOOL_DIR"], doc, raw, secret=secret,
+                            max_total=settings["CALLBACK_SPOOL_MAX_BYTES"],
+                            max_body=settings["CALLBACK_SPOOL_MAX_BODY_BYTES"])
+    except OSError:
+        log.exception("callback for payment %s could not be spooled", doc["payment_id"])
+        return "lost: database away and spool unwritable"
+    if kept:
+        log.warning("database away (%s): callback for payment %s spooled to disk", type(error).__name__,
+                    doc["payment_id"])
+        return "spooled"
+    return "lost: database away and spool full"
+
+
+def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
+    if not _may_keep_rejected(settings, remote_addr):
+        # Not logged either: a flood must not fill the log instead of the database.
+        return effect + " (not kept: too many from this address)"
+    log.warning("callback for payment %r from %s: %s", payment_id[:32], remote_addr, effect)
+    try:
+        with pymongo.timeout(DB_WAIT_SECONDS):
+            records.store_rejected(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
+                                   content_type=content_type, effect=effect,
+                                   keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
+    except PyMongoError:
+        pass  # a forgery is not worth waiting for, nor spooling
     return effect
 
 
-def _process(db, payment_id, secret, raw, remote_addr, allowed_ips) -> tuple[str, dict]:
-    if allowed_ips and remote_addr not in allowed_ips:
-        log.warning("callback from %s refused: not a configured Safaricom address", remote_addr)
-        return "refused: address not allowed", {}
-    payment = records.get(db, payment_id)
-    # compare_digest on equal-length bytes, so timing says nothing about the secret.
-    expected = (payment or {}).get("callback_secret", "")
-    if payment is None or not hmac.compare_digest(secret.encode(), expected.encode()):
-        log.warning("callback with an unknown payment or a wrong secret ignored (payment %s)", payment_id[:32])
-        return "forged: unknown payment or wrong secret", {}
-    records.count_callback(db, payment["_id"])
+@functools.lru_cache(maxsize=8)
+def _parsed_limit(text: str):
+    from limits import parse
+    return parse(text)
+
+
+def _may_keep_rejected(settings, remote_addr) -> bool:
+    """Counts in Flask-Limiter's storage; fails closed: when it cannot count, nothing is kept.
+
+    Not the route decorator: that would answer 429 (to Daraja too, should it share an
+    address with a flood) and fail the whole request, genuine callbacks included, when the
+    limiter's storage is away. Here only the keeping of a rejected post is limited.
+    """
+    from ..extensions import limiter
     try:
-        callback = parse_callback(raw)
+        with pymongo.timeout(1):
+            return limiter.limiter.hit(_parsed_limit(settings["CALLBACK_FORGED_RATE_LIMIT"]),
+                                       "callback-rejected", remote_addr or "unknown")
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------- processing a stored callback
+
+def process(db, doc: dict, body: bytes | str | None = None) -> str:
+    """Settle one stored callback and record its effect.
+
+    An error leaves it `received`, so `reprocess_stale` tries again later.
+    """
+    return _try_process(db, doc, body)[0]
+
+
+def _try_process(db, doc, body=None) -> tuple[str, bool]:
+    """(effect, whether a bug rather than the database stopped it)."""
+    try:
+        effect, fields = _settle(db, doc, doc["raw"] if body is None else body)
+        records.mark_callback(db, doc["_id"], effect, **fields)
+        return effect, False
+    except PyMongoError as exc:
+        log.warning("callback %s stored, not yet processed (%s); the worker will finish it",
+                    doc["_id"], type(exc).__name__)
+        return records.RECEIVED, False
+    except Exception:
+        log.exception("callback %s stored, not yet processed; the worker will try again", doc["_id"])
+        return records.RECEIVED, True
+
+
+def _settle(db, doc, body) -> tuple[str, dict]:
+    if doc.get("truncated"):
+        return "malformed: body larger than the spool keeps", {}
+    try:
+        callback = parse_callback(body)
     except CallbackError as exc:
-        log.warning("malformed callback for payment %s: %s", payment["_id"], exc)
+        log.warning("malformed callback for payment %s: %s", doc["payment_id"], exc)
         return f"malformed: {exc}", {}
+    payment = records.get(db, doc["payment_id"])
+    if payment is None:
+        return "ignored: no such payment", {}
+    records.count_callback(db, payment["_id"])
     known = payment.get("checkout_request_id")
     if known and known != callback.checkout_request_id:
         log.warning("callback for payment %s names another CheckoutRequestID", payment["_id"])
@@ -46,3 +192,123 @@ def _process(db, payment_id, secret, raw, remote_addr, allowed_ips) -> tuple[str
     result = ledger.settle(db, payment["_id"], outcomes.from_callback(callback), payment=payment)
     return result.effect, {"checkout_request_id": callback.checkout_request_id,
                            "result_code": callback.result_code}
+
+
+def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH) -> int:
+    """Process callbacks stored but left `received` for `older_than` seconds; at most `limit` per call."""
+    done = 0
+    for _ in range(limit):
+        doc = records.claim_stale_callback(db, utcnow(), older_than=older_than, retry_in=max(older_than, 30))
+        if doc is None:
+            break
+        done += 1
+        _, bug = _try_process(db, doc)
+        if bug and doc.get("attempts", 0) >= MAX_ATTEMPTS:
+            log.error("callback %s failed %d times; left for an operator", doc["_id"], doc["attempts"])
+            records.mark_callback(db, doc["_id"], "error: could not be processed; see the logs")
+    return done
+
+
+# ---------------------------------------------------------------- the spool, replayed
+
+def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
+    """Move spooled callbacks into the database, each exactly once; stops at the first database error."""
+    replayed = 0
+    for path, entry in spool.entries(settings["CALLBACK_SPOOL_DIR"], limit):
+        try:
+            fields, raw = spool.decode(entry)
+        except Exception:
+            log.error("spooled callback %s is unreadable; set aside for an operator", path.name)
+            spool.set_aside(path)
+            continue
+        secret = entry.get("secret")
+        if secret is not None and not _legacy_secret_matches(db, fields["payment_id"], secret):
+            records.store_rejected(db, payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
+                                   content_type=fields["content_type"], effect="forged: wrong secret (spooled)",
+                                   keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
+            spool.remove(path)
+            continue
+        doc = records.callback_doc(payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
+                                   content_type=fields["content_type"], received_at=fields["received_at"])
+        doc.update(_id=fields["_id"], spooled=True)
+        if entry.get("truncated"):
+            doc.update(truncated=True, size=entry.get("size"))
+        fresh = records.insert_callback(db, doc)
+        # Stored (now or by an earlier replay): the file has done its job. A crash before
+        # processing leaves the document `received`, which reprocess_stale finishes.
+        spool.remove(path)
+        if fresh:
+            process(db, doc, raw)
+        replayed += 1
+    if replayed:
+        log.info("replayed %d spooled callback(s) into the database", replayed)
+    return replayed
+
+
+_next_reprocess = 0.0
+
+
+def catch_up(db, settings) -> None:
+    """The worker's housekeeping share: stale callbacks, and a spool on this host if there is one.
+
+    Stale callbacks are looked for every half CALLBACK_REPROCESS_AFTER_SECONDS, not every
+    tick: an idle worker should cost the database next to nothing.
+    """
+    global _next_reprocess
+    if spool.has_entries(settings["CALLBACK_SPOOL_DIR"]):
+        replay_spool(db, settings)
+    after = settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or REPROCESS_AFTER_SECONDS
+    if time.monotonic() >= _next_reprocess:
+        reprocess_stale(db, older_than=after)
+        _next_reprocess = time.monotonic() + after / 2
+
+
+class _Replayer:
+    """One background thread per web process, replaying the spool soon after the database is back."""
+
+    def __init__(self):
+        self.pid = None
+        self.wakeup = threading.Event()
+        self.lock = threading.Lock()
+
+    def ensure(self, settings) -> None:
+        if self.pid == os.getpid():
+            return
+        with self.lock:
+            if self.pid == os.getpid():  # gunicorn forks: each worker needs its own thread
+                return
+            self.pid, self.wakeup = os.getpid(), threading.Event()
+            threading.Thread(target=self._run, args=(dict(settings),), name="callback-spool", daemon=True).start()
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def _run(self, settings) -> None:
+        db = database_for(settings["MONGO_URI"])
+        failing = False
+        while True:
+            self.wakeup.wait(REPLAY_EVERY_SECONDS)
+            self.wakeup.clear()
+            if not spool.has_entries(settings["CALLBACK_SPOOL_DIR"]):
+                continue
+            try:
+                replay_spool(db, settings)
+                if failing:
+                    log.info("database back: callback spool replayed")
+                failing = False
+            except PyMongoError as exc:
+                if not failing:
+                    log.warning("callback spool waits for the database (%s)", type(exc).__name__)
+                failing = True
+            except Exception:
+                log.exception("callback spool replay failed; will try again")
+
+
+_replayer = _Replayer()
+
+
+def ensure_replayer() -> None:
+    """Before each request: make sure this web process replays its spool (cheap after the first)."""
+    from flask import current_app
+    if not current_app.config["MONGO_URI"].startswith("mongomock://"):  # mongomock is not thread-safe
+        _replayer.ensure(current_app.config)

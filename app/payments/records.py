@@ -6,6 +6,7 @@ Final outcomes (and the words they credit) are written by `app.ledger.settle` on
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 
@@ -163,22 +164,80 @@ def queued_without_job(db, now, grace: int = 30) -> list[dict]:
 
 
 # ---------------------------------------------------------------- callback inbox
+# A genuine callback (its URL secret checked) is kept raw and whole, as `received`, before
+# anything reads it; its effect is written once processed. Anything else keeps only a
+# bounded trace that expires (see `store_rejected`).
+
+RECEIVED = "received"
+REJECTED_HEAD_BYTES = 256
+
+
+def callback_doc(*, payment_id: str, raw: bytes, remote_addr: str | None, content_type: str | None,
+                 received_at=None) -> dict:
+    """A genuine callback as it will be stored; its `_id` is fixed now so a spooled copy replays once."""
+    return {"_id": ObjectId(), "payment_id": payment_id[:64], "raw": raw.decode("utf-8", "replace"),
+            "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "remote_addr": remote_addr,
+            "content_type": (content_type or "")[:100], "received_at": received_at or utcnow(),
+            "effect": RECEIVED, "verified": True}
+
+
+def insert_callback(db, doc: dict) -> bool:
+    """Insert a `callback_doc`; False when this very delivery is already stored (a replay)."""
+    try:
+        db.callbacks.insert_one(doc)
+        return True
+    except DuplicateKeyError:
+        return False
+
 
 def store_callback(db, *, payment_id: str, raw: bytes, remote_addr: str | None, content_type: str | None) -> ObjectId:
-    """Keep the callback exactly as received, before anything reads it."""
-    doc = {"payment_id": payment_id[:64], "raw": raw.decode("utf-8", "replace"),
-           "remote_addr": remote_addr, "content_type": (content_type or "")[:100],
-           "received_at": utcnow(), "effect": "received"}
-    return db.callbacks.insert_one(doc).inserted_id
+    """Keep a genuine callback exactly as received, before anything reads it."""
+    doc = callback_doc(payment_id=payment_id, raw=raw, remote_addr=remote_addr, content_type=content_type)
+    insert_callback(db, doc)
+    return doc["_id"]
+
+
+def store_rejected(db, *, payment_id: str, raw: bytes, remote_addr: str | None, content_type: str | None,
+                   effect: str, keep_days: int) -> None:
+    """A forged, unknown or refused callback: its first bytes, size and hash, never the whole body."""
+    now = utcnow()
+    db.callbacks.insert_one({
+        "payment_id": payment_id[:64], "raw": raw[:REJECTED_HEAD_BYTES].decode("utf-8", "replace"),
+        "truncated": len(raw) > REJECTED_HEAD_BYTES, "size": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(), "remote_addr": (remote_addr or "")[:64],
+        "content_type": (content_type or "")[:100], "received_at": now, "effect": effect[:200],
+        "expires_at": now + timedelta(days=keep_days)})
 
 
 def mark_callback(db, callback_id, effect: str, **fields) -> None:
-    db.callbacks.update_one({"_id": callback_id}, {"$set": {"effect": effect, **fields}})
+    db.callbacks.update_one({"_id": callback_id}, {"$set": {"effect": effect[:200], **fields},
+                                                   "$unset": {"retry_at": ""}})
 
 
 def count_callback(db, payment_id) -> None:
     db.payments.update_one({"_id": oid(payment_id)}, {"$inc": {"callbacks_received": 1}})
 
 
-def callbacks_for(db, payment_id) -> list[dict]:
-    return list(db.callbacks.find({"payment_id": str(payment_id)}).sort("received_at", 1))
+def claim_stale_callback(db, now, *, older_than: int, retry_in: int) -> dict | None:
+    """Take one callback left `received` (a crash or an error after storing it) for processing.
+
+    The claim pushes `retry_at` ahead, so two workers never process it at once and one that
+    dies mid-way only delays it. Served by the index on (effect, received_at). Only callbacks
+    whose secret was checked before storing are taken: older code stored first and checked
+    after, and its leftovers may be forgeries (STK Query settles their payments).
+    """
+    return db.callbacks.find_one_and_update(
+        {"effect": RECEIVED, "verified": True, "received_at": {"$lt": now - timedelta(seconds=older_than)},
+         "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
+        {"$set": {"retry_at": now + timedelta(seconds=retry_in)}, "$inc": {"attempts": 1}},
+        sort=[("received_at", 1)], return_document=ReturnDocument.AFTER)
+
+
+def callbacks_for(db, payment_id, limit: int = 50) -> list[dict]:
+    """A payment's genuine callbacks, then the latest rejected ones: both bounded for the console."""
+    pid = str(payment_id)
+    genuine = list(db.callbacks.find({"payment_id": pid, "expires_at": {"$exists": False}})
+                   .sort("received_at", 1).limit(limit))
+    rejected = list(db.callbacks.find({"payment_id": pid, "expires_at": {"$exists": True}})
+                    .sort("received_at", DESCENDING).limit(limit // 2))
+    return genuine + rejected[::-1]

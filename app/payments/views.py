@@ -88,12 +88,15 @@ def check_again(payment_id):
 
 @bp.route("/payments/callback/<payment_id>/<secret>", methods=["POST"])
 def callback(payment_id, secret):
-    # Daraja gets the same acknowledgement whatever the body said, once it is stored.
-    callbacks.handle(get_db(), payment_id=payment_id[:64], secret=secret[:128],
-                     raw=request.get_data(cache=False), remote_addr=request.remote_addr,
-                     content_type=request.content_type,
-                     allowed_ips=current_app.config["CALLBACK_ALLOWED_IPS"])
+    """Daraja's result for one payment: kept (or spooled), then settled; always "Accepted"."""
+    callbacks.receive(get_db(), current_app.config, payment_id=payment_id[:64], secret=secret[:128],
+                      raw=request.get_data(cache=False), remote_addr=request.remote_addr,
+                      content_type=request.content_type)
     return jsonify(callbacks.ACCEPTED)
+
+
+# Each web process replays its own callback spool once the database is back.
+bp.before_app_request(callbacks.ensure_replayer)
 
 
 @bp.route("/history")

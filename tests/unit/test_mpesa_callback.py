@@ -295,3 +295,39 @@ def test_deeply_nested_json_is_rejected_not_crashing():
     raw = "[" * 100_000 + "]" * 100_000
     with pytest.raises(CallbackError):
         parse_callback(raw[:MAX_CALLBACK_BYTES])
+
+
+# ----------------------------------------------------------------- hostile shapes (bounded)
+
+@pytest.mark.parametrize("depth,ok", [(16, True), (17, False), (900, False), (5000, False)])
+def test_nesting_beyond_sixteen_levels_is_malformed(depth, ok):
+    # Body.stkCallback is three levels; pad an extra item value down to `depth` levels in all.
+    value = "x"
+    for _ in range(depth - 6):
+        value = [value]
+    doc = success(items_with(Extra=value))
+    raw = json.dumps(doc).encode() if depth < 900 else b"{" + b'"a":[' * depth + b"]" * depth + b"}"
+    if ok:
+        assert parse_callback(raw).metadata["Extra"]
+    else:
+        with pytest.raises(CallbackError):
+            parse_callback(raw)
+
+
+@pytest.mark.parametrize("number", [2 ** 63, -(2 ** 63) - 1, 10 ** 30])
+def test_integers_beyond_64_bits_are_malformed(number):
+    raw = json.dumps(success(items_with(Balance=number))).encode()
+    with pytest.raises(CallbackError, match="64 bits"):
+        parse_callback(raw)
+
+
+def test_largest_64_bit_integer_is_still_a_number():
+    raw = json.dumps(success(items_with(Balance=2 ** 63 - 1))).encode()
+    assert parse_callback(raw).balance == Decimal(2 ** 63 - 1)
+
+
+@pytest.mark.parametrize("text", ["1e400000000000000000000", "9.3e18", "-1e19"])
+def test_decimals_out_of_range_are_malformed(text):
+    raw = json.dumps(success(items_with(Balance=0))).replace('"Value": 0', f'"Value": {text}').encode()
+    with pytest.raises(CallbackError, match="number in the body"):
+        parse_callback(raw)

@@ -5,11 +5,11 @@ from app import queue
 from app.auth.service import register
 from app.mpesa.client import PushAccepted
 from app.mpesa.errors import DarajaNotAccepted, DarajaOutcomeUnknown, DarajaRejected
-from app.payments import checkout, records, tasks
+from app.payments import callback_signing, checkout, records, tasks
 from app.plans.service import get_plan
 
 SETTINGS = {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA", "JOB_MAX_ATTEMPTS": 5,
-            "PUBLIC_BASE_URL": "https://lipia.example.com"}
+            "PUBLIC_BASE_URL": "https://lipia.example.com", "SECRET_KEY": "unit-test-secret"}
 
 
 class FakeClient:
@@ -43,7 +43,7 @@ def test_accepted_push_waits_for_the_phone(db, job):
     assert tasks.run_push(db, client, SETTINGS, job) == "prompt sent"
     payment = status_of(db, job)
     assert payment["status"] == "pending" and payment["checkout_request_id"] == "ws_CO_1"
-    assert client.pushes[0]["callback_url"].endswith(payment["callback_secret"])
+    assert client.pushes[0]["callback_url"].endswith(f"/{payment['_id']}/{callback_signing.token(SETTINGS, payment['_id'])}")
     assert tasks.run_push(db, client, SETTINGS, job).startswith("nothing to do") and len(client.pushes) == 1
 
 
