@@ -32,7 +32,7 @@ def test_an_unhandled_error_in_the_callback_route_never_logs_its_secret(app, cli
                                                                          log_format):
     def broken(*args, **kwargs):
         raise RuntimeError(f"boom while handling {CALLBACK_PATH}")
-    monkeypatch.setattr(callbacks, "handle", broken)
+    monkeypatch.setattr(callbacks, "receive", broken)
     out = log_output(log_format)
     reply = client.post(CALLBACK_PATH, data=b"{}", content_type="application/json")
     assert reply.status_code == 500
