@@ -272,14 +272,18 @@ class Worker:
 
     def give_back(self, job) -> str:
         """The bound ran out with a job in hand. If its push may have reached Daraja, the
-        payment waits for the callback or STK Query (never a second push); otherwise the
-        job goes back to the queue at once, this attempt not counted."""
+        payment waits for the callback or STK Query (never a second push); if the payment
+        was settled meanwhile, the job is done; otherwise it goes back to the queue at
+        once, this attempt not counted."""
+        keep = self.settings["QUEUE_KEEP_COMPLETED_SECONDS"]
         try:
             payment = records.get(self.db, job.payment_id) if job.kind == tasks.PUSH_JOB else None
+            if payment is not None and payment["status"] != ledger.QUEUED:
+                queue.complete(self.db, job, f"nothing to do: payment already {payment['status']}", keep_seconds=keep)
+                return "finished"
             if payment and (payment.get("push_in_flight") or {}).get("token") == job.token:
                 records.record_push_unknown(self.db, payment["_id"], "the worker stopped mid-push; outcome unknown")
-                queue.complete(self.db, job, "push outcome unknown: worker stopped mid-push",
-                               keep_seconds=self.settings["QUEUE_KEEP_COMPLETED_SECONDS"])
+                queue.complete(self.db, job, "push outcome unknown: worker stopped mid-push", keep_seconds=keep)
                 log.warning("job %s: stopped mid-push; the payment waits for M-Pesa's answer", job.id)
                 return "unknown"
             queue.release(self.db, job, "the worker stopped before pushing")
