@@ -134,7 +134,7 @@ class Worker:
             raise
         except Exception as exc:  # a bug or the database: keep the job, keep the worker
             if is_outage(exc):
-                self.outage.failed(exc, "a job")
+                self.outage.failed(exc, "running a job")
             else:
                 log.exception("job %s failed unexpectedly", job.id)
             self._durably(self._retry, job, f"{type(exc).__name__}: {exc}"[:300])
@@ -184,7 +184,7 @@ class Worker:
                 alive = queue.heartbeat(self.db, job, self.lease)
             except Exception as exc:
                 if is_outage(exc):
-                    self.outage.failed(exc, "a heartbeat")
+                    self.outage.failed(exc, "sending a heartbeat")
                 else:
                     log.warning("heartbeat for job %s failed (%s: %s); trying again", job.id, type(exc).__name__, exc)
                 continue
@@ -305,7 +305,7 @@ def wait_for_database(db, budget: float, stopping: threading.Event, outage: Outa
         except Exception as exc:
             if not is_outage(exc):
                 raise
-            outage.failed(exc, "start-up")
+            outage.failed(exc, "starting")
             left = deadline - time.monotonic()
             if left <= 0 or stopping.wait(min(outage.backoff(), left)):
                 return False

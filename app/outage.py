@@ -45,7 +45,7 @@ class Outage:
                 return
             self._down_since = time.monotonic()
         self.log.warning("database unreachable%s (%s); waiting for it, retrying with backoff up to %.0fs",
-                         f" during {where}" if where else "", type(exc).__name__, self.backoff_cap)
+                         f" while {where}" if where else "", type(exc).__name__, self.backoff_cap)
 
     def ok(self) -> None:
         if self._down_since is None:  # the common case: no lock, no log
