@@ -84,8 +84,8 @@ class Worker:
             state = self.run_once()
             if state == "idle":
                 self.waker.wait()
-            elif state == "trouble":
-                self.stopping.wait(self.outage.backoff())
+            elif state == "trouble":  # an outage backs off; a bug waits the poll cap, not a busy loop
+                self.stopping.wait(self.outage.backoff() if self.outage.down else self.settings["WORKER_POLL_MAX_SECONDS"])
         for thread in (housekeeper, mail):
             if thread:
                 thread.join(timeout=self._remaining())
