@@ -41,7 +41,10 @@ class Waker:
         self.poll_min, self.poll_max = poll_min, max(poll_min, poll_max)
         self.safety_poll = max(safety_poll, self.poll_max)
         self.use_stream = use_stream
-        self.streaming = False
+        # Assume a stream until the server says otherwise: a failure to open one kicks the
+        # main loop at once, while polling meanwhile would cost a burst of idle claims.
+        self.streaming = use_stream
+        self._announced = False
         self._kick = threading.Event()
         self._due_at = None          # earliest future run_at seen on the stream (server time)
         self._lock = threading.Lock()
@@ -86,8 +89,9 @@ class Waker:
         while not self.stopping.is_set():
             try:
                 with queue.watch_runnable(self.db, STREAM_AWAIT_SECONDS) as stream:
-                    if not self.streaming:
+                    if not self._announced:
                         log.info("waking on queue changes (change stream)")
+                        self._announced = True
                     self.streaming = True
                     self.outage.ok()
                     self.kick()  # jobs may have arrived while the stream was closed

@@ -95,7 +95,10 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=15)
     args = parser.parse_args(argv)
     from app.config import load_config
-    extra = {"WORKER_POLL_SECONDS": "0.25"}
+    from app.config import SETTINGS
+    # The worker's own settings at their defaults (the test harness shortens them).
+    extra = {s.name: s.dev_default for s in SETTINGS
+             if s.name.startswith(("WORKER_", "JOB_", "RECONCILE_", "PAYMENT_EXPIRE")) and s.dev_default}
     procs, base, env = start(args.root, args.standalone, extra)
     try:
         client = pymongo.MongoClient(base, tz_aware=True)

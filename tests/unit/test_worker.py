@@ -331,3 +331,42 @@ def test_stats_count_every_status_and_the_oldest_wait(db):
     stats = queue.stats(db)
     assert stats["counts"] == {"completed": 3, "processing": 1, "queued": 1}
     assert 89 < stats["oldest_queued_seconds"] < 120
+
+
+def test_without_change_streams_the_worker_falls_back_to_polling(db, monkeypatch, caplog):
+    from pymongo.errors import OperationFailure
+    from app import wakeup
+    opened = []
+
+    def refuse(*_args):
+        opened.append(1)
+        raise OperationFailure("The $changeStream stage is only supported on replica sets", code=40573)
+    monkeypatch.setattr(queue, "watch_runnable", refuse)
+    waker = Waker(db, Outage(), threading.Event(), poll_min=0.25, poll_max=2, safety_poll=30)
+    assert waker.streaming  # assumed until the server says otherwise
+    with caplog.at_level(logging.INFO, logger="lipia.wakeup"):
+        waker._follow()  # returns: no point asking again
+    assert opened == [1] and not waker.streaming and waker._kick.is_set()
+    assert "no change streams" in caplog.text
+    assert waker._next_timeout() == 0.25
+    assert wakeup.streams_unsupported(OperationFailure("x", code=40573))
+    assert not wakeup.streams_unsupported(OperationFailure("history lost", code=286))
+
+
+def test_a_broken_stream_is_reopened_and_wakes_the_worker(db, monkeypatch):
+    from pymongo.errors import OperationFailure
+    stopping = threading.Event()
+    calls = []
+
+    def broken_then_stop(*_args):
+        calls.append(1)
+        if len(calls) == 2:
+            stopping.set()
+        raise OperationFailure("resume token lost", code=286)
+    monkeypatch.setattr(queue, "watch_runnable", broken_then_stop)
+    waker = Waker(db, Outage(), stopping, poll_min=0.25, poll_max=2, safety_poll=30)
+    waker.stopping = RecordingEvent(10 ** 6)
+    waker.stopping.wait = lambda timeout=None: None  # no real pause between reopenings
+    waker.stopping.is_set = stopping.is_set
+    waker._follow()
+    assert len(calls) == 2 and waker._kick.is_set()
