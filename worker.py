@@ -114,7 +114,7 @@ class Worker:
                 self._durably(self._dead, job, job.doc.get("error") or "too many attempts (workers kept dying)")
                 return "worked"
             threading.Thread(target=self._heartbeat, args=(job, done, lost), name="heartbeat", daemon=True).start()
-            self._run_job(job)
+            self._run_job(job, lost)
         except Stopped:
             log.warning("job %s left to the lease: the shutdown bound ran out while the database was away", job.id)
         except Exception:  # a bug while recording: the lease brings the job back
@@ -125,9 +125,15 @@ class Worker:
             clear()
         return "worked"
 
-    def _run_job(self, job) -> None:
+    def _run_job(self, job, lost: threading.Event | None = None) -> None:
         try:
             outcome = self._handle(job)
+            if lost is not None and lost.is_set():
+                # Another worker owns the job now: what Daraja said is on the payment, and
+                # the job's end is the successor's to write.
+                log.warning("job %s ended (%s) after its lease was lost; leaving the job to its new owner",
+                            job.id, outcome)
+                return
         except tasks.Retry as exc:
             self._durably(self._retry, job, exc.error)
         except Stopped:

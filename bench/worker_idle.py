@@ -39,14 +39,15 @@ def ops(db) -> dict:
     return {k: int(v) for k, v in counters.items()}
 
 
-def start(root: Path, standalone: bool, env_extra: dict) -> tuple[list[ManagedProcess], str, dict]:
+def start(root: Path, standalone: bool, env_extra: dict, uri_options: str = "") -> tuple[list[ManagedProcess], str, dict]:
     db_port, sim_port = free_port(), free_port()
     argv = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(db_port), "--storage-path", ":memory:",
             "--log-level", "WARNING"] + (["--standalone"] if standalone else [])
     procs = [ManagedProcess("bench-db", argv, ready=lambda: port_open(db_port)).start()]
     base = f"mongodb://127.0.0.1:{db_port}"
     sim_url = f"http://127.0.0.1:{sim_port}"
-    env = stack_env(f"{base}/lipia_idle", sim_url, "http://127.0.0.1:9", **env_extra)
+    env = stack_env(f"{base}/lipia_idle" + (f"?{uri_options}" if uri_options else ""), sim_url,
+                    "http://127.0.0.1:9", **env_extra)
     procs.append(ManagedProcess("bench-sim", [sys.executable, "-m", "simulator"],
                                 env={**env, "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(sim_port)},
                                 ready=_http_ready(sim_url + "/healthz")).start())
@@ -93,13 +94,15 @@ def main(argv=None) -> int:
     parser.add_argument("--standalone", action="store_true")
     parser.add_argument("--root", type=Path, default=ROOT)
     parser.add_argument("--warmup", type=float, default=15)
+    parser.add_argument("--uri-options", default="",
+                        help="appended to the worker's MONGO_URI, e.g. heartbeatFrequencyMS=60000")
     args = parser.parse_args(argv)
     from app.config import load_config
     from app.config import SETTINGS
     # The worker's own settings at their defaults (the test harness shortens them).
     extra = {s.name: s.dev_default for s in SETTINGS
              if s.name.startswith(("WORKER_", "JOB_", "RECONCILE_", "PAYMENT_EXPIRE")) and s.dev_default}
-    procs, base, env = start(args.root, args.standalone, extra)
+    procs, base, env = start(args.root, args.standalone, extra, args.uri_options)
     try:
         client = pymongo.MongoClient(base, tz_aware=True)
         db = client["lipia_idle"]

@@ -370,3 +370,13 @@ def test_a_broken_stream_is_reopened_and_wakes_the_worker(db, monkeypatch):
     waker.stopping.is_set = stopping.is_set
     waker._follow()
     assert len(calls) == 2 and waker._kick.is_set()
+
+
+def test_a_job_whose_lease_was_lost_is_left_to_its_new_owner(db, payment, worker):
+    job = queue.claim(db, "w-test", 30)
+    lost = threading.Event()
+    lost.set()
+    worker._run_job(job, lost)
+    # Daraja's answer is recorded on the payment; the job's end is not written over the successor.
+    assert records.get(db, payment["_id"])["status"] == "pending"
+    assert db.transactions.find_one({"_id": job.id})["status"] == "processing"
