@@ -209,8 +209,18 @@ def test_worker_started_while_the_database_is_down_waits_then_works(bare, disk_d
     payment_id = customer.checkout()
     customer.wait_for(payment_id, "completed", timeout=40)
     assert_credited_once(db, customer, payment_id, 10_000)
+    # A second outage while the worker idles: its claims fail, and it waits again.
+    disk_db.kill()
+    time.sleep(15)  # longer than a driver's server selection (5 s) and a stream's resume attempt
+    assert early.alive()
+    disk_db.start()
+    second = registered(bare.web_url)
+    bare.sim("/_sim/script", {"phone": second.phone, "result_code": 0, "after": 0.2})
+    second_id = second.checkout()
+    second.wait_for(second_id, "completed", timeout=40)
+    assert_credited_once(db, second, second_id, 10_000)
     log = early.output()
-    assert log.count(DOWN_LINE) == 1 and log.count(UP_LINE) == 1 and "Traceback" not in log, log[-3000:]
+    assert log.count(DOWN_LINE) == 2 and log.count(UP_LINE) == 2 and "Traceback" not in log, log[-3000:]
     early.stop()
     assert_money_invariants(db)
 
