@@ -192,6 +192,18 @@ SETTINGS: tuple[Setting, ...] = (
             "a stored callback still unprocessed after this long is processed by the worker"),
     Setting("TEST_CRASH_FILE", _str, "",
             "tests only (LIPIA_ENV=test): a web process dies after storing a callback while this file exists"),
+    Setting("WORKER_POLL_MAX_SECONDS", _float, "5",
+            "longest gap between two looks at the queue when the database offers no change stream"),
+    Setting("WORKER_HOUSEKEEPING_MAX_SECONDS", _float, "60",
+            "longest gap between two housekeeping passes (reconcile, expire, repair) while idle"),
+    Setting("WORKER_STARTUP_WAIT_SECONDS", _float, "120",
+            "how long a starting worker waits for the database before it exits"),
+    Setting("WORKER_SHUTDOWN_SECONDS", _float, "20",
+            "on SIGTERM the worker finishes or gives back its job and exits within this time"),
+    Setting("WORKER_OUTAGE_BACKOFF_MAX_SECONDS", _float, "10",
+            "longest wait between two tries while the database is unreachable"),
+    Setting("QUEUE_KEEP_COMPLETED_SECONDS", _int(60), "604800",
+            "finished jobs are deleted this long after they finish (dead jobs are kept)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

@@ -135,6 +135,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="expired_leases"),
         IndexModel([("payment_id", ASCENDING)], name="payment"),
+        # Completed jobs carry `expire_at` (queue.complete, QUEUE_KEEP_COMPLETED_SECONDS); dead ones never do.
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="finished_ttl"),
     ],
     "ledger": [
         IndexModel([("source_key", ASCENDING)], unique=True, name="source_key_unique"),

@@ -4,6 +4,9 @@ A worker claims a job with one atomic update that sets a lease (on the database'
 clock) and a fresh claim token. Every later write about the job carries that token, so
 a worker that stalled past its lease and was replaced cannot overwrite its successor.
 Jobs end `completed` or `dead` (the dead-letter state, error kept); nothing else is final.
+A completed job carries `expire_at` and a TTL index deletes it then; dead jobs stay
+for an operator. Idle workers learn of new jobs from a change stream (`watch_runnable`)
+where the server offers one, so they need not poll.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from .db import db_now, utcnow
 log = logging.getLogger("lipia.queue")
 
 QUEUED, PROCESSING, COMPLETED, DEAD = "queued", "processing", "completed", "dead"
+KEEP_COMPLETED_SECONDS = 7 * 24 * 3600
 
 
 @dataclass
@@ -97,8 +101,21 @@ def _finish(db, job: Job, fields: dict) -> bool:
     return result.matched_count == 1
 
 
-def complete(db, job: Job, outcome: str, **fields) -> bool:
-    return _finish(db, job, {"status": COMPLETED, "outcome": outcome, "lease_until": None, **fields})
+def complete(db, job: Job, outcome: str, *, keep_seconds: float = KEEP_COMPLETED_SECONDS, **fields) -> bool:
+    """Finish the job; the TTL index on `expire_at` deletes it `keep_seconds` later."""
+    now = utcnow()
+    return _finish(db, job, {"status": COMPLETED, "outcome": outcome, "lease_until": None, "finished_at": now,
+                             "expire_at": now + timedelta(seconds=keep_seconds), **fields})
+
+
+def release(db, job: Job, reason: str) -> bool:
+    """Give a job back untouched (the worker is stopping before it did anything): runnable at
+    once by another worker, and this claim does not count as an attempt."""
+    result = db.transactions.update_one(
+        {"_id": job.id, "claim_token": job.token, "status": PROCESSING},
+        {"$set": {"status": QUEUED, "lease_until": None, "run_at": utcnow(), "updated_at": utcnow(),
+                  "released": reason}, "$inc": {"attempts": -1}})
+    return result.matched_count == 1
 
 
 def out_of_attempts(job: Job) -> bool:
@@ -131,13 +148,46 @@ def requeue_dead(db, job_id: str) -> bool:
 
 
 def stats(db) -> dict:
-    """Queue depth by status and the age of the oldest runnable job, for dashboards and /readyz."""
+    """Queue depth by status and the age of the oldest runnable job, for dashboards and /readyz.
+
+    Bounded whatever the history: the open and dead counts come from the `claimable`
+    index (status first), and completed jobs, which are most of the collection, are the
+    collection's estimated size minus the rest (metadata, no scan; completed jobs expire).
+    """
     counts = {row["_id"]: row["n"] for row in db.transactions.aggregate(
-        [{"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
-    oldest = db.transactions.find_one({"status": QUEUED}, sort=[("run_at", 1)])
-    lag = None
-    if oldest:
-        run_at = oldest["run_at"]
-        now = db_now(db)
-        lag = max(0.0, (now.replace(tzinfo=None) - run_at.replace(tzinfo=None)).total_seconds())
-    return {"counts": counts, "oldest_queued_seconds": lag}
+        [{"$match": {"status": {"$in": [QUEUED, PROCESSING, DEAD]}}},
+         {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+    counts[COMPLETED] = max(0, db.transactions.estimated_document_count() - sum(counts.values()))
+    return {"counts": counts, "oldest_queued_seconds": oldest_queued_seconds(db)}
+
+
+def oldest_queued_seconds(db) -> float | None:
+    """How long the oldest runnable job has waited (None when none waits): one indexed read."""
+    oldest = db.transactions.find_one({"status": QUEUED}, {"run_at": 1}, sort=[("run_at", 1)])
+    if not oldest:
+        return None
+    now = db_now(db)
+    return max(0.0, (now.replace(tzinfo=None) - oldest["run_at"].replace(tzinfo=None)).total_seconds())
+
+
+# ---------------------------------------------------------------- waking idle workers
+
+# Inserts (new jobs) and updates that make a job queued again (retries, releases, an
+# operator's requeue). Heartbeats and completions do not wake anyone.
+RUNNABLE_CHANGES = [{"$match": {"$or": [
+    {"operationType": "insert"},
+    {"operationType": "update", "updateDescription.updatedFields.status": QUEUED},
+    {"operationType": "replace", "fullDocument.status": QUEUED},
+]}}]
+
+
+def watch_runnable(db, max_await_seconds: float):
+    """A change stream of jobs becoming runnable. Raises OperationFailure where the server has
+    none (a standalone MongoDB); each empty wait costs one getMore every `max_await_seconds`."""
+    return db.transactions.watch(RUNNABLE_CHANGES, max_await_time_ms=int(max_await_seconds * 1000))
+
+
+def runnable_at(change: dict):
+    """When the job named by a change event may run (server time), or None when unknown."""
+    doc = change.get("fullDocument") or (change.get("updateDescription") or {}).get("updatedFields") or {}
+    return doc.get("run_at")

@@ -22,7 +22,7 @@ bp = Blueprint("notices", __name__)
 log = logging.getLogger("lipia.notices")
 
 
-def start_mail_sender(db, settings, stopping: threading.Event, worker_id: str | None = None):
+def start_mail_sender(db, settings, stopping: threading.Event, worker_id: str | None = None, **loop_options):
     """In the worker: remember the settings for notices, and send e-mail on a thread of its own.
 
     Returns the thread, or None when SMTP_HOST is not set (e-mail off).
@@ -31,7 +31,7 @@ def start_mail_sender(db, settings, stopping: threading.Event, worker_id: str | 
     configure(settings)
     if not settings.get("SMTP_HOST"):
         return None
-    thread = threading.Thread(target=mail_loop, args=(db, settings, stopping, worker_id),
+    thread = threading.Thread(target=mail_loop, args=(db, settings, stopping, worker_id), kwargs=loop_options,
                               name="mail-sender", daemon=True)
     thread.start()
     return thread

@@ -26,11 +26,12 @@ import os
 import secrets
 import socket
 import threading
+import time
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from ..db import as_utc, db_now
 from .mailer import PermanentMailError, SmtpSender, TransientMailError, UnknownOutcome, build_message
@@ -44,6 +45,8 @@ BACKOFF_CAP = 3600.0
 SEND_LEASE = timedelta(minutes=5)   # far longer than one send with its timeouts can take
 BATCH = 20
 POLL_SECONDS = 2.0
+IDLE_POLL_MAX = 60.0                # an idle sender looks this rarely: e-mail may wait, the database bill may not
+REAP_EVERY = 300.0                  # stale `sending` claims only appear after SEND_LEASE anyway
 PAUSE_AFTER_TRANSIENT = 30.0        # the server is down or refusing: do not hammer it
 
 
@@ -130,15 +133,22 @@ def requeue(db, message_id: str) -> bool:
 
 def deliver_due(db, settings: Mapping[str, Any], *, sender=None, worker_id: str | None = None,
                 limit: int = BATCH, first_backoff: float = BACKOFF_FIRST,
-                build: Callable = build_message) -> dict:
-    """Send what is due, one claimed message at a time. `stopped` means the server looks down."""
+                build: Callable = build_message, reap: bool = True,
+                should_stop: Callable[[], bool] = lambda: False) -> dict:
+    """Send what is due, one claimed message at a time. `stopped` means the server looks down.
+
+    `should_stop` is checked before each claim, so a stopping worker sends at most the
+    message in hand (each SMTP step has its own timeout)."""
     counts = {SENT: 0, "retry": 0, FAILED: 0, UNKNOWN: 0, "stopped": False}
     if not settings.get("SMTP_HOST") and sender is None:
         return counts
     sender = sender or SmtpSender.from_settings(settings)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-    reap_stale(db)
+    if reap:
+        reap_stale(db)
     for _ in range(limit):
+        if should_stop():
+            break
         msg = claim(db, worker_id)
         if msg is None:
             break
@@ -183,14 +193,33 @@ def health(db) -> dict:
 
 
 def mail_loop(db, settings: Mapping[str, Any], stopping: threading.Event, worker_id: str | None = None,
-              poll: float = POLL_SECONDS, pause: float = PAUSE_AFTER_TRANSIENT) -> None:
-    """The worker's mail thread: never shares a step with payment jobs, so SMTP cannot slow them."""
+              poll: float = POLL_SECONDS, pause: float = PAUSE_AFTER_TRANSIENT, idle_max: float = IDLE_POLL_MAX,
+              outage=None) -> None:
+    """The worker's mail thread: never shares a step with payment jobs, so SMTP cannot slow them.
+
+    While nothing is due it looks less and less often (from `poll` up to `idle_max`), and
+    it stops between messages on shutdown. A database outage is reported to `outage`
+    (the worker's one-line-down, one-line-up log) rather than as a traceback per pass.
+    """
     sender = SmtpSender.from_settings(settings)
     log.info("e-mail sender started for %s:%s", settings["SMTP_HOST"], settings.get("SMTP_PORT"))
+    interval, last_reap = poll, float("-inf")
     while not stopping.is_set():
+        reap = time.monotonic() - last_reap >= REAP_EVERY
         try:
-            result = deliver_due(db, settings, sender=sender, worker_id=worker_id)
-        except Exception:
-            log.exception("e-mail delivery pass failed; will try again")
+            result = deliver_due(db, settings, sender=sender, worker_id=worker_id, reap=reap,
+                                 should_stop=stopping.is_set)
+        except Exception as exc:
+            if outage is not None and isinstance(exc, ConnectionFailure):
+                outage.failed(exc, "sending e-mail")
+            else:
+                log.exception("e-mail delivery pass failed; will try again")
             result = {"stopped": True}
-        stopping.wait(pause if result.get("stopped") else poll)
+        else:
+            if reap:
+                last_reap = time.monotonic()
+            if outage is not None:
+                outage.ok()
+        busy = any(result.get(k) for k in (SENT, "retry", FAILED, UNKNOWN))
+        interval = poll if busy else min(idle_max, interval * 2)
+        stopping.wait(pause if result.get("stopped") else interval)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable
+
+from pymongo.errors import ConnectionFailure
 
 from .. import ledger
 from ..db import utcnow
@@ -31,16 +34,24 @@ class Retry(Exception):
     error: str
 
 
+def once(write: Callable, *args, **kwargs) -> Any:
+    """The default way to record what Daraja said: one try (the worker passes one that
+    keeps trying through a database outage, because the answer exists only in memory)."""
+    return write(*args, **kwargs)
+
+
 def callback_url(settings, payment: dict) -> str:
     # The secret is an HMAC of the payment id, so the route checks it without the database.
     from .callback_signing import token
     return f"{settings['PUBLIC_BASE_URL']}/payments/callback/{payment['_id']}/{token(settings, payment['_id'])}"
 
 
-def run_push(db, client, settings, job: Job) -> str:
+def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
     """Send at most one STK push for the job's payment and record what Daraja said.
 
     Returns the job's outcome; raises Retry only when Daraja surely did not accept it.
+    Every write after the push goes through `persist`: Daraja's answer is known only to
+    this process until it is stored, so the worker keeps trying through an outage.
     """
     payment = records.get(db, job.payment_id)
     if payment is None:
@@ -48,10 +59,12 @@ def run_push(db, client, settings, job: Job) -> str:
     bind(payment_id=payment["_id"])
     if payment["status"] != ledger.QUEUED:
         return f"nothing to do: payment already {payment['status']}"
-    if not records.start_push(db, payment["_id"], job.token):
+    if not _start_push(db, payment, job, persist):
         # An earlier attempt started a push and died before recording the answer. It may
-        # have reached the phone, so another push could charge twice: wait for Daraja.
-        records.record_push_unknown(db, payment["_id"], "a previous push was interrupted; outcome unknown")
+        # have reached the phone, so another push could charge twice: wait for Daraja. The
+        # callback (its URL names the payment) or, once the ids are known, STK Query settles
+        # it; if neither ever comes, expiry ends it with a note telling an operator what to check.
+        persist(records.record_push_unknown, db, payment["_id"], "a previous push was interrupted; outcome unknown")
         return "push outcome unknown after takeover"
     try:
         accepted = client.stk_push(phone=payment["phone"], amount=payment["amount"],
@@ -61,26 +74,41 @@ def run_push(db, client, settings, job: Job) -> str:
                                    payment_id=str(payment["_id"]))
     except (DarajaNotAccepted, DarajaConfigError) as exc:
         # Nothing reached Daraja (or our settings are broken): a later attempt may succeed.
-        records.record_exchange(db, payment["_id"], exc.exchange)
-        records.clear_push(db, payment["_id"], job.token)
+        persist(records.record_exchange, db, payment["_id"], exc.exchange)
+        persist(records.clear_push, db, payment["_id"], job.token)
         raise Retry(str(exc)) from exc
     except (DarajaRejected, ValueError) as exc:
         # Final: refused by Daraja (a bad request) or here before sending (phone, amount,
         # callback URL). Retrying cannot help, so the payment fails and nothing was taken.
-        records.record_exchange(db, payment["_id"], getattr(exc, "exchange", None))
-        ledger.settle(db, payment["_id"], outcomes.push_failed(
+        persist(records.record_exchange, db, payment["_id"], getattr(exc, "exchange", None))
+        persist(ledger.settle, db, payment["_id"], outcomes.push_failed(
             "rejected", "M-Pesa refused this payment request. Please check your phone number and try again.",
             str(exc)))
         return f"refused: {exc}"
     except DarajaOutcomeUnknown as exc:
-        records.record_exchange(db, payment["_id"], exc.exchange)
-        records.record_push_unknown(db, payment["_id"], f"push outcome unknown: {exc}")
+        persist(records.record_exchange, db, payment["_id"], exc.exchange)
+        persist(records.record_push_unknown, db, payment["_id"], f"push outcome unknown: {exc}")
         return "push outcome unknown"
-    records.record_exchange(db, payment["_id"], accepted.exchange)
-    records.record_push_accepted(db, payment["_id"], merchant_request_id=accepted.merchant_request_id,
-                                 checkout_request_id=accepted.checkout_request_id)
+    persist(records.record_exchange, db, payment["_id"], accepted.exchange)
+    persist(records.record_push_accepted, db, payment["_id"], merchant_request_id=accepted.merchant_request_id,
+            checkout_request_id=accepted.checkout_request_id)
     log.info("prompt sent for payment %s", payment["_id"])
     return "prompt sent"
+
+
+def _start_push(db, payment: dict, job: Job, persist: Callable) -> bool:
+    """Mark the push in flight under this claim. A write whose reply was lost may have
+    happened: reading our own token back tells, so it is never mistaken for an earlier
+    attempt's (which would leave the payment waiting on a push never sent)."""
+    try:
+        if records.start_push(db, payment["_id"], job.token):
+            return True
+    except ConnectionFailure as exc:
+        # Unknown whether it was written; nothing was sent. Undo it if it was, then retry later.
+        persist(records.clear_push, db, payment["_id"], job.token)
+        raise Retry(f"database unreachable before the push: {type(exc).__name__}") from exc
+    current = records.get(db, payment["_id"]) or {}
+    return (current.get("push_in_flight") or {}).get("token") == job.token
 
 
 def give_up_push(db, job: Job, error: str) -> None:
@@ -91,10 +119,15 @@ def give_up_push(db, job: Job, error: str) -> None:
         error))
 
 
-def reconcile_due(db, client, settings, limit: int = 20) -> int:
-    """Ask STK Query about payments that waited too long; settle what it knows."""
+def reconcile_due(db, client, settings, limit: int = 20, should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Ask STK Query about payments that waited too long; settle what it knows.
+
+    Checks `should_stop` before each query, so a stopping worker makes at most one more call.
+    """
     done = 0
     for _ in range(limit):
+        if should_stop():
+            break
         payment = records.claim_due_query(db, utcnow(), reconcile_after=settings["RECONCILE_AFTER_SECONDS"],
                                           every=settings["RECONCILE_EVERY_SECONDS"])
         if payment is None:
@@ -116,11 +149,36 @@ def reconcile_due(db, client, settings, limit: int = 20) -> int:
     return done
 
 
-def expire_overdue(db, settings) -> int:
+def expire_overdue(db, settings, should_stop: Callable[[], bool] = lambda: False) -> int:
     """Nothing stays pending forever: no answer after the configured time ends as expired."""
     count = 0
     for payment in records.overdue(db, utcnow(), settings["PAYMENT_EXPIRE_AFTER_SECONDS"]):
+        if should_stop():
+            break
         bind(payment_id=payment["_id"])
-        result = ledger.settle(db, payment["_id"], outcomes.expired("no answer from M-Pesa in time"))
+        result = ledger.settle(db, payment["_id"], outcomes.expired(expiry_note(payment)), payment=payment)
         count += result.effect.startswith("settled")
+    return count
+
+
+def expiry_note(payment: dict) -> str:
+    """What an operator reads on an expired payment: for a push whose answer was never
+    recorded, the customer may have paid, and only the M-Pesa statement can tell."""
+    if payment.get("push_in_flight") or (payment.get("push_outcome_unknown") and not payment.get("checkout_request_id")):
+        return (f"push outcome unknown and M-Pesa never answered: look for account reference "
+                f"{payment.get('reference')} (KES {payment.get('amount')}) "
+                "in the M-Pesa statement; if it was paid, credit the customer with an adjustment")
+    return "no answer from M-Pesa in time"
+
+
+def enqueue_missing_jobs(db, settings, should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Queued payments whose job was never written (a crash between the two inserts) get one."""
+    from .checkout import enqueue_push  # checkout imports this module for the job kind
+    count = 0
+    for payment in records.queued_without_job(db, utcnow()):
+        if should_stop():
+            break
+        full = records.get(db, payment["_id"])
+        if full is not None:
+            count += enqueue_push(db, settings, full)
     return count

@@ -3,6 +3,7 @@ import pytest
 
 from app import queue
 from app.auth.service import register
+from app.config import load_config
 from app.mpesa.client import PushAccepted
 from app.mpesa.errors import DarajaNotAccepted, DarajaOutcomeUnknown, DarajaRejected
 from app.payments import callback_signing, checkout, records, tasks
@@ -77,7 +78,7 @@ def test_last_failed_attempt_dead_letters_and_fails_the_payment(app, db, error):
         user = register(db, "bob", "password123", "254712345679")
     payment = checkout.start(db, {**SETTINGS, "JOB_MAX_ATTEMPTS": 1}, user=user, plan=get_plan(db, "basic"),
                              phone="254712345679", idempotency_key="k-00000002").payment
-    worker = Worker(db, FakeClient(error), {**SETTINGS, "JOB_LEASE_SECONDS": 30, "JOB_BACKOFF_SECONDS": 1})
-    assert worker.run_once()
+    worker = Worker(db, FakeClient(error), {**load_config({}), **SETTINGS, "JOB_BACKOFF_SECONDS": 1})
+    assert worker.run_once() == "worked"
     assert db.transactions.find_one({"payment_id": str(payment["_id"])})["status"] == "dead"
     assert records.get(db, payment["_id"])["status"] == "failed"

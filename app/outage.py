@@ -1,0 +1,62 @@
+"""Telling a database outage from a bug, saying so once, and waiting politely for the end.
+
+Every thread of the worker reports to one `Outage`: the first failure logs one line
+("database unreachable"), the first success after it logs one line ("reachable
+again"), and nothing in between, so a 20-second outage is two lines in the log and
+not a traceback per tick. While it lasts, callers wait `backoff()` seconds: doubling
+from a fraction of a second up to a cap, with jitter below it so many workers do not return
+to a recovering server in step.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from pymongo.errors import ConnectionFailure
+
+log = logging.getLogger("lipia.outage")
+
+FIRST_BACKOFF = 0.25
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Network errors, server selection timeouts and elections (NotPrimary is an AutoReconnect)."""
+    return isinstance(exc, ConnectionFailure)
+
+
+class Outage:
+    def __init__(self, backoff_cap: float = 10.0, logger: logging.Logger = log):
+        self.backoff_cap = max(backoff_cap, FIRST_BACKOFF)
+        self.log = logger
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def failed(self, exc: BaseException, where: str = "") -> None:
+        with self._lock:
+            self._failures += 1
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+        self.log.warning("database unreachable%s (%s); waiting for it, retrying with backoff up to %.0fs",
+                         f" while {where}" if where else "", type(exc).__name__, self.backoff_cap)
+
+    def ok(self) -> None:
+        if self._down_since is None:  # the common case: no lock, no log
+            return
+        with self._lock:
+            since, self._down_since, self._failures = self._down_since, None, 0
+        if since is not None:
+            self.log.warning("database reachable again after %.1fs", time.monotonic() - since)
+
+    def backoff(self) -> float:
+        """The next wait: doubles with each failure of this outage up to the cap, then jittered
+        down by up to half, so it never exceeds the cap."""
+        delay = min(self.backoff_cap, FIRST_BACKOFF * 2 ** max(0, self._failures - 1))
+        return delay * random.uniform(0.5, 1.0)
