@@ -78,7 +78,7 @@ def test_last_failed_attempt_dead_letters_and_fails_the_payment(app, db, error):
         user = register(db, "bob", "password123", "254712345679")
     payment = checkout.start(db, {**SETTINGS, "JOB_MAX_ATTEMPTS": 1}, user=user, plan=get_plan(db, "basic"),
                              phone="254712345679", idempotency_key="k-00000002").payment
-    worker = Worker(db, FakeClient(error), {**load_config({}), **SETTINGS, "JOB_BACKOFF_SECONDS": 1})
+    worker = Worker(db, FakeClient(error), {**load_config({"LIPIA_ENV": "test"}), **SETTINGS, "JOB_BACKOFF_SECONDS": 1})
     assert worker.run_once() == "worked"
     assert db.transactions.find_one({"payment_id": str(payment["_id"])})["status"] == "dead"
     assert records.get(db, payment["_id"])["status"] == "failed"

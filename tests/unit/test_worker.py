@@ -36,7 +36,7 @@ class FakeClient:
 
 @pytest.fixture
 def settings():
-    return {**load_config({}), "PUBLIC_BASE_URL": "https://lipia.example.com", "WORKER_OUTAGE_BACKOFF_MAX_SECONDS": 0.01}
+    return {**load_config({"LIPIA_ENV": "test"}), "PUBLIC_BASE_URL": "https://lipia.example.com", "WORKER_OUTAGE_BACKOFF_MAX_SECONDS": 0.01}
 
 
 @pytest.fixture
@@ -117,7 +117,7 @@ def test_without_the_worker_an_outage_after_the_push_is_an_error(db, payment, mo
     job = queue.claim(db, "w-test", 30)
     monkeypatch.setattr(records, "record_push_accepted", flaky(records.record_push_accepted, 1))
     with pytest.raises(AutoReconnect):
-        tasks.run_push(db, FakeClient(), {"PUBLIC_BASE_URL": "https://x.example"}, job)
+        tasks.run_push(db, FakeClient(), {"PUBLIC_BASE_URL": "https://x.example", "SECRET_KEY": "unit-test-secret"}, job)
 
 
 def test_push_marker_written_but_reply_lost_sends_nothing_and_retries(db, payment, worker, monkeypatch):
