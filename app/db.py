@@ -102,6 +102,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
         IndexModel([("phone", ASCENDING)], name="phone"),
+        # Completed but not yet credited (a handful at any time): the repair pass's query.
+        IndexModel([("credited", ASCENDING), ("settled_at", ASCENDING)], name="uncredited"),
+        # One payment waiting on the phone per customer: see app.payments.records.OPEN_SLOT.
+        IndexModel([("open_slot", ASCENDING)], unique=True, sparse=True, name="open_slot_unique"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
@@ -141,6 +145,8 @@ def init_db(db) -> list[str]:
     created = []
     for collection, indexes in INDEXES.items():
         created += db[collection].create_indexes(indexes)
+    from .ledger import mark_uncredited  # the ledger imports this module
+    mark_uncredited(db)
     return created
 
 
