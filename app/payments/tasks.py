@@ -40,13 +40,13 @@ def run_push(db, client, settings, job: Job) -> str:
 
     Returns the job's outcome; raises Retry only when Daraja surely did not accept it.
     """
-    payment = records.get(db, job.payment_id)
+    payment, started = records.claim_push(db, job.payment_id, job.token)
     if payment is None:
         return "no such payment"
     bind(payment_id=payment["_id"])
     if payment["status"] != ledger.QUEUED:
         return f"nothing to do: payment already {payment['status']}"
-    if not records.start_push(db, payment["_id"], job.token):
+    if not started:
         # An earlier attempt started a push and died before recording the answer. It may
         # have reached the phone, so another push could charge twice: wait for Daraja.
         records.record_push_unknown(db, payment["_id"], "a previous push was interrupted; outcome unknown")
@@ -74,9 +74,8 @@ def run_push(db, client, settings, job: Job) -> str:
         records.record_exchange(db, payment["_id"], exc.exchange)
         records.record_push_unknown(db, payment["_id"], f"push outcome unknown: {exc}")
         return "push outcome unknown"
-    records.record_exchange(db, payment["_id"], accepted.exchange)
     records.record_push_accepted(db, payment["_id"], merchant_request_id=accepted.merchant_request_id,
-                                 checkout_request_id=accepted.checkout_request_id)
+                                 checkout_request_id=accepted.checkout_request_id, exchange=accepted.exchange)
     log.info("prompt sent for payment %s", payment["_id"])
     return "prompt sent"
 
