@@ -272,6 +272,15 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def report(*, idle_seconds: float = 10.0, idle_warmup: float = 3.0) -> str:
+    """Run the probe on a database and simulator of its own; the Markdown report (for `python -m bench`)."""
+    probe = Probe(argparse.Namespace(idle_seconds=idle_seconds, idle_warmup=idle_warmup))
+    try:
+        return render(probe.run()) + "\n"
+    finally:
+        probe.stop()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.opcount", description=__doc__.splitlines()[0])
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long to count an idle worker (0: skip)")
