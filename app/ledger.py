@@ -50,8 +50,10 @@ RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, 
 APPLIED_KEYS_KEPT = 500
 # What applying an entry returns of the user: the balance, its sequence number (counts every
 # applied entry, so a reader can tell which of two balance readings is newer) and what the
-# low-balance notice decides on, so no step after a money write has to read the user again.
-USER_AFTER_FIELDS = {"words_remaining": 1, "ledger_seq": 1, "low_words_threshold": 1, "low_balance_notified": 1}
+# notices decide on (low-balance flags, e-mail address and opt-outs), so no step after a
+# money write has to read the user again.
+USER_AFTER_FIELDS = {"words_remaining": 1, "ledger_seq": 1, "low_words_threshold": 1, "low_balance_notified": 1,
+                     "email": 1, "email_opt_out": 1}
 REPAIR_GRACE = timedelta(seconds=5)
 REPAIR_BATCH = 100
 

@@ -95,8 +95,12 @@ def _guarded(fn):
 
 def create(db, *, key: str, username: str, kind: str, category: str, title: str, body: str,
            link: str | None = None, payment_id: str | None = None,
-           mail_lines: tuple[str, ...] = (), link_label: str = "Details") -> bool:
-    """Store one notice per key, and its e-mail when wanted. True when it is new."""
+           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None) -> bool:
+    """Store one notice per key, and its e-mail when wanted. True when it is new.
+
+    `user`: the customer's document as a money write just returned it (with `email` and
+    `email_opt_out`), which spares reading it again.
+    """
     doc = {"key": key, "username": username, "kind": kind, "category": category, "title": title,
            "body": body, "link": link, "link_label": link_label, "payment_id": payment_id,
            "created_at": utcnow(), "read_at": None}
@@ -106,15 +110,16 @@ def create(db, *, key: str, username: str, kind: str, category: str, title: str,
         return False
     log.info("notice %s for %s", key, username)
     if mail_enabled():
-        to = _email_for(db, username, category)
+        to = _email_for(db, username, category, user)
         if to:
             outbox.enqueue(db, key=key, username=username, to=to, category=category, subject=title,
                            text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label)
     return True
 
 
-def _email_for(db, username: str, category: str) -> str | None:
-    user = db.users.find_one({"username": username}, {"email": 1, "email_opt_out": 1})
+def _email_for(db, username: str, category: str, user: Mapping | None = None) -> str | None:
+    if user is None:
+        user = db.users.find_one({"username": username}, {"email": 1, "email_opt_out": 1})
     if not user or not user.get("email"):
         return None
     return None if category in opted_out(user) else user["email"]
@@ -170,7 +175,7 @@ def payment_settled(db, payment: Mapping) -> bool | None:
                   + (f" (M-Pesa receipt {receipt})" if receipt else "")
                   + f". {_words(int(payment['words']))} were added; your balance is now {_words(balance)}."),
             link=f"/payments/{pid}/receipt", payment_id=pid, link_label="View your receipt",
-            mail_lines=(f"Reference: {payment.get('reference', '')}",))
+            mail_lines=(f"Reference: {payment.get('reference', '')}",), user=payment.get("user_after"))
         _check_low_balance(db, payment["username"], payment.get("balance_after"), user=payment.get("user_after"))
         return created
     if status in PROBLEM_TITLES:
