@@ -84,6 +84,7 @@ def get_for_owner(db, payment_id, username: str) -> dict | None:
 
 
 def holding_slot(db, username: str) -> dict | None:
+    """The customer's payment that holds the open slot, if any."""
     return db.payments.find_one({OPEN_SLOT: username})
 
 
@@ -106,12 +107,6 @@ def free_stale_slot(db, payment: dict, prompt_timeout: int) -> bool:
          "pushed_at": {"$lte": utcnow() - timedelta(seconds=prompt_timeout)}},
         {"$unset": {OPEN_SLOT: ""}})
     return result.modified_count == 1
-
-
-def waiting_on_phone(db, username: str, prompt_timeout: int) -> dict | None:
-    """A payment of this customer that is still queued or whose prompt may still be on the phone."""
-    payment = holding_slot(db, username)
-    return payment if payment and still_on_phone(payment, prompt_timeout) else None
 
 
 def list_for_user(db, username: str, *, page: int, per_page: int) -> tuple[list[dict], int]:
