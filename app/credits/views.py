@@ -6,7 +6,7 @@ from flask_login import current_user, login_required
 from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
-from ..ledger import IdempotencyConflict, InsufficientWords, balance
+from ..ledger import IdempotencyConflict, InsufficientWords
 from ..users import get_by_api_key, hash_api_key
 from . import api, bp
 from .forms import SpendForm
@@ -60,7 +60,8 @@ def api_balance():
     user = _api_user()
     if user is None:
         return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
-    return jsonify({"username": user.username, "words_remaining": balance(get_db(), user.username)})
+    # The key lookup has just read the balance with the user: no second read.
+    return jsonify({"username": user.username, "words_remaining": user.words_remaining})
 
 
 @api.route("/usage", methods=["POST"])
