@@ -99,10 +99,8 @@ def test_callback_before_push_response_is_stored_still_applies(stack, customer):
 def test_missing_callback_is_resolved_by_the_reconciler(stack, customer):
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1, "callback": "none"})
     payment_id = customer.checkout()
-    customer.wait_for(payment_id, "completed", timeout=30)
-    # A payment shows completed a moment before its words are booked ("final" says when).
-    wait_until(lambda: customer.status(payment_id)["final"], what="the credit booked")
-    state, doc = customer.status(payment_id), payment_doc(stack, payment_id)
+    state = customer.wait_for(payment_id, "completed", timeout=30)
+    doc = payment_doc(stack, payment_id)
     assert doc["settled_via"] == "query" and doc["credited"] and state["words_remaining"] == 10_000
     assert stack.db.callbacks.count_documents({"payment_id": payment_id}) == 0
     assert_money_invariants(stack.db)
