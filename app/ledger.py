@@ -441,14 +441,17 @@ def repair(db, grace: timedelta = REPAIR_GRACE) -> dict:
     fixed = {"entries": 0, "credits": 0, "ambiguous": 0}
     # Both queries are indexed and bounded (ledger `pending`, payments `uncredited`), so an
     # idle pass costs two index probes however long the history is; a backlog beyond the
-    # limit is finished by the next passes.
-    for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}).limit(REPAIR_BATCH):
+    # limit is finished by the next passes. Newest first: entries left for an operator
+    # (ambiguous, the oldest) never crowd out the ones a pass can finish.
+    for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}) \
+            .sort("created_at", -1).limit(REPAIR_BATCH):
         try:
             _apply(db, entry, resumed=True)
             fixed["entries"] += 1
         except AmbiguousEntry:
             fixed["ambiguous"] += 1
-    for payment in db.payments.find({"credited": False, "settled_at": {"$lt": cutoff}}).limit(REPAIR_BATCH):
+    for payment in db.payments.find({"credited": False, "settled_at": {"$lt": cutoff}}) \
+            .sort("settled_at", -1).limit(REPAIR_BATCH):
         try:
             credit_payment(db, payment)
             fixed["credits"] += 1
