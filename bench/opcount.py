@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import threading
 import time
 import uuid
 
+from bson import ObjectId
 from pymongo import monitoring
 
 # Plain http, as the load tools send it (the test client would follow PREFERRED_URL_SCHEME).
@@ -136,7 +139,6 @@ class Probe:
         init_db(self.db)
         seed_plans(self.db)
         self.app = create_app(environ=self.env)
-        import logging
         logging.getLogger("lipia").setLevel(logging.WARNING)
         self.settings = load_config(self.env)
 
@@ -209,7 +211,7 @@ class Probe:
         payment_id = response.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
         if not run("worker: push job", worker.run_once):
             raise RuntimeError("the worker found no push job")
-        payment = self.db.payments.find_one({"_id": __import__("bson").ObjectId(payment_id)})
+        payment = self.db.payments.find_one({"_id": ObjectId(payment_id)})
         if payment is None or not payment.get("checkout_request_id"):
             raise RuntimeError(f"the push was not accepted: {payment and payment.get('status')}")
         c_method, c_path, c_body, c_headers = prepare.callback_requests([payment])[0]
@@ -299,5 +301,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     code = main()
     sys.stdout.flush()
-    import os
     os._exit(code)  # as in bench/__main__.py: the limiter's client finalizer hangs once its server is gone
