@@ -130,6 +130,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("phone", ASCENDING)], name="phone"),
         # Only flagged payments carry the field (cleared ones keep False): metrics count them cheaply.
         IndexModel([("needs_review", ASCENDING)], sparse=True, name="needs_review"),
+        # Completed but not yet credited (a handful at any time): the repair pass's query.
+        IndexModel([("credited", ASCENDING), ("settled_at", ASCENDING)], name="uncredited"),
+        # One payment waiting on the phone per customer: see app.payments.records.OPEN_SLOT.
+        IndexModel([("open_slot", ASCENDING)], unique=True, sparse=True, name="open_slot_unique"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
@@ -185,6 +189,8 @@ def init_db(db, report=None) -> list[str]:
     created = []
     for collection, indexes in INDEXES.items():
         created += db[collection].create_indexes(indexes)
+    from .ledger import mark_uncredited  # the ledger imports this module
+    mark_uncredited(db)
     return created
 
 

@@ -48,7 +48,14 @@ RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, 
 # (or at the next repair pass after a crash), so a few hundred is ample; an entry left
 # pending for longer than that window is refused by the repair pass, never re-applied.
 APPLIED_KEYS_KEPT = 500
+# What applying an entry returns of the user: the balance, its sequence number (counts every
+# applied entry, so a reader can tell which of two balance readings is newer) and what the
+# notices decide on (low-balance flags, e-mail address and opt-outs), so no step after a
+# money write has to read the user again.
+USER_AFTER_FIELDS = {"words_remaining": 1, "ledger_seq": 1, "low_words_threshold": 1, "low_balance_notified": 1,
+                     "email": 1, "email_opt_out": 1}
 REPAIR_GRACE = timedelta(seconds=5)
+REPAIR_BATCH = 100
 
 
 class InsufficientWords(Exception):
@@ -131,17 +138,19 @@ def _apply(db, entry: dict, *, resumed: bool = False) -> dict:
         condition["words_remaining"] = {"$gte": -delta}
     user = db.users.find_one_and_update(
         condition,
-        {"$inc": {"words_remaining": delta},
+        {"$inc": {"words_remaining": delta, "ledger_seq": 1},
          "$push": {"applied_keys": {"$each": [key], "$slice": -APPLIED_KEYS_KEPT}}},
-        projection={"words_remaining": 1}, return_document=ReturnDocument.AFTER)
+        projection=USER_AFTER_FIELDS, return_document=ReturnDocument.AFTER)
     applied = user is not None or db.users.count_documents(
         {"username": entry["username"], "applied_keys": key}, limit=1) == 1
     state = "applied" if applied else "refused"
     update = {"state": state, f"{state}_at": utcnow()}
     if user is not None:
         update["balance_after"] = user["words_remaining"]
+        update["balance_seq"] = user.get("ledger_seq")
     db.ledger.update_one({"_id": key, "state": "pending"}, {"$set": update})
-    return {**entry, **update}
+    # `user_after` is not stored: it hands the user's post-image to the notices, saving a read.
+    return {**entry, **update, "user_after": user}
 
 
 def post_entry(db, key: str, username: str, delta: int, kind: str, **extra) -> tuple[dict, bool]:
@@ -175,24 +184,28 @@ class SpendResult:
     replayed: bool
 
 
-def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, note: str | None = None) -> SpendResult:
+def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, note: str | None = None,
+          available: int | None = None) -> SpendResult:
     """Deduct `words` whole or not at all. Raises InsufficientWords or IdempotencyConflict.
 
     Retrying with the same idempotency key returns the first answer and never charges twice.
+    `available` is the balance the caller has just read (the request's user): it only
+    spares a read when refusing early, because the conditional debit in `_apply` is what
+    keeps the balance from going negative, whatever runs concurrently.
     """
     if not isinstance(words, int) or isinstance(words, bool) or words < 1:
         raise ValueError("words must be a positive whole number")
     key = f"spend:{username}:{idempotency_key}"
-    existing = db.ledger.find_one({"_id": key}, {"state": 1})
-    if existing is None:
+    if available is None:
         available = balance(db, username)
-        if available < words:
-            # Refuse without writing: nothing was charged, so there is nothing to book.
-            raise InsufficientWords(words, available)
+    if available < words and db.ledger.find_one({"_id": key}, {"state": 1}) is None:
+        # Refuse without writing: nothing was charged, so there is nothing to book. (A retry
+        # of a spend that went through is answered below, however low the balance is now.)
+        raise InsufficientWords(words, available)
     entry, first = post_entry(db, key, username, -words, "spend", channel=channel, note=note)
     if entry["state"] == "refused":
         raise InsufficientWords(words, balance(db, username))
-    notices.balance_changed(db, username, entry.get("balance_after"))
+    notices.balance_changed(db, username, entry.get("balance_after"), user=entry.get("user_after"))
     # The balance this spend left (read atomically with it); a replay reads the balance now.
     after = entry.get("balance_after") if first else None
     return SpendResult(entry_id=key, words=words, balance=balance(db, username) if after is None else int(after),
@@ -238,21 +251,31 @@ def _mismatch(payment: dict, outcome: Outcome) -> str | None:
     return None
 
 
-def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None) -> SettleResult:
+def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None,
+           count_callback: bool = False) -> SettleResult:
     """Apply one outcome to one payment: once, forward only, whatever the order of arrival.
 
     Callbacks, STK Query answers, expiry and operators all come through here. A caller
     that has just read the payment may pass it to save a read: only its id and the
     order's own fields (amount, phone, words) are used from it, and every write is
     conditional on the stored status, so a copy a moment old decides nothing.
+    `count_callback` adds one to the payment's `callbacks_received` in the same write.
     """
     if payment is None:
         payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
     if payment is None:
         return SettleResult("unknown payment")
+    counter = {"$inc": {"callbacks_received": 1}} if count_callback else {}
     if outcome.status == COMPLETED:
-        return _settle_success(db, payment, outcome)
-    return _settle_failure(db, payment, outcome)
+        return _settle_success(db, payment, outcome, counter)
+    return _settle_failure(db, payment, outcome, counter)
+
+
+def _current(db, payment_id, counter: dict) -> dict:
+    """The payment as it stands, after a settling write did not apply (counting a callback if asked)."""
+    if counter:
+        return db.payments.find_one_and_update({"_id": payment_id}, counter, return_document=ReturnDocument.AFTER)
+    return db.payments.find_one({"_id": payment_id})
 
 
 def _result_fields(outcome: Outcome) -> dict:
@@ -264,18 +287,23 @@ def _result_fields(outcome: Outcome) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _settle_failure(db, payment: dict, outcome: Outcome) -> SettleResult:
+# A settled payment no longer waits on the phone: it gives up its customer's open slot
+# (see app.payments.records.OPEN_SLOT) in the same write.
+_SETTLED_UNSET = {"push_in_flight": "", "open_slot": ""}
+
+
+def _settle_failure(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
     updated = db.payments.find_one_and_update(
         {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES)}},
         {"$set": {"status": outcome.status, **_result_fields(outcome)},
-         "$unset": {"push_in_flight": ""},
+         "$unset": _SETTLED_UNSET, **counter,
          "$push": {"history": _history(outcome.status, outcome.via, outcome.result_desc)}},
         return_document=ReturnDocument.AFTER)
     if updated:
         log.info("payment %s ended %s (%s)", payment["_id"], outcome.status, outcome.reason)
         notices.payment_settled(db, updated)
         return SettleResult(f"settled {outcome.status}", updated)
-    current = db.payments.find_one({"_id": payment["_id"]})
+    current = _current(db, payment["_id"], counter)
     if current["status"] == COMPLETED and outcome.via == "query":
         # Sandbox queries have answered "failed" for paid requests: never downgrade, flag it.
         note = f"STK Query answered {outcome.result_code} after success"
@@ -293,7 +321,7 @@ def _stored_amount(amount):
     return int(amount) if amount == int(amount) else str(amount)
 
 
-def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
+def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
     problem = _mismatch(payment, outcome)
     target = REVIEW if problem else COMPLETED
     fields = {**_result_fields(outcome), "confirmed_amount": _stored_amount(outcome.amount),
@@ -301,10 +329,12 @@ def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
     if problem:
         fields.update(review_reason=problem, needs_review=True, review_receipt=outcome.receipt)
     else:
-        fields["mpesa_receipt"] = outcome.receipt
+        # `credited: false` until credit_payment books the words: the repair pass finds
+        # interrupted credits by this one indexed value, however long the history grows.
+        fields.update(mpesa_receipt=outcome.receipt, credited=False)
     fields = {k: v for k, v in fields.items() if v is not None}
     condition = {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}}
-    update = {"$set": {"status": target, **fields}, "$unset": {"push_in_flight": ""},
+    update = {"$set": {"status": target, **fields}, "$unset": _SETTLED_UNSET, **counter,
               "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
     try:
         updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
@@ -312,14 +342,16 @@ def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
         # The receipt is already on another payment: never credit one receipt twice.
         problem = f"receipt {outcome.receipt} was already used for another payment"
         fields.pop("mpesa_receipt", None)
+        fields.pop("credited", None)
         update["$set"] = {**update["$set"], **fields, "status": REVIEW, "review_reason": problem,
                           "needs_review": True, "review_receipt": outcome.receipt}
         update["$set"].pop("mpesa_receipt", None)
+        update["$set"].pop("credited", None)
         update["$push"] = {"history": _history(REVIEW, outcome.via, problem)}
         updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
         target = REVIEW
     if updated is None:
-        current = db.payments.find_one({"_id": payment["_id"]})
+        current = _current(db, payment["_id"], counter)
         if current["status"] == COMPLETED:
             credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
             if not current.get("mpesa_receipt") and outcome.receipt and not problem:
@@ -331,9 +363,10 @@ def _settle_success(db, payment: dict, outcome: Outcome) -> SettleResult:
         return SettleResult("held for review", updated, notes=[problem])
     entry = credit_payment(db, updated)
     log.info("payment %s completed, receipt %s", payment["_id"], outcome.receipt)
-    notices.payment_settled(db, updated)
-    # credit_payment set these two fields; the rest is the post-image of the settling write.
-    return SettleResult("credited", {**updated, "credited": True, "ledger_entry": entry["_id"]}, credited=True)
+    # credit_payment set these fields; the rest is the post-image of the settling write.
+    credited = {**updated, **_credit_fields(entry)}
+    notices.payment_settled(db, {**credited, "user_after": entry.get("user_after")})
+    return SettleResult("credited", credited, credited=True)
 
 
 def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
@@ -347,14 +380,26 @@ def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
             "needs_review": True, "review_reason": f"receipt {outcome.receipt} is on another payment too"}})
 
 
+def _credit_fields(entry: dict) -> dict:
+    """What a credited payment records of its ledger entry.
+
+    The balance the credit left (and its sequence number) lets a status poll show the
+    new balance from the payment document alone: see app.payments.status.balance_to_show.
+    """
+    fields = {"credited": True, "ledger_entry": entry["_id"]}
+    if entry.get("balance_after") is not None:
+        fields.update(balance_after=entry["balance_after"], balance_seq=entry.get("balance_seq"))
+    return fields
+
+
 def credit_payment(db, payment: dict) -> dict:
     """Book a completed payment's words once; safe to call any number of times."""
     key = f"payment:{payment['_id']}"
     entry, _ = post_entry(db, key, payment["username"], int(payment["words"]), "purchase",
                           payment_id=str(payment["_id"]), receipt=payment.get("mpesa_receipt"),
                           reason=f"{payment.get('subscription_type', 'plan')} plan, KES {payment['amount']}")
-    if not payment.get("credited"):
-        db.payments.update_one({"_id": payment["_id"]}, {"$set": {"credited": True, "ledger_entry": key}})
+    if not payment.get("credited") and entry["state"] == "applied":
+        db.payments.update_one({"_id": payment["_id"]}, {"$set": _credit_fields(entry)})
     return entry
 
 
@@ -365,6 +410,8 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     target = COMPLETED if approve else REJECTED
     fields = {"status": target, "needs_review": False, "reviewed_by": actor, "review_decision": reason.strip(),
               "updated_at": utcnow()}
+    if approve:
+        fields["credited"] = False  # until credit_payment below books it (the repair pass's marker)
     payment = db.payments.find_one({"_id": ObjectId(str(payment_id)), "status": REVIEW})
     if payment is None:
         raise ValueError("this payment is not under review")
@@ -392,14 +439,19 @@ def repair(db, grace: timedelta = REPAIR_GRACE) -> dict:
     """
     cutoff = utcnow() - grace
     fixed = {"entries": 0, "credits": 0, "ambiguous": 0}
-    for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}):
+    # Both queries are indexed and bounded (ledger `pending`, payments `uncredited`), so an
+    # idle pass costs two index probes however long the history is; a backlog beyond the
+    # limit is finished by the next passes. Newest first: entries left for an operator
+    # (ambiguous, the oldest) never crowd out the ones a pass can finish.
+    for entry in db.ledger.find({"state": "pending", "created_at": {"$lt": cutoff}}) \
+            .sort("created_at", -1).limit(REPAIR_BATCH):
         try:
             _apply(db, entry, resumed=True)
             fixed["entries"] += 1
         except AmbiguousEntry:
             fixed["ambiguous"] += 1
-    for payment in db.payments.find({"status": COMPLETED, "credited": {"$ne": True},
-                                     "settled_at": {"$lt": cutoff}}):
+    for payment in db.payments.find({"credited": False, "settled_at": {"$lt": cutoff}}) \
+            .sort("settled_at", -1).limit(REPAIR_BATCH):
         try:
             credit_payment(db, payment)
             fixed["credits"] += 1
@@ -408,6 +460,15 @@ def repair(db, grace: timedelta = REPAIR_GRACE) -> dict:
     if any(fixed.values()):
         log.warning("repair pass finished interrupted writes: %s", fixed)
     return fixed
+
+
+def mark_uncredited(db) -> int:
+    """One-off for records from before `credited: false` existed: a completed payment
+    without the field was never credited (crediting sets `credited: true`), so it gets the
+    marker the repair pass and `check-ledger` look for. Run by `init-db`; safe to repeat."""
+    result = db.payments.update_many({"status": COMPLETED, "credited": {"$exists": False}},
+                                     {"$set": {"credited": False}})
+    return result.modified_count
 
 
 def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minutes=5),
@@ -448,7 +509,7 @@ def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minut
         elif payment.get("confirmed_amount") is not None and payment["confirmed_amount"] != payment["amount"] \
                 and not payment.get("reviewed_by"):
             problems.append(f"payment {payment['_id']} credited although M-Pesa confirmed a different amount")
-    for payment in db.payments.find({"status": COMPLETED, "credited": {"$ne": True}}):
+    for payment in db.payments.find({"credited": False}):
         if _older_than(payment.get("settled_at"), now, settle_window):
             problems.append(f"payment {payment['_id']} completed but never credited")
     if expire_after is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from . import loadgen, prepare, report, roundtrips, stackctl
+from . import loadgen, opcount, prepare, report, roundtrips, stackctl
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -29,7 +29,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run (default 10)")
     parser.add_argument("--only", default="",
-                        help="comma-separated scenarios: queue,status,spend,callbacks,checkout (default all)")
+                        help="comma-separated scenarios: ops,queue,status,spend,callbacks,checkout (default all)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0,
+                        help="how long the ops count watches an idle worker (default 10)")
     parser.add_argument("--profile", action="store_true",
                         help="sample one Lipia web worker with py-spy during the callback load")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default bench/results/<time>)")
@@ -49,7 +51,12 @@ def main(argv=None) -> int:
     bench = Bench(args, out)
     code = 0
     try:
-        bench.run()
+        if bench.wanted("ops"):
+            say("counting database operations: a paid payment, a status poll, a spend, an idle worker")
+            (out / "opcount.md").write_text(opcount.report(idle_seconds=args.idle_seconds))
+            print((out / "opcount.md").read_text(), flush=True)
+        if bench.only != {"ops"}:
+            bench.run()
     except KeyboardInterrupt:
         print("\ninterrupted; stopping every process", file=sys.stderr)
         code = 130

@@ -17,8 +17,10 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text or ""))
 
 
-def charge(db, username: str, words: int, idempotency_key: str, *, channel: str, note: str | None = None):
-    return ledger.spend(db, username, words, idempotency_key, channel=channel, note=note)
+def charge(db, username: str, words: int, idempotency_key: str, *, channel: str, note: str | None = None,
+           available: int | None = None):
+    """`available`: the balance on the user document this request already read (saves a read)."""
+    return ledger.spend(db, username, words, idempotency_key, channel=channel, note=note, available=available)
 
 
 def usage_for_user(db, username: str, *, page: int, per_page: int) -> tuple[list[dict], int]:

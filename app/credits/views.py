@@ -22,7 +22,7 @@ def spend():
         words = count_words(form.text.data)
         try:
             result = charge(get_db(), current_user.username, words, form.idempotency_key.data, channel="web",
-                            note=form.text.data[:80])
+                            note=form.text.data[:80], available=current_user.words_remaining)
         except InsufficientWords as exc:
             form.text.errors.append(f"This text has {exc.needed:,} words but your balance is {exc.available:,}. "
                                     "Nothing was charged. Buy more words or shorten the text.")
@@ -62,7 +62,8 @@ def api_balance():
     user = _api_user()
     if user is None:
         return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
-    return jsonify({"username": user.username, "words_remaining": balance(get_db(), user.username)})
+    # The key lookup has just read the balance with the user: no second read.
+    return jsonify({"username": user.username, "words_remaining": user.words_remaining})
 
 
 @api.route("/usage", methods=["POST"])
@@ -90,7 +91,8 @@ def api_usage():
     if note is not None and (not isinstance(note, str) or len(note) > 200):
         return api_error(400, "invalid_note", "'note' must be text of at most 200 characters.")
     try:
-        result = charge(get_db(), user.username, words, key, channel="api", note=note)
+        result = charge(get_db(), user.username, words, key, channel="api", note=note,
+                        available=user.words_remaining)
     except InsufficientWords as exc:
         return api_error(402, "insufficient_words", f"This needs {exc.needed} words; {exc.available} remain. "
                          "Nothing was charged.", words_remaining=exc.available, words_requested=exc.needed)

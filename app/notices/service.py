@@ -95,8 +95,12 @@ def _guarded(fn):
 
 def create(db, *, key: str, username: str, kind: str, category: str, title: str, body: str,
            link: str | None = None, payment_id: str | None = None,
-           mail_lines: tuple[str, ...] = (), link_label: str = "Details") -> bool:
-    """Store one notice per key, and its e-mail when wanted. True when it is new."""
+           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None) -> bool:
+    """Store one notice per key, and its e-mail when wanted. True when it is new.
+
+    `user`: the customer's document as a money write just returned it (with `email` and
+    `email_opt_out`), which spares reading it again.
+    """
     doc = {"key": key, "username": username, "kind": kind, "category": category, "title": title,
            "body": body, "link": link, "link_label": link_label, "payment_id": payment_id,
            "created_at": utcnow(), "read_at": None}
@@ -106,15 +110,16 @@ def create(db, *, key: str, username: str, kind: str, category: str, title: str,
         return False
     log.info("notice %s for %s", key, username)
     if mail_enabled():
-        to = _email_for(db, username, category)
+        to = _email_for(db, username, category, user)
         if to:
             outbox.enqueue(db, key=key, username=username, to=to, category=category, subject=title,
                            text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label)
     return True
 
 
-def _email_for(db, username: str, category: str) -> str | None:
-    user = db.users.find_one({"username": username}, {"email": 1, "email_opt_out": 1})
+def _email_for(db, username: str, category: str, user: Mapping | None = None) -> str | None:
+    if user is None:
+        user = db.users.find_one({"username": username}, {"email": 1, "email_opt_out": 1})
     if not user or not user.get("email"):
         return None
     return None if category in opted_out(user) else user["email"]
@@ -158,7 +163,10 @@ def payment_settled(db, payment: Mapping) -> bool | None:
     key = f"payment:{pid}:{status}"
     plan = payment.get("subscription_type") or "word"
     if status == COMPLETED:
-        balance = int(_user(db, payment["username"], ("words_remaining",)).get("words_remaining", 0))
+        # The ledger hands over the balance its credit left (and the user's post-image), saving reads.
+        balance = payment.get("balance_after")
+        if balance is None:
+            balance = int(_user(db, payment["username"], ("words_remaining",)).get("words_remaining", 0))
         receipt = payment.get("mpesa_receipt")
         created = create(
             db, key=key, username=payment["username"], kind="payment_completed", category=RECEIPT,
@@ -167,8 +175,8 @@ def payment_settled(db, payment: Mapping) -> bool | None:
                   + (f" (M-Pesa receipt {receipt})" if receipt else "")
                   + f". {_words(int(payment['words']))} were added; your balance is now {_words(balance)}."),
             link=f"/payments/{pid}/receipt", payment_id=pid, link_label="View your receipt",
-            mail_lines=(f"Reference: {payment.get('reference', '')}",))
-        _check_low_balance(db, payment["username"])
+            mail_lines=(f"Reference: {payment.get('reference', '')}",), user=payment.get("user_after"))
+        _check_low_balance(db, payment["username"], payment.get("balance_after"), user=payment.get("user_after"))
         return created
     if status in PROBLEM_TITLES:
         text = payment.get("customer_message") or DEFAULT_PROBLEM_TEXT[status]
@@ -203,9 +211,9 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
 
 
 @_guarded
-def balance_changed(db, username: str, new_balance: int | None = None) -> bool | None:
+def balance_changed(db, username: str, new_balance: int | None = None, user: Mapping | None = None) -> bool | None:
     """A spend lowered the balance: warn once when it falls below the customer's threshold."""
-    return _check_low_balance(db, username, new_balance)
+    return _check_low_balance(db, username, new_balance, user=user)
 
 
 def threshold_for(user_doc: Mapping) -> int:
@@ -215,14 +223,16 @@ def threshold_for(user_doc: Mapping) -> int:
     return int(value if value is not None else 1000)
 
 
-def _check_low_balance(db, username: str, new_balance: int | None = None) -> bool:
+def _check_low_balance(db, username: str, new_balance: int | None = None, user: Mapping | None = None) -> bool:
     """Notify once per crossing below the threshold; re-arm when the balance is back above it.
 
     Both flag writes are conditional on the balance as stored at that instant, so
     concurrent spends (or a purchase racing a spend) yield exactly one notice per
-    crossing, and never one for a balance that is no longer low.
+    crossing, and never one for a balance that is no longer low. `user` is the
+    post-image the ledger's own write returned (those three fields), when it has one.
     """
-    user = _user(db, username, ("words_remaining", "low_words_threshold", "low_balance_notified"))
+    if user is None:
+        user = _user(db, username, ("words_remaining", "low_words_threshold", "low_balance_notified"))
     if not user:
         return False
     threshold = threshold_for(user)

@@ -7,6 +7,10 @@ from .. import queue
 from . import records
 from .tasks import PUSH_JOB, push_job_id
 
+# Tries at the open slot when each attempt finds it freed by the time it looks (a settle or a
+# stale prompt between our insert and our read). Rare, so a few tries are plenty.
+SLOT_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class Checkout:
@@ -19,18 +23,28 @@ def start(db, settings, *, user, plan: dict, phone: str, idempotency_key: str) -
     """Create the payment and its push job, unless the customer already has one on the phone.
 
     The same idempotency key (a resubmitted form, a double click) returns the same payment.
+    The insert itself is the check (see records.OPEN_SLOT), so racing checkouts from
+    different forms still make one payment; the usual case costs no read at all.
     """
-    same = db.payments.find_one({"username": user.username, "idempotency_key": idempotency_key})
-    if same:
-        return Checkout(same, created=False, reason="resubmitted")
-    waiting = records.waiting_on_phone(db, user.username, settings["PROMPT_TIMEOUT_SECONDS"])
-    if waiting:
-        return Checkout(waiting, created=False, reason="waiting")
-    payment, created = records.create(db, user=user, plan=plan, phone=phone, idempotency_key=idempotency_key,
-                                      reference_prefix=settings["MPESA_ACCOUNT_REFERENCE"])
-    if created:
-        enqueue_push(db, settings, payment)
-    return Checkout(payment, created=created, reason=None if created else "resubmitted")
+    prompt_timeout = settings["PROMPT_TIMEOUT_SECONDS"]
+    for _ in range(SLOT_ATTEMPTS):
+        try:
+            payment, created = records.create(db, user=user, plan=plan, phone=phone, idempotency_key=idempotency_key,
+                                              reference_prefix=settings["MPESA_ACCOUNT_REFERENCE"], hold_slot=True)
+        except records.SlotTaken:
+            holder = records.holding_slot(db, user.username)
+            if holder is not None and (records.still_on_phone(holder, prompt_timeout)
+                                       or not records.free_stale_slot(db, holder, prompt_timeout)):
+                return Checkout(holder, created=False, reason="waiting")
+            continue  # the slot was freed meanwhile: try again
+        if created:
+            enqueue_push(db, settings, payment)
+        return Checkout(payment, created=created, reason=None if created else "resubmitted")
+    # Other checkouts of this customer kept taking the slot first: show the latest of them.
+    holder = records.holding_slot(db, user.username)
+    if holder is None:
+        raise RuntimeError("could not take the open-payment slot")
+    return Checkout(holder, created=False, reason="waiting")
 
 
 def enqueue_push(db, settings, payment: dict) -> bool:

@@ -19,6 +19,12 @@ from ..db import utcnow
 from ..ledger import PENDING, QUEUED
 
 EXCHANGES_KEPT = 50
+# A payment that may still be waiting on the customer's phone holds `open_slot: <username>`;
+# a unique sparse index lets only one payment per customer hold it, so two checkouts racing
+# each other cannot both create one, with no transaction and no extra round trip. Settling
+# the payment unsets it (in app.ledger's settling write); a pending payment whose prompt
+# window has passed gives it up to the next checkout (`free_stale_slot`).
+OPEN_SLOT = "open_slot"
 
 
 def oid(value) -> ObjectId | None:
@@ -34,8 +40,17 @@ def reference_for(payment_id: ObjectId, prefix: str) -> str:
     return (prefix[: 12 - len(tail)] + tail)[:12]
 
 
-def create(db, *, user, plan: dict, phone: str, idempotency_key: str, reference_prefix: str) -> tuple[dict, bool]:
-    """Insert a queued payment once per idempotency key. Returns (payment, created)."""
+class SlotTaken(Exception):
+    """The customer already has a payment that holds the open slot."""
+
+
+def create(db, *, user, plan: dict, phone: str, idempotency_key: str, reference_prefix: str,
+           hold_slot: bool = False) -> tuple[dict, bool]:
+    """Insert a queued payment once per idempotency key. Returns (payment, created).
+
+    With `hold_slot` (a customer's checkout) the payment takes its customer's open slot,
+    and SlotTaken is raised when another payment holds it.
+    """
     now = utcnow()
     payment_id = ObjectId()
     doc = {
@@ -46,13 +61,16 @@ def create(db, *, user, plan: dict, phone: str, idempotency_key: str, reference_
         "idempotency_key": idempotency_key, "callback_secret": secrets.token_hex(20),
         "status": QUEUED, "created_at": now, "timestamp": now, "updated_at": now,
         "history": [{"status": QUEUED, "at": now, "via": "checkout"}], "exchanges": [],
-        "callbacks_received": 0,
+        "callbacks_received": 0, **({OPEN_SLOT: user.username} if hold_slot else {}),
     }
     try:
         db.payments.insert_one(doc)
         return doc, True
     except DuplicateKeyError:
-        return db.payments.find_one({"username": user.username, "idempotency_key": idempotency_key}), False
+        same = db.payments.find_one({"username": user.username, "idempotency_key": idempotency_key})
+        if same is None:
+            raise SlotTaken(user.username) from None
+        return same, False
 
 
 def get(db, payment_id) -> dict | None:
@@ -66,13 +84,30 @@ def get_for_owner(db, payment_id, username: str) -> dict | None:
     return db.payments.find_one({"_id": key, "username": username}) if key else None
 
 
-def waiting_on_phone(db, username: str, prompt_timeout: int) -> dict | None:
-    """A payment of this customer that is still queued or whose prompt may still be on the phone."""
-    recent = utcnow() - timedelta(seconds=prompt_timeout)
-    return db.payments.find_one(
-        {"username": username, "$or": [{"status": QUEUED},
-                                       {"status": PENDING, "pushed_at": {"$gt": recent}}]},
-        sort=[("created_at", DESCENDING)])
+def holding_slot(db, username: str) -> dict | None:
+    """The customer's payment that holds the open slot, if any."""
+    return db.payments.find_one({OPEN_SLOT: username})
+
+
+def still_on_phone(payment: dict, prompt_timeout: int) -> bool:
+    """Queued, or pending with its prompt possibly still on the phone."""
+    if payment["status"] == QUEUED:
+        return True
+    pushed_at = payment.get("pushed_at")
+    return payment["status"] == PENDING and pushed_at is not None and \
+        pushed_at.replace(tzinfo=None) > (utcnow() - timedelta(seconds=prompt_timeout)).replace(tzinfo=None)
+
+
+def free_stale_slot(db, payment: dict, prompt_timeout: int) -> bool:
+    """A pending payment whose prompt window passed stops blocking a new checkout.
+
+    Conditional on the window as stored, so a payment still on the phone keeps its slot.
+    """
+    result = db.payments.update_one(
+        {"_id": payment["_id"], OPEN_SLOT: payment["username"], "status": PENDING,
+         "pushed_at": {"$lte": utcnow() - timedelta(seconds=prompt_timeout)}},
+        {"$unset": {OPEN_SLOT: ""}})
+    return result.modified_count == 1
 
 
 def list_for_user(db, username: str, *, page: int, per_page: int) -> tuple[list[dict], int]:
@@ -97,24 +132,47 @@ def start_push(db, payment_id, claim_token: str) -> bool:
     return result.modified_count == 1
 
 
+def claim_push(db, payment_id, claim_token: str) -> tuple[dict | None, bool]:
+    """`get` and `start_push` in one write: (the payment, whether this claim started its push).
+
+    In the usual case (queued, no push in flight) this is one round trip; otherwise the
+    payment is read as it stands (None when there is no such payment) and the claim is False.
+    """
+    key = oid(payment_id)
+    if key is None:
+        return None, False
+    payment = db.payments.find_one_and_update(
+        {"_id": key, "status": QUEUED, "push_in_flight": {"$exists": False}},
+        {"$set": {"push_in_flight": {"token": claim_token, "at": utcnow()}, "updated_at": utcnow()}},
+        return_document=ReturnDocument.AFTER)
+    if payment is not None:
+        return payment, True
+    return db.payments.find_one({"_id": key}), False
+
+
 def clear_push(db, payment_id, claim_token: str) -> None:
     """The push surely did not reach Daraja: allow a later attempt to try again."""
     db.payments.update_one({"_id": oid(payment_id), "push_in_flight.token": claim_token},
                            {"$unset": {"push_in_flight": ""}, "$set": {"updated_at": utcnow()}})
 
 
-def record_push_accepted(db, payment_id, *, merchant_request_id: str, checkout_request_id: str) -> None:
-    """Store Daraja's ids; move to pending unless a callback already settled it."""
+def record_push_accepted(db, payment_id, *, merchant_request_id: str, checkout_request_id: str,
+                         exchange: dict | None = None) -> None:
+    """Store Daraja's ids (and the exchange); move to pending unless a callback already settled it.
+
+    One write in the usual case; a second only when a callback settled the payment first.
+    """
     now = utcnow()
-    db.payments.update_one({"_id": oid(payment_id)},
-                           {"$set": {"merchant_request_id": merchant_request_id,
-                                     "checkout_request_id": checkout_request_id,
-                                     "pushed_at": now, "next_query_at": now, "updated_at": now},
-                            "$unset": {"push_in_flight": ""}})
-    db.payments.update_one({"_id": oid(payment_id), "status": QUEUED},
-                           {"$set": {"status": PENDING},
-                            "$push": {"history": {"status": PENDING, "at": now, "via": "worker",
-                                                  "note": "prompt sent"}}})
+    fields = {"merchant_request_id": merchant_request_id, "checkout_request_id": checkout_request_id,
+              "pushed_at": now, "next_query_at": now, "updated_at": now}
+    extra = {"$push": {"exchanges": {"$each": [exchange], "$slice": -EXCHANGES_KEPT}}} if exchange else {}
+    moved = db.payments.update_one(
+        {"_id": oid(payment_id), "status": QUEUED},
+        {"$set": {**fields, "status": PENDING}, "$unset": {"push_in_flight": ""},
+         "$push": {"history": {"status": PENDING, "at": now, "via": "worker", "note": "prompt sent"},
+                   **extra.get("$push", {})}})
+    if moved.matched_count == 0:
+        db.payments.update_one({"_id": oid(payment_id)}, {"$set": fields, "$unset": {"push_in_flight": ""}, **extra})
 
 
 def record_push_unknown(db, payment_id, note: str) -> None:

@@ -21,6 +21,21 @@ TONES = {"completed": "success", "cancelled": "secondary", "timeout": "warning",
          "failed": "danger", "review": "info", "rejected": "danger", "queued": "primary", "pending": "primary"}
 
 
+def balance_to_show(payment: dict, user_doc: dict) -> int:
+    """The customer's balance for a payment's page, from documents the request already read.
+
+    The user document (read by the session check) and the payment are read one after the
+    other, and a credit may land in between: when the payment says it was credited by a
+    later ledger write than the user document has seen (`balance_seq` against the user's
+    `ledger_seq`), the balance that credit left is the newer figure.
+    """
+    balance = int(user_doc.get("words_remaining", 0))
+    after, seq = payment.get("balance_after"), payment.get("balance_seq")
+    if payment.get("credited") and after is not None and seq is not None and seq > (user_doc.get("ledger_seq") or 0):
+        return int(after)
+    return balance
+
+
 def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) -> dict:
     """The JSON the status page polls. Never includes secrets or Daraja internals."""
     status = payment["status"]

@@ -53,13 +53,20 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
     Every write after the push goes through `persist`: Daraja's answer is known only to
     this process until it is stored, so the worker keeps trying through an outage.
     """
-    payment = records.get(db, job.payment_id)
+    try:
+        payment, started = records.claim_push(db, job.payment_id, job.token)
+    except ConnectionFailure as exc:
+        # Unknown whether the marker was written; nothing was sent. Undo it if it was, then retry later.
+        persist(records.clear_push, db, job.payment_id, job.token)
+        raise Retry(f"database unreachable before the push: {type(exc).__name__}") from exc
     if payment is None:
         return "no such payment"
     bind(payment_id=payment["_id"])
     if payment["status"] != ledger.QUEUED:
         return f"nothing to do: payment already {payment['status']}"
-    if not _start_push(db, payment, job, persist):
+    # A marker write whose reply was lost may have happened: our own token on it says so,
+    # so it is never mistaken for an earlier attempt's (a payment waiting on a push never sent).
+    if not started and (payment.get("push_in_flight") or {}).get("token") != job.token:
         # An earlier attempt started a push and died before recording the answer. It may
         # have reached the phone, so another push could charge twice: wait for Daraja. The
         # callback (its URL names the payment) or, once the ids are known, STK Query settles
@@ -89,26 +96,10 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
         persist(records.record_exchange, db, payment["_id"], exc.exchange)
         persist(records.record_push_unknown, db, payment["_id"], f"push outcome unknown: {exc}")
         return "push outcome unknown"
-    persist(records.record_exchange, db, payment["_id"], accepted.exchange)
     persist(records.record_push_accepted, db, payment["_id"], merchant_request_id=accepted.merchant_request_id,
-            checkout_request_id=accepted.checkout_request_id)
+            checkout_request_id=accepted.checkout_request_id, exchange=accepted.exchange)
     log.info("prompt sent for payment %s", payment["_id"])
     return "prompt sent"
-
-
-def _start_push(db, payment: dict, job: Job, persist: Callable) -> bool:
-    """Mark the push in flight under this claim. A write whose reply was lost may have
-    happened: reading our own token back tells, so it is never mistaken for an earlier
-    attempt's (which would leave the payment waiting on a push never sent)."""
-    try:
-        if records.start_push(db, payment["_id"], job.token):
-            return True
-    except ConnectionFailure as exc:
-        # Unknown whether it was written; nothing was sent. Undo it if it was, then retry later.
-        persist(records.clear_push, db, payment["_id"], job.token)
-        raise Retry(f"database unreachable before the push: {type(exc).__name__}") from exc
-    current = records.get(db, payment["_id"]) or {}
-    return (current.get("push_in_flight") or {}).get("token") == job.token
 
 
 def give_up_push(db, job: Job, error: str) -> None:

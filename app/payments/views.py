@@ -12,7 +12,7 @@ from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
 from .forms import CheckoutForm, PaymentActionForm
-from .status import describe
+from .status import balance_to_show, describe
 
 PER_PAGE = 10
 
@@ -52,8 +52,9 @@ def _owned(payment_id):
 
 
 def _describe(payment):
+    # Two reads per poll: the session's user and the payment (everything it shows lives there).
     return describe(payment, prompt_timeout=current_app.config["PROMPT_TIMEOUT_SECONDS"],
-                    balance=balance(get_db(), current_user.username))
+                    balance=balance_to_show(payment, current_user.doc))
 
 
 @bp.route("/payments/<payment_id>")

@@ -129,7 +129,7 @@ def test_repair_finishes_each_crash_window(db, user):
     db.ledger.insert_one(ledger._entry_doc("payment:" + str(payment["_id"]), "alice", 10_000, "purchase",
                                            payment_id=str(payment["_id"])))
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": "completed", "mpesa_receipt": "R000000001",
-                                                              "settled_at": ledger.utcnow()}})
+                                                              "credited": False, "settled_at": ledger.utcnow()}})
     # Window 2: balance touched, entry not yet marked applied.
     db.ledger.insert_one(ledger._entry_doc("adjustment:alice:x", "alice", 5, "adjustment", actor="ops", reason="r"))
     db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 5},
@@ -143,6 +143,22 @@ def test_repair_finishes_each_crash_window(db, user):
     assert words(db) == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
     assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 0}
     assert words(db) == 10_005 and ledger.check_invariants(db) == []
+
+
+def test_old_completed_payments_without_the_credited_field_are_marked_then_repaired(db, user):
+    """Records from before `credited: false` existed: init-db marks them, the repair pass credits them."""
+    payment = new_payment(db, user)
+    a_while_ago = ledger.utcnow() - ledger.timedelta(seconds=10)
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": "completed", "mpesa_receipt": "R000000002",
+                                                              "settled_at": a_while_ago}, "$unset": {"open_slot": ""}})
+    credited = new_payment(db, user, key="k-00000002")
+    db.payments.update_one({"_id": credited["_id"]}, {"$set": {"status": "completed", "credited": True}})
+    assert ledger.repair(db)["credits"] == 0  # the indexed query does not see the old shape...
+    from app.db import init_db
+    init_db(db)  # ...until the one-off marks it
+    assert db.payments.find_one({"_id": credited["_id"]})["credited"] is True
+    assert ledger.repair(db)["credits"] == 1
+    assert words(db) == 10_000 and db.payments.find_one({"_id": payment["_id"]})["credited"] is True
 
 
 def test_invariant_check_catches_drift(db, user):
