@@ -124,16 +124,8 @@ def record_exchange(db, payment_id, exchange: dict | None) -> None:
                                {"$push": {"exchanges": {"$each": [exchange], "$slice": -EXCHANGES_KEPT}}})
 
 
-def start_push(db, payment_id, claim_token: str) -> bool:
-    """Mark a push as in flight. False when one was already started: its outcome is unknown."""
-    result = db.payments.update_one(
-        {"_id": oid(payment_id), "status": QUEUED, "push_in_flight": {"$exists": False}},
-        {"$set": {"push_in_flight": {"token": claim_token, "at": utcnow()}, "updated_at": utcnow()}})
-    return result.modified_count == 1
-
-
 def claim_push(db, payment_id, claim_token: str) -> tuple[dict | None, bool]:
-    """`get` and `start_push` in one write: (the payment, whether this claim started its push).
+    """Read the payment and mark its push in flight in one write: (the payment, whether this claim started its push).
 
     In the usual case (queued, no push in flight) this is one round trip; otherwise the
     payment is read as it stands (None when there is no such payment) and the claim is False.

@@ -122,12 +122,12 @@ def test_without_the_worker_an_outage_after_the_push_is_an_error(db, payment, mo
 
 def test_push_marker_written_but_reply_lost_sends_nothing_and_retries(db, payment, worker, monkeypatch):
     job = queue.claim(db, "w-test", 30)
-    real = records.start_push
+    real = records.claim_push
 
     def written_then_lost(*args):
         real(*args)
         raise AutoReconnect("reply lost")
-    monkeypatch.setattr(records, "start_push", written_then_lost)
+    monkeypatch.setattr(records, "claim_push", written_then_lost)
     with pytest.raises(tasks.Retry):
         tasks.run_push(db, worker.client, worker.settings, job, persist=worker._durably)
     doc = records.get(db, payment["_id"])
@@ -136,19 +136,19 @@ def test_push_marker_written_but_reply_lost_sends_nothing_and_retries(db, paymen
 
 def test_push_marker_written_under_our_own_claim_is_recognised(db, payment, worker, monkeypatch):
     job = queue.claim(db, "w-test", 30)
-    real = records.start_push
+    real = records.claim_push
 
     def written_but_answered_false(*args):
         real(*args)
-        return False
-    monkeypatch.setattr(records, "start_push", written_but_answered_false)
+        return records.get(db, payment["_id"]), False
+    monkeypatch.setattr(records, "claim_push", written_but_answered_false)
     assert tasks.run_push(db, worker.client, worker.settings, job) == "prompt sent"
     assert len(worker.client.pushes) == 1
 
 
 def test_an_unrecorded_push_expires_with_what_an_operator_must_check(db, payment, worker, settings):
     job = queue.claim(db, "w-test", 30)
-    records.start_push(db, payment["_id"], job.token)  # ...then the worker died
+    records.claim_push(db, payment["_id"], job.token)  # ...then the worker died
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"created_at": utcnow() - timedelta(hours=1)}})
     assert tasks.expire_overdue(db, settings) == 1
     doc = records.get(db, payment["_id"])
@@ -210,7 +210,7 @@ def test_give_back_releases_a_job_that_had_not_pushed(db, payment, worker):
 
 def test_give_back_mid_push_waits_for_mpesa_and_never_pushes_again(db, payment, worker):
     job = queue.claim(db, "w-test", 60)
-    records.start_push(db, payment["_id"], job.token)
+    records.claim_push(db, payment["_id"], job.token)
     assert worker.give_back(job) == "unknown"
     assert db.transactions.find_one({"_id": job.id})["status"] == "completed"
     doc = records.get(db, payment["_id"])
