@@ -131,12 +131,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
+    Setting("MPESA_C2B_URL_SECRET", _str, "dev-c2b-url-secret",
+            "secret path part of the C2B confirmation and validation URLs (letters and digits)", secret=True),
+    Setting("MPESA_C2B_VERSION", _choice("v1", "v2"), "v2", "C2B register URL API version of the Daraja app (v1 or v2)"),
+    Setting("MPESA_C2B_RESPONSE_TYPE", _choice("Completed", "Cancelled"), "Completed",
+            "what M-Pesa does when validation does not answer in time (Completed or Cancelled)"),
+    Setting("MPESA_C2B_OPEN_SECONDS", _int(60), "86400",
+            "how long an order accepts a payment from the M-Pesa menu (paybill or till)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",
                           "MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
 DEV_SECRETS = {"SECRET_KEY": DEV_SECRET_KEY, "MPESA_CONSUMER_KEY": DEV_CONSUMER_KEY,
-               "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET}
+               "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET, "MPESA_C2B_URL_SECRET": "dev-c2b-url-secret"}
 
 
 def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:

@@ -102,6 +102,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username", ASCENDING), ("created_at", DESCENDING)], name="user_history"),
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
         IndexModel([("phone", ASCENDING)], name="phone"),
+        IndexModel([("reference", ASCENDING)], name="reference"),
+    ],
+    "c2b_payments": [
+        IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),
+        IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),

@@ -14,7 +14,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .client import BANNED_CALLBACK_WORDS, SANDBOX_BASE_URL, TRANSACTION_TYPES, DarajaClient
+from . import c2b
+from .client import BANNED_CALLBACK_WORDS, SANDBOX_BASE_URL, TRANSACTION_TYPES, DarajaClient, check_callback_url
 from .errors import DarajaConfigError, DarajaError
 from .redact import mask_secret
 
@@ -127,3 +128,38 @@ def check_command() -> None:
         click.echo(f"M-Pesa check failed: {report.problems} problem(s)")
         click.get_current_context().exit(1)
     click.echo("M-Pesa settings look good")
+
+
+@mpesa_cli.command("register-urls")
+def register_urls_command() -> None:
+    """Register the C2B confirmation and validation URLs with Daraja and show its answer."""
+    from ..c2b.views import urls
+
+    config = current_app.config
+    confirmation_url, validation_url = urls(config)
+    version = str(config.get("MPESA_C2B_VERSION") or "v2")
+    try:
+        for url in (confirmation_url, validation_url):
+            check_callback_url(url)
+        if not config.get("MPESA_C2B_URL_SECRET"):
+            raise ValueError("MPESA_C2B_URL_SECRET is empty")
+        client = DarajaClient.from_config(config)
+    except (ValueError, DarajaConfigError) as exc:
+        click.echo(f"Not registered: {getattr(exc, 'message', exc)}")
+        click.get_current_context().exit(1)
+    shown = confirmation_url.rsplit("/", 1)[0] + "/(secret)"
+    click.echo(f"Registering C2B URLs ({version}) for shortcode {client.shortcode}: confirmation {shown}")
+    try:
+        answer = c2b.register_urls(client, version=version, confirmation_url=confirmation_url,
+                                   validation_url=validation_url,
+                                   response_type=str(config.get("MPESA_C2B_RESPONSE_TYPE") or "Completed"))
+    except DarajaError as exc:
+        said = f"{exc.error_code or '-'} {exc.error_message or exc.message}"
+        hint = ""
+        if exc.error_code == "500.003.1001" and "already registered" in (exc.error_message or "").lower():
+            hint = " (production registration is one-time: change URLs through the Daraja portal)"
+        elif exc.error_code == "401.003.01":
+            hint = " (the Daraja app has the other C2B version: set MPESA_C2B_VERSION)"
+        click.echo(f"Daraja refused the registration: {said}{hint}")
+        click.get_current_context().exit(1)
+    click.echo(f"Daraja answered: {answer.get('ResponseCode', '-')} {answer.get('ResponseDescription', '')}".rstrip())

@@ -1,0 +1,13 @@
+"""Daraja's C2B routes: validation and confirmation of payments made from the M-Pesa menu."""
+from flask import Blueprint
+
+bp = Blueprint("c2b", __name__)
+
+
+def register_c2b(app):
+    from . import views
+    from ..extensions import csrf
+    # Daraja cannot send a CSRF token; the secret in the URL guards these routes.
+    csrf.exempt(views.confirmation)
+    csrf.exempt(views.validation)
+    app.register_blueprint(bp)
