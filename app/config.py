@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
 DEV_CONSUMER_KEY = "dev-consumer-key"
 DEV_CONSUMER_SECRET = "dev-consumer-secret"
+DEV_C2B_URL_SECRET = "dev-c2b-url-secret"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -131,7 +132,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SMTP_PASSWORD", _str, "", "SMTP password", secret=True),
     Setting("SMTP_STARTTLS", _choice("true", "false"), "true", "use STARTTLS (true/false)"),
     Setting("MAIL_FROM", _str, "Lipia <no-reply@lipia.example>", "sender of e-mail notices"),
-    Setting("MPESA_C2B_URL_SECRET", _str, "dev-c2b-url-secret",
+    Setting("MPESA_C2B_URL_SECRET", _str, DEV_C2B_URL_SECRET,
             "secret path part of the C2B confirmation and validation URLs (letters and digits)", secret=True),
     Setting("MPESA_C2B_VERSION", _choice("v1", "v2"), "v2", "C2B register URL API version of the Daraja app (v1 or v2)"),
     Setting("MPESA_C2B_RESPONSE_TYPE", _choice("Completed", "Cancelled"), "Completed",
@@ -143,7 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",
                           "MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY")
 DEV_SECRETS = {"SECRET_KEY": DEV_SECRET_KEY, "MPESA_CONSUMER_KEY": DEV_CONSUMER_KEY,
-               "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET, "MPESA_C2B_URL_SECRET": "dev-c2b-url-secret"}
+               "MPESA_CONSUMER_SECRET": DEV_CONSUMER_SECRET}
 
 
 def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
