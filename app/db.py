@@ -103,6 +103,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("created_at", ASCENDING)], name="status_age"),
         IndexModel([("phone", ASCENDING)], name="phone"),
         IndexModel([("reference", ASCENDING)], name="reference"),
+        IndexModel([("review_receipt", ASCENDING)], sparse=True, name="review_receipt"),
     ],
     "c2b_payments": [
         IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),

@@ -27,6 +27,9 @@ class Settings:
     token_ttl: int = 3599
     business_name: str = "LIPIA"
     callback_timeout: float = 10.0
+    till_number: str = ""             # Buy Goods till; empty means the shortcode
+    c2b_version: str = "v2"           # the C2B API product of the simulated Daraja app
+    c2b_register_once: bool = False   # production registers URLs once; the sandbox re-registers freely
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -61,4 +64,7 @@ _ENV = (
     ("SIMULATOR_TOKEN_TTL", "token_ttl", int),
     ("SIMULATOR_BUSINESS_NAME", "business_name", str),
     ("SIMULATOR_CALLBACK_TIMEOUT", "callback_timeout", float),
+    ("SIMULATOR_TILL_NUMBER", "till_number", str),
+    ("SIMULATOR_C2B_VERSION", "c2b_version", str),
+    ("SIMULATOR_C2B_REGISTER_ONCE", "c2b_register_once", lambda v: v.lower() in ("1", "true", "yes")),
 )

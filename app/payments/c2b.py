@@ -169,6 +169,10 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
     else:
         payment, problem = match(db, config, conf)
     if payment is None:
+        # A concurrent copy of this confirmation may have settled the order just before `match`
+        # read it (so it no longer looked payable): read after the match, that order is the one.
+        payment = _settled_by(db, conf.trans_id) or None
+    if payment is None:
         return _finish(db, doc["_id"], REVIEW, problem, None)
     result = ledger.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
     current = records.get(db, payment["_id"])
@@ -179,6 +183,11 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
         return _finish(db, doc["_id"], REVIEW, current.get("review_reason"), current)
     return _finish(db, doc["_id"], REVIEW, f"order {current['reference']} was already {current['status']} "
                                            "when this payment arrived", current)
+
+
+def _settled_by(db, trans_id: str) -> dict | None:
+    return (db.payments.find_one({"mpesa_receipt": trans_id}, {"exchanges": 0})
+            or db.payments.find_one({"review_receipt": trans_id}, {"exchanges": 0}))
 
 
 def outcome_for(conf: wire.Confirmation, actor: str | None = None) -> ledger.Outcome:
@@ -203,7 +212,9 @@ def _finish(db, trans_id: str, state: str, reason: str | None, payment: dict | N
         fields.update(payment_id=str(payment["_id"]), username=payment["username"])
     if reason:
         fields["review_reason"] = reason
-    db.c2b_payments.update_one({"_id": trans_id, "state": RECEIVED}, {"$set": fields})
+    if db.c2b_payments.update_one({"_id": trans_id, "state": RECEIVED}, {"$set": fields}).modified_count == 0:
+        # A concurrent copy of the same confirmation finished first; it settled the same way.
+        return f"duplicate: already {state}"
     if state == CREDITED:
         log.info("C2B payment %s credited order %s", trans_id, payment["_id"])
         return "credited"

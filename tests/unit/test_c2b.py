@@ -210,3 +210,11 @@ def test_validation_accepts_the_order_and_rejects_with_darajas_codes(client, db,
     assert validate(client, body(ref=order["reference"]), secret="wrong") == "C2B00016"
     assert validate(client, body(kind="Buy Goods")) == "0"
     assert db.c2b_payments.count_documents({}) == 0 and words(db) == 0
+
+
+def test_a_copy_that_finds_its_order_already_settled_by_another_copy_credits_it(app, client, db, order):
+    """Two copies at once: the slower one matches after the faster one completed the order."""
+    confirm(client, body(ref=order["reference"]))
+    db.c2b_payments.update_one({"_id": "RKL51ZDR4F"}, {"$set": {"state": "received"}, "$unset": {"payment_id": ""}})
+    assert c2b.settle(db, app.config, c2b_doc(db)) == "credited"
+    assert words(db) == 10_000 and c2b_doc(db)["state"] == "credited"

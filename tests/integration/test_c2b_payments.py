@@ -1,0 +1,238 @@
+"""Paying from the M-Pesa menu (paybill / till) across real processes; money invariants after each fault."""
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from bson import ObjectId
+
+from tests.support.invariants import assert_money_invariants
+from tests.support.web import registered, wait_until
+
+pytestmark = pytest.mark.integration
+
+SHORTCODE = "174379"
+PIN = "1234"
+
+
+@pytest.fixture(scope="module")
+def registered_urls(stack):
+    """`flask mpesa register-urls` against the simulator, once for the module."""
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "mpesa", "register-urls"],
+                          env=stack.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(stack, registered_urls):
+    stack.sim("/_sim/c2b/faults", {})
+    stack.sim("/_sim/faults", {})
+    yield
+    stack.sim("/_sim/c2b/faults", {})
+
+
+@pytest.fixture
+def customer(stack):
+    return registered(stack.web_url)
+
+
+def payment_doc(stack, payment_id):
+    return stack.db.payments.find_one({"_id": ObjectId(payment_id)})
+
+
+def balance(stack, customer):
+    return stack.db.users.find_one({"username": customer.username})["words_remaining"]
+
+
+def failed_order(stack, customer, code=1037):
+    """An order whose STK prompt failed: the customer then pays from the menu."""
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": code, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, {"timeout", "failed", "cancelled"})
+    return payment_id, payment_doc(stack, payment_id)["reference"]
+
+
+def paybill(stack, phone, account, amount=100, pin=PIN, business=SHORTCODE):
+    return requests.post(f"{stack.sim_url}/handset/api/paybill", timeout=15,
+                         json={"phone": phone, "business": business, "account": account, "amount": amount,
+                               "pin": pin})
+
+
+def buygoods(stack, phone, amount=100, till=SHORTCODE):
+    return requests.post(f"{stack.sim_url}/handset/api/buygoods", timeout=15,
+                         json={"phone": phone, "business": till, "amount": amount, "pin": PIN})
+
+
+def c2b_state(stack, trans_id, states=("credited", "review")):
+    wait_until(lambda: (stack.db.c2b_payments.find_one({"_id": trans_id}) or {}).get("state") in states,
+               what=f"C2B payment {trans_id} settled")
+    return stack.db.c2b_payments.find_one({"_id": trans_id})
+
+
+def inbox(stack, trans_id, count):
+    def ready():
+        rows = list(stack.db.callbacks.find({"kind": "c2b_confirmation", "trans_id": trans_id}))
+        return len(rows) >= count and all(r["effect"] != "received" for r in rows)
+    wait_until(ready, what=f"{count} confirmations of {trans_id}")
+    return sorted(r["effect"] for r in stack.db.callbacks.find({"kind": "c2b_confirmation", "trans_id": trans_id}))
+
+
+def test_register_urls_reports_darajas_answer(registered_urls, stack):
+    assert "Daraja answered: 0 Success" in registered_urls
+    assert "dev-c2b-url-secret" not in registered_urls  # the secret is never printed
+    registrations = requests.get(f"{stack.sim_url}/_sim/c2b/registrations", timeout=5).json()
+    assert registrations[SHORTCODE]["confirmation_url"].startswith(stack.web_url + "/pay/c2b/confirm/")
+
+
+@pytest.mark.parametrize("typed", ["{ref}", "{low}", "{spaced}", "{tail}"])
+def test_paybill_from_the_menu_credits_the_failed_order_once(stack, customer, typed):
+    payment_id, ref = failed_order(stack, customer)
+    account = typed.format(ref=ref, low=ref.lower(), spaced=ref[:5].lower() + " " + ref[5:], tail=ref[-6:].lower())
+    answer = paybill(stack, customer.phone, account)
+    assert answer.status_code == 200, answer.text
+    trans_id = answer.json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    state = customer.wait_for(payment_id, "completed")
+    assert state["receipt"] == trans_id
+    assert balance(stack, customer) == 10_000
+    raw = stack.db.callbacks.find_one({"kind": "c2b_confirmation", "trans_id": trans_id})["raw"]
+    assert '"TransAmount": "100.00"' in raw or '"TransAmount":"100.00"' in raw
+    assert customer.phone not in raw  # v2 masks the payer
+    assert_money_invariants(stack.db)
+
+
+@pytest.mark.parametrize("mode", ["twice", "concurrent"])
+def test_duplicate_and_concurrent_confirmations_credit_once(stack, customer, mode):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": mode})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    effects = inbox(stack, trans_id, 2)
+    assert effects.count("credited") == 1, (effects, stack.db.c2b_payments.find_one({"_id": trans_id}))
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert stack.db.ledger.count_documents({"payment_id": payment_id}) == 1
+    assert_money_invariants(stack.db)
+
+
+def test_late_redelivery_after_credit_changes_nothing(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    c2b_state(stack, trans_id)
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")
+    assert inbox(stack, trans_id, 2) == ["credited", "duplicate: already credited"]
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_paybill_for_an_order_already_paid_by_stk_goes_to_review(stack, customer):
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, "completed")
+    ref = payment_doc(stack, payment_id)["reference"]
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    assert doc["state"] == "review" and "already completed" in doc["review_reason"]
+    assert balance(stack, customer) == 10_000  # never a double credit; the money is in review, not lost
+    assert_money_invariants(stack.db)
+
+
+def test_stk_success_and_paybill_racing_for_one_order_credit_once(stack, customer):
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.4})
+    payment_id = customer.checkout()
+    wait_until(lambda: payment_doc(stack, payment_id)["status"] == "pending", what="prompt sent")
+    ref = payment_doc(stack, payment_id)["reference"]
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    customer.wait_for(payment_id, "completed")
+    wait_until(lambda: stack.db.callbacks.count_documents({"payment_id": payment_id, "effect": {"$ne": "received"}})
+               >= 1, what="STK callback settled")
+    doc = c2b_state(stack, trans_id)
+    payment = payment_doc(stack, payment_id)
+    # Whichever came first credited the order; the other is held for an operator.
+    assert (doc["state"] == "credited") == (payment["mpesa_receipt"] == trans_id)
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_wrong_amount_goes_to_review(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, ref, amount=60).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    customer.wait_for(payment_id, "review")
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_unknown_account_number_is_kept_for_review(stack, customer):
+    failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, "NOT-AN-ORDER").json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    assert doc["state"] == "review" and "unknown account" in doc["review_reason"]
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_validation_rejects_unknown_accounts_and_wrong_amounts(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"validation": True})
+    unknown = paybill(stack, customer.phone, "NOT-AN-ORDER")
+    assert unknown.status_code == 409 and unknown.json()["validation"]["ResultCode"] == "C2B00012"
+    wrong = paybill(stack, customer.phone, ref, amount=99)
+    assert wrong.status_code == 409 and wrong.json()["validation"]["ResultCode"] == "C2B00013"
+    good = paybill(stack, customer.phone, ref)
+    assert good.status_code == 200
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_till_payment_matches_by_amount_and_masked_phone(stack, customer):
+    payment_id, _ref = failed_order(stack, customer)
+    trans_id = buygoods(stack, customer.phone).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_till_payment_from_an_unknown_phone_goes_to_review(stack, customer):
+    failed_order(stack, customer)
+    trans_id = buygoods(stack, "254799000111", amount=100).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_lost_confirmation_credits_nothing_and_a_late_one_still_does(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    assert stack.db.c2b_payments.count_documents({"_id": trans_id}) == 0
+    assert_money_invariants(stack.db)
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")  # the confirmation turns up late
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_forged_confirmations_change_nothing(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    forged = {"TransactionType": "Pay Bill", "TransID": "FAKE123456", "TransTime": "20261126120000",
+              "TransAmount": "100.00", "BusinessShortCode": SHORTCODE, "BillRefNumber": ref, "MSISDN": "2547 ***** 000"}
+
+    def send(secret):
+        return requests.post(f"{stack.web_url}/pay/c2b/confirm/{secret}", json=forged, timeout=10)
+
+    replies = []
+    threads = [threading.Thread(target=lambda s=s: replies.append(send(s))) for s in ("wrong", "x" * 200, "")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in replies if r.status_code == 200]  # Daraja still gets its answer
+    assert all(r.json() == {"ResultCode": 0, "ResultDesc": "Success"} for r in replies if r.status_code == 200)
+    assert stack.db.c2b_payments.count_documents({"_id": "FAKE123456"}) == 0
+    assert payment_doc(stack, payment_id)["status"] != "completed" and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
