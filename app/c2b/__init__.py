@@ -11,3 +11,8 @@ def register_c2b(app):
     csrf.exempt(views.confirmation)
     csrf.exempt(views.validation)
     app.register_blueprint(bp)
+
+    from flask import current_app
+    from ..payments.c2b import manual_instructions
+    # The payment page shows how to pay from the M-Pesa menu when the prompt does not come.
+    app.add_template_global(lambda payment: manual_instructions(payment, current_app.config), "manual_payment")

@@ -276,3 +276,19 @@ def assign(db, config, trans_id: str, payment_id, *, actor: str, reason: str) ->
     if claimed is None:
         raise ValueError("this payment was handled by someone else just now")
     return settle(db, config, claimed)
+
+
+# ---------------------------------------------------------------- the customer's "pay manually" panel
+
+def manual_instructions(payment: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """What the customer types in the M-Pesa menu to pay this order, and until when it is accepted."""
+    till = config.get("MPESA_TRANSACTION_TYPE") == "CustomerBuyGoodsOnline"
+    created = payment.get("created_at")
+    until = created + timedelta(seconds=int(config.get("MPESA_C2B_OPEN_SECONDS") or 86400)) if created else None
+    return {"till": till,
+            "number": str(config.get("MPESA_PARTY_B") or config.get("MPESA_SHORTCODE")) if till
+            else str(config.get("MPESA_SHORTCODE")),
+            "account": None if till else payment.get("reference"),
+            "amount": payment.get("amount"), "phone": payment.get("phone"), "until": until,
+            "open": payment.get("status") in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES
+            and (until is None or until.replace(tzinfo=None) > utcnow().replace(tzinfo=None))}

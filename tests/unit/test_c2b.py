@@ -218,3 +218,43 @@ def test_a_copy_that_finds_its_order_already_settled_by_another_copy_credits_it(
     db.c2b_payments.update_one({"_id": "RKL51ZDR4F"}, {"$set": {"state": "received"}, "$unset": {"payment_id": ""}})
     assert c2b.settle(db, app.config, c2b_doc(db)) == "credited"
     assert words(db) == 10_000 and c2b_doc(db)["state"] == "credited"
+
+
+# ---------------------------------------------------------------- the "pay manually" panel
+
+def _page(app, db, status, **config):
+    from tests.unit.admin_support import login, make_user, new_payment
+    app.config.update(config)
+    user = make_user(db)
+    payment = new_payment(db, user, with_job=False)
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": status}})
+    client = app.test_client()
+    login(client, user)
+    return client.get(f"/payments/{payment['_id']}").get_data(as_text=True), payment
+
+
+def test_failed_payment_shows_paybill_account_and_exact_amount(app, db):
+    html, payment = _page(app, db, "timeout")
+    panel = html[html.index('id="pay-manually"') - 200:html.index("</details>")]
+    assert " open " in panel and "d-none" not in panel.split(">")[0]
+    assert "Pay Bill" in panel and ">174379<" in panel and f">{payment['reference']}<" in panel
+    assert "KES 100" in panel and "accepts a payment until" in panel
+
+
+def test_till_shows_the_till_number_and_no_account(app, db):
+    html, _ = _page(app, db, "failed", MPESA_TRANSACTION_TYPE="CustomerBuyGoodsOnline", MPESA_PARTY_B="5551234")
+    panel = html[html.index('id="pay-manually"'):html.index("</details>")]
+    assert "Buy Goods" in panel and ">5551234<" in panel and "Account number" not in panel
+
+
+@pytest.mark.parametrize("status", ["completed", "review"])
+def test_no_panel_once_the_order_is_settled(app, db, status):
+    html, _ = _page(app, db, status)
+    assert 'id="pay-manually"' not in html
+
+
+def test_status_json_says_when_manual_payment_is_offered(app, db, order):
+    from app.payments.status import describe
+    assert describe({**order, "status": "pending"}, prompt_timeout=60)["can_pay_manually"]
+    assert describe({**order, "status": "cancelled"}, prompt_timeout=60)["can_pay_manually"]
+    assert not describe({**order, "status": "completed"}, prompt_timeout=60)["can_pay_manually"]
