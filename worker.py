@@ -22,7 +22,7 @@ from app.db import database_for, init_db, utcnow
 from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient
 from app.ops import metrics
-from app.payments import checkout, records, tasks
+from app.payments import checkout, claims, records, tasks
 
 log = logging.getLogger("lipia.worker")
 
@@ -80,6 +80,8 @@ class Worker:
     def _handle(self, job) -> str:
         if job.kind == tasks.PUSH_JOB:
             return tasks.run_push(self.db, self.client, self.settings, job)
+        if job.kind == claims.CLAIM_JOB:
+            return claims.run_claim(self.db, self.client, self.settings, job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     def _retry(self, job, error: str) -> None:
@@ -94,6 +96,8 @@ class Worker:
         """A dead-lettered push leaves its payment failed (nothing was taken), whatever killed it."""
         if job.kind == tasks.PUSH_JOB:
             tasks.give_up_push(self.db, job, error)
+        elif job.kind == claims.CLAIM_JOB:
+            claims.give_up(self.db, job, error)
 
     def _heartbeat(self, job, done: threading.Event) -> None:
         while not done.wait(self.lease / 3):

@@ -139,6 +139,11 @@ SETTINGS: tuple[Setting, ...] = (
             "what M-Pesa does when validation does not answer in time (Completed or Cancelled)"),
     Setting("MPESA_C2B_OPEN_SECONDS", _int(60), "86400",
             "how long an order accepts a payment from the M-Pesa menu (paybill or till)"),
+    Setting("MPESA_INITIATOR_NAME", _str, "testapi", "Daraja API operator (initiator) for Transaction Status and Reversal"),
+    Setting("MPESA_INITIATOR_PASSWORD", _str, "dev-initiator-password", "the initiator's password", secret=True),
+    Setting("MPESA_CERTIFICATE_PATH", _str, "simulator/certs/simulator.cer",
+            "Safaricom's public certificate (PEM or DER) that encrypts the initiator password"),
+    Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

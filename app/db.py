@@ -109,6 +109,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),
         IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
     ],
+    "receipt_claims": [
+        IndexModel([("payment_id", ASCENDING), ("created_at", DESCENDING)], name="payment_latest"),
+    ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),
         IndexModel([("status", ASCENDING), ("lease_until", ASCENDING)], name="expired_leases"),

@@ -36,12 +36,13 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import c2b, control, daraja, handset
+    from . import c2b, control, daraja, handset, status
 
     app.register_blueprint(daraja.bp)
     app.register_blueprint(handset.bp)
     app.register_blueprint(control.bp)
     app.register_blueprint(c2b.bp)
+    app.register_blueprint(status.bp)
 
 
 def register_error_handlers(app: Flask) -> None:

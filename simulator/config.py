@@ -30,6 +30,8 @@ class Settings:
     till_number: str = ""             # Buy Goods till; empty means the shortcode
     c2b_version: str = "v2"           # the C2B API product of the simulated Daraja app
     c2b_register_once: bool = False   # production registers URLs once; the sandbox re-registers freely
+    initiator_name: str = "testapi"
+    initiator_password: str = field(default="dev-initiator-password", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -66,5 +68,7 @@ _ENV = (
     ("SIMULATOR_CALLBACK_TIMEOUT", "callback_timeout", float),
     ("SIMULATOR_TILL_NUMBER", "till_number", str),
     ("SIMULATOR_C2B_VERSION", "c2b_version", str),
+    ("MPESA_INITIATOR_NAME", "initiator_name", str),
+    ("MPESA_INITIATOR_PASSWORD", "initiator_password", str),
     ("SIMULATOR_C2B_REGISTER_ONCE", "c2b_register_once", lambda v: v.lower() in ("1", "true", "yes")),
 )

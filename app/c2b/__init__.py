@@ -10,9 +10,18 @@ def register_c2b(app):
     # Daraja cannot send a CSRF token; the secret in the URL guards these routes.
     csrf.exempt(views.confirmation)
     csrf.exempt(views.validation)
+    csrf.exempt(views.status_result)
+    csrf.exempt(views.status_timeout)
     app.register_blueprint(bp)
 
     from flask import current_app
+    from ..db import get_db
+    from ..payments import claims
     from ..payments.c2b import manual_instructions
-    # The payment page shows how to pay from the M-Pesa menu when the prompt does not come.
+    from .forms import ReceiptClaimForm
+    # The payment page shows how to pay from the M-Pesa menu when the prompt does not come,
+    # and lets a customer who paid that way (or whose confirmation was lost) claim by receipt.
     app.add_template_global(lambda payment: manual_instructions(payment, current_app.config), "manual_payment")
+    app.add_template_global(lambda payment: claims.latest(get_db(), payment["_id"]), "receipt_claim")
+    app.add_template_global(claims.message, "claim_message")
+    app.add_template_global(ReceiptClaimForm, "ReceiptClaimForm")

@@ -176,7 +176,8 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
         return _finish(db, doc["_id"], REVIEW, problem, None)
     result = ledger.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
     current = records.get(db, payment["_id"])
-    ours = current.get("settled_via") == "c2b"
+    # Credited by this TransID: by a copy of this confirmation, or by the customer's receipt claim.
+    ours = current.get("settled_via") in ("c2b", "claim")
     if result.credited or (ours and current.get("mpesa_receipt") == conf.trans_id):
         return _finish(db, doc["_id"], CREDITED, None, current)
     if result.effect == "held for review" or (ours and current.get("review_receipt") == conf.trans_id):
