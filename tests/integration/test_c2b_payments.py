@@ -236,3 +236,98 @@ def test_forged_confirmations_change_nothing(stack, customer):
     assert stack.db.c2b_payments.count_documents({"_id": "FAKE123456"}) == 0
     assert payment_doc(stack, payment_id)["status"] != "completed" and balance(stack, customer) == 0
     assert_money_invariants(stack.db)
+
+
+# ---------------------------------------------------------------- "I have paid" receipt claims
+
+@pytest.fixture
+def status_faults(stack):
+    stack.sim("/_sim/status/faults", {})
+    yield lambda **faults: stack.sim("/_sim/status/faults", faults)
+    stack.sim("/_sim/status/faults", {})
+
+
+def claim(customer, payment_id, receipt):
+    reply = customer.post_form(f"/payments/{payment_id}/claim", {"receipt": receipt},
+                               form_path=f"/payments/{payment_id}")
+    assert reply.status_code == 302, reply.text[:300]
+
+
+def claim_state(stack, payment_id, states=("credited", "review", "not_verified", "timeout", "failed")):
+    wait_until(lambda: (stack.db.receipt_claims.find_one({"payment_id": payment_id}, sort=[("created_at", -1)])
+                        or {}).get("state") in states, what="receipt claim answered")
+    return stack.db.receipt_claims.find_one({"payment_id": payment_id}, sort=[("created_at", -1)])
+
+
+@pytest.mark.parametrize("values", ["numbers", "strings"])
+def test_lost_confirmation_recovered_by_a_receipt_claim(stack, customer, status_faults, values):
+    status_faults(values=values)
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id.lower())
+    assert claim_state(stack, payment_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    page = customer.get(f"/payments/{payment_id}").text
+    assert trans_id in page
+    # The confirmation turns up after all: recognised, never a second credit.
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_a_receipt_claimed_twice_and_by_another_customer_credits_once(stack, customer, status_faults):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    assert claim_state(stack, payment_id)["state"] == "credited"
+    other = registered(stack.web_url)
+    other_payment, _ = failed_order(stack, other)
+    claim(other, other_payment, trans_id)
+    assert "already been used" in other.get(f"/payments/{other_payment}").text
+    assert stack.db.receipt_claims.count_documents({"payment_id": other_payment}) == 0
+    assert balance(stack, customer) == 10_000 and balance(stack, other) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_a_receipt_for_another_shortcode_is_refused_in_plain_words(stack, customer, status_faults):
+    status_faults(credit_party="999999 - ANOTHER SHOP")
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    assert claim_state(stack, payment_id)["state"] == "not_verified"
+    assert "another business" in customer.get(f"/payments/{payment_id}").text
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_unknown_receipt_and_a_lost_result_leave_the_order_open(stack, customer, status_faults):
+    payment_id, _ref = failed_order(stack, customer)
+    claim(customer, payment_id, "ZZZ9ZZZZZZ")
+    assert claim_state(stack, payment_id)["state"] == "not_verified"
+    status_faults(result="timeout")
+    claim(customer, payment_id, "ZZZ9ZZZZZY")
+    assert claim_state(stack, payment_id)["state"] == "timeout"
+    assert payment_doc(stack, payment_id)["status"] == "timeout" and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_forged_status_results_change_nothing(stack, customer, status_faults):
+    status_faults(result="none")
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    pending = claim_state(stack, payment_id, states=("asked",))
+    forged = {"Result": {"ResultCode": 0, "ResultParameters": {"ResultParameter": [
+        {"Key": "ReceiptNo", "Value": trans_id}, {"Key": "Amount", "Value": 100},
+        {"Key": "TransactionStatus", "Value": "Completed"}, {"Key": "CreditPartyName", "Value": "174379 - X"}]}}}
+    reply = requests.post(f"{stack.web_url}/pay/status/result/{pending['_id']}/wrong", json=forged, timeout=10)
+    assert reply.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert claim_state(stack, payment_id, states=("asked",))["state"] == "asked"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)

@@ -143,3 +143,63 @@ def test_confirmation_faults(sink, mode, count):
     assert len(confirmations(sink, count=count + 1)) == count + 1
     assert http.post(f"/_sim/c2b/redeliver/{trans_id}").status_code == 200
     assert len(confirmations(sink, count=count + 2)) == count + 2
+
+
+# ---------------------------------------------------------------- Transaction Status
+
+def _other_certificate(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "someone else")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "other.cer"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def status_query(http, auth, sink, credential, receipt, initiator="testapi"):
+    return http.post("/mpesa/transactionstatus/v1/query", headers=auth, json={
+        "Initiator": initiator, "SecurityCredential": credential, "CommandID": "TransactionStatusQuery",
+        "TransactionID": receipt, "PartyA": SHORTCODE, "IdentifierType": "4",
+        "ResultURL": f"{sink.url}/pay/status/result/1/s", "QueueTimeOutURL": f"{sink.url}/pay/status/timeout/1/s",
+        "Remarks": "OK", "Occasion": "OK"})
+
+
+def results(sink, count=1, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len([r for r in sink.received if "/pay/status/" in r["path"]]) < count:
+        time.sleep(0.05)
+    return [r for r in sink.received if "/pay/status/" in r["path"]]
+
+
+@pytest.mark.parametrize("how", ["right", "other certificate", "wrong password", "wrong initiator", "not base64"])
+def test_transaction_status_checks_the_credential_like_daraja(sink, tmp_path, how):
+    from app.mpesa.credential import security_credential
+    from simulator.status import KEY_PATH
+    http, auth = simulator()
+    register(http, auth, sink)
+    receipt = paybill(http).get_json()["trans_id"]
+    confirmations(sink)
+    cert = _other_certificate(tmp_path) if how == "other certificate" else str(KEY_PATH.parent / "simulator.cer")
+    credential = security_credential("wrong" if how == "wrong password" else "dev-initiator-password", cert)
+    if how == "not base64":
+        credential = "not base64 at all"
+    answer = status_query(http, auth, sink, credential, receipt,
+                          initiator="someone" if how == "wrong initiator" else "testapi")
+    assert answer.status_code == 200 and answer.get_json()["ResponseCode"] == "0"
+    [posted] = results(sink)
+    code = posted["body"]["Result"]["ResultCode"]
+    if how == "right":
+        params = {p["Key"]: p.get("Value") for p in posted["body"]["Result"]["ResultParameters"]["ResultParameter"]}
+        assert code == 0 and params["ReceiptNo"] == receipt and params["Amount"] == 100
+        assert params["CreditPartyName"].startswith(SHORTCODE)
+    else:
+        assert code == 2001 and posted["body"]["Result"]["ResultDesc"] == "The initiator information is invalid."
