@@ -84,7 +84,8 @@ class C2BStore:
             self.registrations: dict[str, Registration] = {}
             self.payments: dict[str, C2BPayment] = {}
             self.faults = C2BFaults()
-            self.status_faults: dict = {}  # Transaction Status faults (see status.py)
+            self.status_faults: dict = {}  # Transaction Status and Reversal faults (see status.py)
+            self.reversed: set[str] = set()
             self.generation = getattr(self, "generation", 0) + 1
 
     def register(self, registration: Registration, once: bool) -> bool:

@@ -159,5 +159,67 @@ def set_faults():
         return jsonify({"error": "bad_request", "message": "result: normal/none/timeout; values: numbers/strings"}), 400
     with _faults_lock:
         _faults().clear()
-        _faults().update({k: body[k] for k in ("result", "values", "credit_party", "times", "delay") if k in body})
+        _faults().update({k: body[k] for k in ("result", "values", "credit_party", "times", "delay",
+                                                "reversal_code", "reversal_desc") if k in body})
     return jsonify({"ok": True})
+
+
+# ---------------------------------------------------------------- Reversal
+
+REVERSAL_REQUIRED = ("Initiator", "SecurityCredential", "CommandID", "TransactionID", "Amount", "ReceiverParty",
+                     "RecieverIdentifierType", "ResultURL", "QueueTimeOutURL")
+ALREADY_REVERSED = ("R000001", "The transaction has already been reversed.")
+INVALID_ORIGINAL = ("R000002", "The OriginalTransactionID is invalid.")
+
+
+@bp.post("/mpesa/reversal/v1/request")
+def reversal():
+    engine = current_app.extensions["simulator"]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not engine.store.token_valid(token.strip()):
+        return daraja_error(404, "404.001.03", "Invalid Access Token")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return bad_request("Initiator")
+    for key in REVERSAL_REQUIRED:
+        # The live API spells it "Reciever" and refuses the correct spelling.
+        if body.get(key) in (None, "") or isinstance(body.get(key), (dict, list, bool)):
+            return bad_request(key)
+    if body["CommandID"] != "TransactionReversal":
+        return bad_request("CommandID")
+    store = current_app.extensions["simulator_c2b"]
+    with _faults_lock:
+        faults = dict(_faults())
+    conversation = (ids.merchant_request_id(), "AG_" + ids.now_eat().strftime("%Y%m%d") + "_" + ids.access_token()[:20])
+    receipt = str(body["TransactionID"]).strip().upper()
+    if not credential_ok(str(body["Initiator"]), str(body["SecurityCredential"]), engine.settings):
+        code_desc = INVALID_INITIATOR
+    elif faults.get("reversal_code"):
+        code_desc = (faults["reversal_code"], faults.get("reversal_desc", "The reversal failed."))
+    elif _find(receipt) is None:
+        code_desc = INVALID_ORIGINAL
+    else:
+        with store.lock:
+            reversed_already = receipt in store.reversed
+            store.reversed.add(receipt)
+        code_desc = ALREADY_REVERSED if reversed_already else (0, "The service request is processed successfully.")
+    strings = faults.get("values") == "strings"
+    code, desc = code_desc
+    result = {"Result": {"ResultType": 0, "ResultCode": _value(code, strings) if isinstance(code, int) else code,
+                         "ResultDesc": desc, "OriginatorConversationID": conversation[0],
+                         "ConversationID": conversation[1], "TransactionID": ids.receipt_number()}}
+    if code == 0:
+        result["Result"]["ResultParameters"] = {"ResultParameter": [
+            {"Key": "Amount", "Value": _value(float(body["Amount"]), strings)},
+            {"Key": "OriginalTransactionID", "Value": receipt},
+            {"Key": "CreditPartyPublicName", "Value": "2547***678 - JOHN DOE"},
+            {"Key": "TransCompletedTime", "Value": _value(int(ids.now_eat().strftime("%Y%m%d%H%M%S")), strings)}]}
+    mode = faults.get("result", "normal")
+    url = body["QueueTimeOutURL"] if mode == "timeout" else body["ResultURL"]
+    timeout_body = {"Result": {"ResultType": 1, "ResultCode": "1", "ResultDesc": "The request timed out."}}
+    if mode != "none":
+        threading.Thread(target=lambda: (time.sleep(0.2), _post(url, timeout_body if mode == "timeout" else result,
+                                                                engine.settings.callback_timeout)),
+                         daemon=True).start()
+    return jsonify({"OriginatorConversationID": conversation[0], "ConversationID": conversation[1],
+                    "ResponseCode": "0", "ResponseDescription": "Accept the service request successfully."})

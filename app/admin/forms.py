@@ -61,6 +61,13 @@ class RefundForm(FlaskForm):
     reason = reason_field()
 
 
+class ReverseForm(FlaskForm):
+    words_mode = SelectField("Words already spent", choices=[
+        ("unspent", "Send back only the share of words still unspent"),
+        ("whole", "Send back everything paid")], validators=[InputRequired()])
+    reason = reason_field()
+
+
 class PaymentFilterForm(Form):
     """The payment search: a GET form, so it needs no CSRF token and can be bookmarked."""
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])

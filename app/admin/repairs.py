@@ -279,3 +279,30 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
     log.info("operator %s recorded a refund of payment %s", actor, payment["_id"])
     return RepairResult(f"Refund recorded: {words:,} words taken back from {username} (KES {amount_kes:,}). "
                         "Send the money back through M-Pesa if you have not yet.")
+
+
+# ---------------------------------------------------------------- (f) send the money back (M-Pesa Reversal)
+
+def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mode: str) -> RepairResult:
+    """Ask Daraja to reverse the payment; the words are taken back when the result confirms it."""
+    from ..payments import claims, refunds
+
+    reason = _reason(reason)
+    payment = _payment(db, payment_id)
+    if not claims.enabled(config):
+        raise RepairError("No initiator settings (MPESA_INITIATOR_NAME, MPESA_INITIATOR_PASSWORD, "
+                          "MPESA_CERTIFICATE_PATH): M-Pesa cannot send money back from here. "
+                          "Record a ledger-only refund and send the money back by hand.")
+    try:
+        reversal = refunds.request(db, config, daraja_client(config), payment, actor=actor, reason=reason,
+                                   words_mode=words_mode)
+    except refunds.RefundRefused as exc:
+        raise RepairError(str(exc)) from None
+    store.record_audit(db, actor=actor, action="reversal", target_type="payment", target_id=payment["_id"],
+                       reason=reason, before={"status": payment["status"]},
+                       after={"reversal": reversal["_id"], "amount_kes": reversal["amount"],
+                              "words_mode": words_mode}, result=reversal["state"])
+    if reversal["state"] == refunds.FAILED:
+        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. No words were taken.", "warning")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} sent to M-Pesa. The words are taken back when "
+                        "M-Pesa confirms it; this page shows the result.", "info")

@@ -9,7 +9,7 @@ from flask_login import current_user
 from ..db import get_db
 from ..security import safe_next
 from . import bp, export, repairs, store
-from .forms import AdjustForm, AskDarajaForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReviewForm
+from .forms import AdjustForm, AskDarajaForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
 
@@ -103,6 +103,7 @@ def _payment_page(payment_id, status: int = 200, **forms):
         "refund": RefundForm(prefix="refund", formdata=None,
                              data={"words": payment.get("words"), "amount_kes": payment.get("amount")}),
         "requeue": RequeueJobForm(prefix="requeue", formdata=None),
+        "reverse": ReverseForm(prefix="reverse", formdata=None),
     }
     defaults.update(forms)
     return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
@@ -142,6 +143,16 @@ def refund(payment_id):
     return _run(lambda: repairs.refund_payment(get_db(), payment_id, actor=_actor(), reason=form.reason.data,
                                                words=form.words.data, amount_kes=form.amount_kes.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, refund=form))
+
+
+@bp.route("/payments/<payment_id>/reverse", methods=["POST"])
+def reverse(payment_id):
+    form = ReverseForm(prefix="reverse")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, reverse=form)
+    return _run(lambda: repairs.reverse_payment(get_db(), current_app.config, payment_id, actor=_actor(),
+                                                reason=form.reason.data, words_mode=form.words_mode.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, reverse=form))
 
 
 # ---------------------------------------------------------------- jobs

@@ -12,6 +12,8 @@ def register_c2b(app):
     csrf.exempt(views.validation)
     csrf.exempt(views.status_result)
     csrf.exempt(views.status_timeout)
+    csrf.exempt(views.reversal_result)
+    csrf.exempt(views.reversal_timeout)
     app.register_blueprint(bp)
 
     from flask import current_app
@@ -25,3 +27,7 @@ def register_c2b(app):
     app.add_template_global(lambda payment: claims.latest(get_db(), payment["_id"]), "receipt_claim")
     app.add_template_global(claims.message, "claim_message")
     app.add_template_global(ReceiptClaimForm, "ReceiptClaimForm")
+    # The operator's payment page shows the M-Pesa reversal of a refund, if any.
+    app.add_template_global(lambda payment: get_db().reversals.find_one({"_id": f"reversal:{payment['_id']}"}),
+                            "reversal_for")
+    app.add_template_global(lambda: claims.enabled(current_app.config), "reversals_enabled")

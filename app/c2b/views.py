@@ -4,7 +4,7 @@ from flask_login import current_user, login_required
 from ..db import get_db
 from ..extensions import limiter
 from ..mpesa import c2b as wire
-from ..payments import c2b, claims, records
+from ..payments import c2b, claims, records, refunds
 from . import bp
 from .forms import ReceiptClaimForm
 
@@ -83,3 +83,23 @@ def status_result(claim_id, secret):
 def status_timeout(claim_id, secret):
     """Daraja gave up on a Transaction Status request (queue time-out)."""
     return _status_result(claim_id, secret, timed_out=True)
+
+
+# ---------------------------------------------------------------- reversals (refunds sent back)
+
+def _reversal_result(payment_id, secret, timed_out):
+    refunds.handle_result(get_db(), current_app.config, payment_id=payment_id[:64], secret=secret[:128],
+                          raw=request.get_data(cache=False), timed_out=timed_out, remote_addr=request.remote_addr)
+    return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
+
+
+@bp.route("/pay/reversal/result/<payment_id>/<secret>", methods=["POST"])
+def reversal_result(payment_id, secret):
+    """Daraja's Reversal result for an operator's refund."""
+    return _reversal_result(payment_id, secret, timed_out=False)
+
+
+@bp.route("/pay/reversal/timeout/<payment_id>/<secret>", methods=["POST"])
+def reversal_timeout(payment_id, secret):
+    """Daraja gave up on a Reversal request (queue time-out)."""
+    return _reversal_result(payment_id, secret, timed_out=True)
