@@ -63,8 +63,8 @@ class RefundForm(FlaskForm):
 
 class ReverseForm(FlaskForm):
     words_mode = SelectField("Words already spent", choices=[
-        ("unspent", "Send back only the share of words still unspent"),
-        ("whole", "Send back everything paid")], validators=[InputRequired()])
+        SelectChoice("unspent", "Send back only the share of words still unspent"),
+        SelectChoice("whole", "Send back everything paid")], validators=[InputRequired()])
     reason = reason_field()
 
 
