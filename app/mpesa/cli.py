@@ -119,11 +119,50 @@ def run_checks(config, report: _Report) -> None:
         report.line(True, f"access token from {base_url}")
 
 
+def run_c2b_checks(config, report: _Report) -> None:
+    """Menu payments (C2B) and the initiator (receipt checks, reversals): checked locally, no money moves."""
+    from ..c2b.views import urls
+    from ..config import DEV_C2B_URL_SECRET
+    from .credential import CredentialError, security_credential
+
+    secret = str(config.get("MPESA_C2B_URL_SECRET") or "")
+    if not secret:
+        report.skip("C2B URLs (MPESA_C2B_URL_SECRET is empty: payments from the M-Pesa menu are not accepted)")
+    else:
+        report.line(secret.isalnum() or secret.replace("-", "").isalnum(),
+                    "MPESA_C2B_URL_SECRET is letters and digits (hidden)")
+        if config.get("LIPIA_ENV") == "production":
+            report.line(secret != DEV_C2B_URL_SECRET, "MPESA_C2B_URL_SECRET is not the development value")
+        for name, url in zip(("confirmation", "validation"), urls(config)):
+            try:
+                check_callback_url(url)
+                report.line(True, f"C2B {name} URL is one Daraja accepts")
+            except ValueError as exc:
+                report.line(False, f"C2B {name} URL: {exc}")
+        report.line(config.get("MPESA_C2B_VERSION") in c2b.REGISTER_PATHS,
+                    f"MPESA_C2B_VERSION is v1 or v2 ({config.get('MPESA_C2B_VERSION')})")
+    names = ("MPESA_INITIATOR_NAME", "MPESA_INITIATOR_PASSWORD", "MPESA_CERTIFICATE_PATH")
+    given = [n for n in names if config.get(n)]
+    if not given:
+        report.skip("initiator (not set: receipt checks and refunds through M-Pesa are off; refunds are ledger-only)")
+        return
+    for name in names:
+        report.line(name in given, f"{name} is set" + (" (hidden)" if name == "MPESA_INITIATOR_PASSWORD" else ""))
+    if len(given) < len(names):
+        return
+    try:
+        security_credential(str(config["MPESA_INITIATOR_PASSWORD"]), str(config["MPESA_CERTIFICATE_PATH"]))
+        report.line(True, "the security credential builds from the certificate (nothing was sent)")
+    except CredentialError as exc:
+        report.line(False, f"MPESA_CERTIFICATE_PATH: {exc}")
+
+
 @mpesa_cli.command("check")
 def check_command() -> None:
     """Validate the M-Pesa settings and fetch a Daraja access token."""
     report = _Report()
     run_checks(current_app.config, report)
+    run_c2b_checks(current_app.config, report)
     if report.problems:
         click.echo(f"M-Pesa check failed: {report.problems} problem(s)")
         click.get_current_context().exit(1)

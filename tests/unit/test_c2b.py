@@ -258,3 +258,34 @@ def test_status_json_says_when_manual_payment_is_offered(app, db, order):
     assert describe({**order, "status": "pending"}, prompt_timeout=60)["can_pay_manually"]
     assert describe({**order, "status": "cancelled"}, prompt_timeout=60)["can_pay_manually"]
     assert not describe({**order, "status": "completed"}, prompt_timeout=60)["can_pay_manually"]
+
+
+# ---------------------------------------------------------------- flask mpesa check
+
+def _c2b_check(app, capsys, **overrides):
+    from app.mpesa import cli
+    report = cli._Report()
+    cli.run_c2b_checks({**app.config, **overrides}, report)
+    return report.problems, capsys.readouterr().out
+
+
+def test_check_builds_the_credential_without_sending_anything(app, capsys):
+    problems, out = _c2b_check(app, capsys)
+    assert problems == 0 and "security credential builds" in out and "dev-initiator-password" not in out
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ({"MPESA_CERTIFICATE_PATH": "/no/such.cer"}, "cannot read the certificate"),
+    ({"MPESA_CERTIFICATE_PATH": __file__}, "not a PEM or DER"),
+    ({"MPESA_INITIATOR_PASSWORD": ""}, "FAIL  MPESA_INITIATOR_PASSWORD is set"),
+    ({"PUBLIC_BASE_URL": "https://mpesa-shop.example"}, "words Daraja rejects"),
+    ({"LIPIA_ENV": "production"}, "FAIL  MPESA_C2B_URL_SECRET is not the development value")])
+def test_check_reports_bad_c2b_and_initiator_settings(app, capsys, overrides, expected):
+    problems, out = _c2b_check(app, capsys, **overrides)
+    assert problems >= 1 and expected in out
+
+
+def test_check_skips_what_is_not_configured(app, capsys):
+    problems, out = _c2b_check(app, capsys, MPESA_C2B_URL_SECRET="", MPESA_INITIATOR_NAME="",
+                               MPESA_INITIATOR_PASSWORD="", MPESA_CERTIFICATE_PATH="")
+    assert problems == 0 and out.count("SKIP") == 2 and "ledger-only" in out
