@@ -68,6 +68,13 @@ class ReverseForm(FlaskForm):
     reason = reason_field()
 
 
+class AssignMenuPaymentForm(FlaskForm):
+    trans_id = HiddenField(validators=[DataRequired(), Length(max=20)])
+    payment_id = StringField("Order (payment id)", validators=[
+        DataRequired(message="Paste the id of the customer's open or failed order."), Length(min=24, max=24)])
+    reason = reason_field()
+
+
 class PaymentFilterForm(Form):
     """The payment search: a GET form, so it needs no CSRF token and can be bookmarked."""
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])

@@ -306,3 +306,26 @@ def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mo
         return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. No words were taken.", "warning")
     return RepairResult(f"Reversal of KES {reversal['amount']:,} sent to M-Pesa. The words are taken back when "
                         "M-Pesa confirms it; this page shows the result.", "info")
+
+
+# ---------------------------------------------------------------- (g) assign an unmatched menu payment
+
+def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: str, reason: str) -> RepairResult:
+    """Settle a menu (C2B) payment under review against the order the operator names."""
+    from ..payments import c2b
+
+    reason = _reason(reason)
+    payment = records.get(db, (payment_id or "").strip())
+    if payment is None:
+        raise RepairError("There is no order with that payment id.")
+    try:
+        effect = c2b.assign(db, config, (trans_id or "").strip().upper(), payment["_id"], actor=actor, reason=reason)
+    except ValueError as exc:
+        raise RepairError(f"{exc}.") from None
+    store.record_audit(db, actor=actor, action="assign_c2b", target_type="payment", target_id=payment["_id"],
+                       reason=reason, before={"status": payment["status"]},
+                       after={"trans_id": trans_id, "effect": effect}, result=effect)
+    if effect == "credited":
+        return RepairResult(f"Menu payment {trans_id} credited order {payment['reference']} of {payment['username']}.")
+    return RepairResult(f"Menu payment {trans_id} did not match order {payment['reference']} as it stands; "
+                        "it is held for review on that order.", "warning")

@@ -289,3 +289,17 @@ def test_check_skips_what_is_not_configured(app, capsys):
     problems, out = _c2b_check(app, capsys, MPESA_C2B_URL_SECRET="", MPESA_INITIATOR_NAME="",
                                MPESA_INITIATOR_PASSWORD="", MPESA_CERTIFICATE_PATH="")
     assert problems == 0 and out.count("SKIP") == 2 and "ledger-only" in out
+
+
+def test_console_lists_menu_payments_under_review_and_assigns_one(app, client, db, order, as_admin):
+    confirm(client, body(ref="TYPO-REF"))
+    page = as_admin.get("/admin/menu-payments").get_data(as_text=True)
+    assert "RKL51ZDR4F" in page and "unknown account number" in page
+    bad = as_admin.post("/admin/menu-payments/assign", data={"trans_id": "RKL51ZDR4F", "payment_id": "0" * 24,
+                                                             "reason": "customer called"})
+    assert bad.status_code == 400 and words(db) == 0
+    ok = as_admin.post("/admin/menu-payments/assign", data={"trans_id": "RKL51ZDR4F", "payment_id": str(order["_id"]),
+                                                            "reason": "customer called"})
+    assert ok.status_code == 302 and words(db) == 10_000
+    assert "Nothing to review" in as_admin.get("/admin/menu-payments").get_data(as_text=True)
+    assert db.audit_log.count_documents({"action": "assign_c2b"}) == 1
