@@ -99,6 +99,7 @@ def handset():
         "handset.html",
         phone=normalize_phone(phone) or phone,
         business_name=engine().settings.business_name,
+        shortcode=engine().settings.shortcode,
     )
 
 
