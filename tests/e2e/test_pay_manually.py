@@ -12,6 +12,7 @@ from playwright.sync_api import expect
 
 from tests.support.invariants import assert_money_invariants
 
+from .a11y import FAILING_IMPACTS, audit
 from .pages import CORRECT_PIN, PROMPT_TIMEOUT, SETTLE_MS, balance, open_handset, signed_in, start_payment, \
     status_card, wait_for_status
 
@@ -25,7 +26,8 @@ def c2b_registered(stack):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_prompt_fails_then_paybill_from_the_menu_credits(stack, context, c2b_registered):
+def test_prompt_fails_then_paybill_from_the_menu_credits(stack, context, c2b_registered, axe_script):
+    context.add_init_script(path=str(axe_script))
     shopper = signed_in(context, stack.web_url)
     stack.sim("/_sim/script", {"phone": shopper.phone, "result_code": 1037, "after": 0.2})
     page = context.new_page()
@@ -39,10 +41,14 @@ def test_prompt_fails_then_paybill_from_the_menu_credits(stack, context, c2b_reg
     business = panel.locator("[data-manual-number]").inner_text()
     account = panel.locator("[data-manual-account]").inner_text()
     expect(panel).to_contain_text("KES 100")
+    audit(page, "payment failed, pay from the menu")
 
     handset = context.new_page()
     open_handset(handset, stack.sim_url, shopper)
     handset.locator("#menu summary").click()
+    # The simulator's page has no headings of its own to check; axe still audits the menu.
+    found = handset.evaluate("() => axe.run('#menu', {resultTypes: ['violations']})")["violations"]
+    assert not [v["id"] for v in found if v["impact"] in FAILING_IMPACTS], found
     handset.fill("#menu-business", business)
     handset.fill("#menu-account", account.lower())  # as customers type it
     handset.fill("#menu-amount", "100")
