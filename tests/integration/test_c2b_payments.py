@@ -149,8 +149,14 @@ def test_stk_success_and_paybill_racing_for_one_order_credit_once(stack, custome
                >= 1, what="STK callback settled")
     doc = c2b_state(stack, trans_id)
     payment = payment_doc(stack, payment_id)
-    # Whichever came first credited the order; the other is held for an operator.
+    # Whichever came first credited the order; the other is held for an operator, never lost.
     assert (doc["state"] == "credited") == (payment["mpesa_receipt"] == trans_id)
+    if doc["state"] == "credited":
+        stk_receipt = next(p["receipt"] for p in requests.get(f"{stack.sim_url}/_sim/pushes",
+                                                               params={"phone": customer.phone}, timeout=5).json())
+        assert payment["needs_review"] and payment["extra_receipts"] == [stk_receipt]
+    else:
+        assert doc["state"] == "review"
     assert balance(stack, customer) == 10_000
     assert_money_invariants(stack.db)
 

@@ -303,3 +303,13 @@ def test_console_lists_menu_payments_under_review_and_assigns_one(app, client, d
     assert ok.status_code == 302 and words(db) == 10_000
     assert "Nothing to review" in as_admin.get("/admin/menu-payments").get_data(as_text=True)
     assert db.audit_log.count_documents({"action": "assign_c2b"}) == 1
+
+
+def test_stk_success_after_a_menu_payment_flags_the_second_payment(client, db, order):
+    confirm(client, body(ref=order["reference"]))
+    result = ledger.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
+                                                         amount=Decimal(100), phone=PHONE))
+    assert result.effect == "ignored: already completed"
+    payment = records.get(db, order["_id"])
+    assert payment["needs_review"] and payment["extra_receipts"] == ["STK0000001"]
+    assert payment["mpesa_receipt"] == "RKL51ZDR4F" and words(db) == 10_000
