@@ -22,7 +22,7 @@ from app.db import database_for, init_db, utcnow
 from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient
 from app.ops import metrics
-from app.payments import checkout, claims, records, tasks
+from app.payments import c2b, checkout, claims, records, tasks
 
 log = logging.getLogger("lipia.worker")
 
@@ -111,6 +111,7 @@ class Worker:
             tasks.reconcile_due(self.db, self.client, self.settings)
             tasks.expire_overdue(self.db, self.settings)
             ledger.repair(self.db)
+            c2b.resume_received(self.db, self.settings)  # menu payments a crash left half-settled
             for payment in records.queued_without_job(self.db, utcnow()):
                 checkout.enqueue_push(self.db, self.settings, records.get(self.db, payment["_id"]))
         except Exception:

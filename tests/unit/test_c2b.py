@@ -313,3 +313,13 @@ def test_stk_success_after_a_menu_payment_flags_the_second_payment(client, db, o
     payment = records.get(db, order["_id"])
     assert payment["needs_review"] and payment["extra_receipts"] == ["STK0000001"]
     assert payment["mpesa_receipt"] == "RKL51ZDR4F" and words(db) == 10_000
+
+
+def test_worker_housekeeping_finishes_a_menu_payment_a_crash_left_half_settled(app, db, order):
+    from worker import Worker
+    conf = wire.parse_confirmation(json.dumps(body(ref=order["reference"])))
+    doc = c2b._c2b_doc(conf)
+    doc["received_at"] -= timedelta(minutes=5)
+    db.c2b_payments.insert_one(doc)
+    Worker(db, client=None, settings=app.config).housekeeping()
+    assert c2b_doc(db)["state"] == "credited" and words(db) == 10_000
