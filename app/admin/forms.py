@@ -75,6 +75,11 @@ class AssignMenuPaymentForm(FlaskForm):
     reason = reason_field()
 
 
+class ReverseMenuPaymentForm(FlaskForm):
+    trans_id = HiddenField(validators=[DataRequired(), Length(max=20)])
+    reason = reason_field()
+
+
 class PaymentFilterForm(Form):
     """The payment search: a GET form, so it needs no CSRF token and can be bookmarked."""
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])

@@ -329,3 +329,23 @@ def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: st
         return RepairResult(f"Menu payment {trans_id} credited order {payment['reference']} of {payment['username']}.")
     return RepairResult(f"Menu payment {trans_id} did not match order {payment['reference']} as it stands; "
                         "it is held for review on that order.", "warning")
+
+
+def reverse_menu_payment(db, config, trans_id: str, *, actor: str, reason: str) -> RepairResult:
+    """Send an unmatched menu payment back to the payer through M-Pesa (no words were credited)."""
+    from ..payments import claims, refunds
+
+    reason = _reason(reason)
+    if not claims.enabled(config):
+        raise RepairError("No initiator settings: M-Pesa cannot send money back from here; send it back by hand.")
+    try:
+        reversal = refunds.request_unmatched(db, config, daraja_client(config), (trans_id or "").strip().upper(),
+                                             actor=actor, reason=reason)
+    except refunds.RefundRefused as exc:
+        raise RepairError(str(exc)) from None
+    store.record_audit(db, actor=actor, action="reversal", target_type="c2b_payment", target_id=trans_id,
+                       reason=reason, before={"state": "review"},
+                       after={"reversal": reversal["_id"], "amount_kes": reversal["amount"]}, result=reversal["state"])
+    if reversal["state"] == refunds.FAILED:
+        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. It stays under review.", "warning")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} for {trans_id} sent to M-Pesa.", "info")

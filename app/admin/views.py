@@ -9,7 +9,7 @@ from flask_login import current_user
 from ..db import get_db
 from ..security import safe_next
 from . import bp, export, repairs, store
-from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
+from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
 
@@ -179,6 +179,16 @@ def assign_menu_payment():
     return _run(lambda: repairs.assign_menu_payment(get_db(), current_app.config, form.trans_id.data,
                                                     form.payment_id.data, actor=_actor(), reason=form.reason.data),
                 url_for("admin.menu_payments"), lambda: _menu_payments_page(400, form))
+
+
+@bp.route("/menu-payments/reverse", methods=["POST"])
+def reverse_menu_payment():
+    form = ReverseMenuPaymentForm()
+    if not form.validate_on_submit():
+        return _menu_payments_page(400)
+    return _run(lambda: repairs.reverse_menu_payment(get_db(), current_app.config, form.trans_id.data,
+                                                     actor=_actor(), reason=form.reason.data),
+                url_for("admin.menu_payments"), lambda: _menu_payments_page(400))
 
 
 # ---------------------------------------------------------------- jobs

@@ -40,25 +40,55 @@ def key_for(payment_id) -> str:
     return f"reversal:{payment_id}"
 
 
+def request_unmatched(db, config: Mapping[str, Any], client, trans_id: str, *, actor: str, reason: str) -> dict:
+    """Send back a menu payment that credited nothing (under review, no order): no words to take back."""
+    # Taken out of review first, so no operator or receipt claim can credit it while its money goes back.
+    doc = db.c2b_payments.find_one_and_update(
+        {"_id": trans_id, "state": "review", "payment_id": {"$exists": False}, "amount": {"$type": "int"}},
+        {"$set": {"state": "refunding", "updated_at": utcnow()}})
+    if doc is None:
+        raise RefundRefused("Only an unmatched menu payment under review (whole shillings) can be sent back here.")
+    try:
+        reversal = _send(db, config, client, {"_id": key_for(f"c2b:{trans_id}"), "payment_id": f"c2b:{trans_id}",
+                                              "username": None, "receipt": trans_id, "amount": doc["amount"],
+                                              "words": 0, "words_mode": "whole", "actor": actor, "reason": reason})
+    except RefundRefused:
+        _unmatched_back_to_review(db, trans_id)
+        raise
+    if reversal["state"] == FAILED:
+        _unmatched_back_to_review(db, trans_id)
+    return reversal
+
+
+def _unmatched_back_to_review(db, trans_id: str) -> None:
+    db.c2b_payments.update_one({"_id": trans_id, "state": "refunding"}, {"$set": {"state": "review"}})
+
+
 def request(db, config: Mapping[str, Any], client, payment: dict, *, actor: str, reason: str, words_mode: str) -> dict:
     """Record and send one reversal for a completed payment; return the reversal record."""
     if words_mode not in WORD_MODES:
         raise RefundRefused("Choose whether to take back the unspent words or the whole purchase.")
     if payment["status"] != ledger.COMPLETED or not payment.get("mpesa_receipt"):
         raise RefundRefused("Only a completed payment with an M-Pesa receipt can be sent back.")
-    try:
-        credential = security_credential(config["MPESA_INITIATOR_PASSWORD"], config["MPESA_CERTIFICATE_PATH"])
-    except (CredentialError, KeyError) as exc:
-        raise RefundRefused(f"The security credential cannot be built: {exc}") from None
     words = int(payment["words"])
     unspent = min(words, ledger.balance(db, payment["username"]))
     amount = int(payment["amount"]) if words_mode == "whole" else int(payment["amount"]) * unspent // words
     if amount < 1:
         raise RefundRefused("All of this payment's words were spent, so there is no unspent share to send back.")
-    doc = {"_id": key_for(payment["_id"]), "payment_id": str(payment["_id"]), "username": payment["username"],
-           "receipt": payment["mpesa_receipt"], "amount": amount, "words": words,
-           "words_mode": words_mode, "actor": actor, "reason": reason, "secret": secrets.token_hex(20),
-           "state": REQUESTED, "created_at": utcnow()}
+    return _send(db, config, client, {"_id": key_for(payment["_id"]), "payment_id": str(payment["_id"]),
+                                      "username": payment["username"], "receipt": payment["mpesa_receipt"],
+                                      "amount": amount, "words": words, "words_mode": words_mode, "actor": actor,
+                                      "reason": reason})
+
+
+def _send(db, config, client, doc: dict) -> dict:
+    """Record the reversal (once per payment), then ask Daraja; the result comes to the result URL."""
+    try:
+        credential = security_credential(config["MPESA_INITIATOR_PASSWORD"], config["MPESA_CERTIFICATE_PATH"])
+    except (CredentialError, KeyError) as exc:
+        raise RefundRefused(f"The security credential cannot be built: {exc}") from None
+    doc = {**doc, "secret": secrets.token_hex(20), "state": REQUESTED, "created_at": utcnow()}
+    payment_id, reason = doc["payment_id"], doc["reason"]
     try:
         db.reversals.insert_one(doc)
     except DuplicateKeyError:
@@ -67,10 +97,10 @@ def request(db, config: Mapping[str, Any], client, payment: dict, *, actor: str,
     base = f"{config['PUBLIC_BASE_URL']}/pay/reversal"
     body = reversal_api.request_body(
         initiator=config["MPESA_INITIATOR_NAME"], credential=credential, receipt=doc["receipt"], amount=doc["amount"],
-        shortcode=str(config["MPESA_SHORTCODE"]), result_url=f"{base}/result/{payment['_id']}/{doc['secret']}",
-        timeout_url=f"{base}/timeout/{payment['_id']}/{doc['secret']}", remarks=reason)
+        shortcode=str(config["MPESA_SHORTCODE"]), result_url=f"{base}/result/{payment_id}/{doc['secret']}",
+        timeout_url=f"{base}/timeout/{payment_id}/{doc['secret']}", remarks=reason)
     try:
-        answer = reversal_api.ask(client, body, payment_id=str(payment["_id"]))
+        answer = reversal_api.ask(client, body, payment_id=payment_id)
     except DarajaError as exc:
         _finish(db, doc["_id"], FAILED, f"Daraja refused the request: {exc.error_code or ''} "
                                         f"{exc.error_message or exc.message}".strip())
@@ -121,6 +151,8 @@ def _apply(db, config, reversal, good, raw, timed_out, remote_addr) -> str:
         return f"malformed: {exc}"
     if result.result_code != "0":
         _finish(db, reversal["_id"], FAILED, f"{result.result_code} {result.result_desc}")
+        if reversal["payment_id"].startswith("c2b:"):
+            _unmatched_back_to_review(db, reversal["receipt"])
         log.warning("reversal of payment %s failed: %s", reversal["payment_id"], result.result_desc)
         return f"failed: {result.result_code}"
     return _complete(db, reversal)
@@ -129,6 +161,12 @@ def _apply(db, config, reversal, good, raw, timed_out, remote_addr) -> str:
 def _complete(db, reversal: dict) -> str:
     """The money went back: take the words back once (same key as any refund of this payment)."""
     username, words = reversal["username"], reversal["words"]
+    if reversal["payment_id"].startswith("c2b:"):
+        # An unmatched menu payment credited no words: the money going back settles it.
+        db.c2b_payments.update_one({"_id": reversal["receipt"], "state": "refunding"},
+                                   {"$set": {"state": "refunded", "refunded_by": reversal["actor"]}})
+        _finish(db, reversal["_id"], COMPLETED, None, words_taken=0)
+        return "completed"
     available = ledger.balance(db, username)
     take = min(words, available)
     note = f"{reversal['reason']} (KES {reversal['amount']:,} sent back by M-Pesa reversal"

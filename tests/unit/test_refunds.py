@@ -106,3 +106,40 @@ def test_console_sends_the_money_back_and_shows_the_result(app, db, paid, as_adm
     page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
     assert 'data-reversal-state="completed"' in page and "10,000 words taken back" in page
     assert db.audit_log.count_documents({"action": "reversal"}) == 1
+
+
+def test_an_unmatched_menu_payment_is_sent_back_and_cannot_be_assigned_meanwhile(app, db, paid):
+    from app.payments import c2b
+    from tests.unit.test_c2b import body
+    client = app.test_client()
+    client.post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")), content_type="application/json")
+    rev = refunds.request_unmatched(db, app.config, FakeDaraja(), "RKL51ZDR4F", actor="ops", reason="unknown payer")
+    assert rev["amount"] == 100 and db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunding"
+    with pytest.raises(ValueError):
+        c2b.assign(db, app.config, "RKL51ZDR4F", paid["_id"], actor="ops", reason="meanwhile")
+    assert refunds.handle_result(db, app.config, payment_id="c2b:RKL51ZDR4F", secret=rev["secret"], raw=result(),
+                                 timed_out=False, remote_addr=None) == "completed"
+    assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunded"
+    assert ledger.balance(db, "alice") == 10_000 and ledger.check_invariants(db) == []
+
+
+def test_a_failed_send_back_returns_the_menu_payment_to_review(app, db, paid):
+    from tests.unit.test_c2b import body
+    app.test_client().post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")),
+                           content_type="application/json")
+    rev = refunds.request_unmatched(db, app.config, FakeDaraja(), "RKL51ZDR4F", actor="ops", reason="unknown payer")
+    refunds.handle_result(db, app.config, payment_id="c2b:RKL51ZDR4F", secret=rev["secret"], raw=result("R000002"),
+                          timed_out=False, remote_addr=None)
+    assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "review"
+
+
+def test_console_sends_an_unmatched_menu_payment_back(app, db, paid, as_admin, monkeypatch):
+    from tests.unit.test_c2b import body
+    monkeypatch.setattr(repairs, "daraja_client", lambda config: FakeDaraja())
+    app.test_client().post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")),
+                           content_type="application/json")
+    assert "Send back" in as_admin.get("/admin/menu-payments").get_data(as_text=True)
+    reply = as_admin.post("/admin/menu-payments/reverse", data={"trans_id": "RKL51ZDR4F", "reason": "unknown payer"})
+    assert reply.status_code == 302
+    assert db.reversals.find_one({"_id": "reversal:c2b:RKL51ZDR4F"})["state"] == "sent"
+    assert db.audit_log.count_documents({"action": "reversal", "target.type": "c2b_payment"}) == 1
