@@ -397,3 +397,16 @@ def test_a_reversal_that_fails_or_times_out_takes_no_words(stack, customer, stat
         assert "not allowed" in rev["detail"]
     assert balance(stack, customer) == 10_000
     assert_money_invariants(stack.db)
+
+
+def test_an_unmatched_menu_payment_is_sent_back_through_mpesa(stack, customer, status_faults):
+    from app.admin import repairs
+    from app.config import load_config
+    failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, "WHO-KNOWS").json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    repairs.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
+    c2b_state(stack, trans_id, states=("refunded",))
+    assert stack.db.reversals.find_one({"_id": f"reversal:c2b:{trans_id}"})["state"] == "completed"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
