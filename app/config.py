@@ -17,6 +17,7 @@ DEV_SECRET_KEY = "dev-only-secret-key-change-me"
 DEV_CONSUMER_KEY = "dev-consumer-key"
 DEV_CONSUMER_SECRET = "dev-consumer-secret"
 DEV_C2B_URL_SECRET = "dev-c2b-url-secret"
+DEV_INITIATOR_PASSWORD = "dev-initiator-password"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -140,7 +141,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_C2B_OPEN_SECONDS", _int(60), "86400",
             "how long an order accepts a payment from the M-Pesa menu (paybill or till)"),
     Setting("MPESA_INITIATOR_NAME", _str, "testapi", "Daraja API operator (initiator) for Transaction Status and Reversal"),
-    Setting("MPESA_INITIATOR_PASSWORD", _str, "dev-initiator-password", "the initiator's password", secret=True),
+    Setting("MPESA_INITIATOR_PASSWORD", _str, DEV_INITIATOR_PASSWORD, "the initiator's password", secret=True),
     Setting("MPESA_CERTIFICATE_PATH", _str, "simulator/certs/simulator.cer",
             "Safaricom's public certificate (PEM or DER) that encrypts the initiator password"),
     Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),

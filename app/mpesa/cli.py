@@ -150,6 +150,9 @@ def run_c2b_checks(config, report: _Report) -> None:
         report.line(name in given, f"{name} is set" + (" (hidden)" if name == "MPESA_INITIATOR_PASSWORD" else ""))
     if len(given) < len(names):
         return
+    if config.get("LIPIA_ENV") == "production":
+        from ..payments.claims import enabled
+        report.line(enabled(config), "initiator settings are not the simulator's development ones")
     try:
         security_credential(str(config["MPESA_INITIATOR_PASSWORD"]), str(config["MPESA_CERTIFICATE_PATH"]))
         report.line(True, "the security credential builds from the certificate (nothing was sent)")

@@ -18,6 +18,7 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from .. import ledger, queue
+from ..config import DEV_INITIATOR_PASSWORD
 from ..db import utcnow
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
@@ -50,7 +51,12 @@ class ClaimRefused(ValueError):
 
 
 def enabled(config: Mapping[str, Any]) -> bool:
-    return all(config.get(k) for k in ("MPESA_INITIATOR_NAME", "MPESA_INITIATOR_PASSWORD", "MPESA_CERTIFICATE_PATH"))
+    """Initiator settings are all given (and, in production, are not the simulator's development ones)."""
+    if not all(config.get(k) for k in ("MPESA_INITIATOR_NAME", "MPESA_INITIATOR_PASSWORD", "MPESA_CERTIFICATE_PATH")):
+        return False
+    return config.get("LIPIA_ENV") != "production" or (
+        config["MPESA_INITIATOR_PASSWORD"] != DEV_INITIATOR_PASSWORD
+        and not str(config["MPESA_CERTIFICATE_PATH"]).startswith("simulator/"))
 
 
 def latest(db, payment_id) -> dict | None:

@@ -188,3 +188,12 @@ def test_claim_form_is_rate_limited_per_customer(app, db, order):
     replies = [client.post(f"/payments/{order['_id']}/claim", data={"receipt": "bad"}) for _ in range(3)]
     assert [r.status_code for r in replies] == [302, 302, 429]
     assert replies[0].headers["Location"].endswith(f"/payments/{order['_id']}#pay-manually")
+
+
+def test_production_never_uses_the_simulators_initiator_settings(app):
+    dev = {"MPESA_INITIATOR_NAME": "testapi", "MPESA_INITIATOR_PASSWORD": "dev-initiator-password",
+           "MPESA_CERTIFICATE_PATH": "simulator/certs/simulator.cer"}
+    assert claims.enabled({**dev, "LIPIA_ENV": "test"})
+    assert not claims.enabled({**dev, "LIPIA_ENV": "production"})
+    assert claims.enabled({**dev, "LIPIA_ENV": "production", "MPESA_INITIATOR_PASSWORD": "real",
+                           "MPESA_CERTIFICATE_PATH": "/etc/lipia/production.cer"})
