@@ -33,7 +33,7 @@ from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient
 from app.ops import metrics
 from app.outage import Outage, is_outage
-from app.payments import callbacks, records, tasks
+from app.payments import c2b, callbacks, claims, records, tasks
 from app.wakeup import Waker
 
 log = logging.getLogger("lipia.worker")
@@ -72,6 +72,8 @@ class Worker:
             ("missing jobs", lambda: tasks.enqueue_missing_jobs(db, settings, should_stop=stop)),
             # Callbacks stored but never processed (a crash), and a spool on this host.
             ("callbacks", lambda: callbacks.catch_up(db, settings)),
+            # Menu (C2B) payments a crash left half-settled.
+            ("menu payments", lambda: c2b.resume_received(db, settings)),
         ]
 
     # ------------------------------------------------------------ the main loop
@@ -153,6 +155,8 @@ class Worker:
     def _handle(self, job) -> str:
         if job.kind == tasks.PUSH_JOB:
             return tasks.run_push(self.db, self.client, self.settings, job, persist=self._durably)
+        if job.kind == claims.CLAIM_JOB:
+            return claims.run_claim(self.db, self.client, self.settings, job)
         raise ValueError(f"unknown job kind {job.kind!r}")
 
     def _retry(self, job, error: str) -> None:
@@ -167,6 +171,8 @@ class Worker:
         """A dead-lettered push leaves its payment failed (nothing was taken), whatever killed it."""
         if job.kind == tasks.PUSH_JOB:
             tasks.give_up_push(self.db, job, error)
+        elif job.kind == claims.CLAIM_JOB:
+            claims.give_up(self.db, job, error)
 
     def _durably(self, write: Callable, *args, **kwargs):
         """Run one write, waiting out a database outage: what it records (Daraja's answer, a

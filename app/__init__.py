@@ -27,6 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .auth import register_auth
     from .plans import register_plans
     from .payments import register_payments
+    from .c2b import register_c2b
     from .credits import register_credits
     from .admin import register_admin
     from .ops import register_ops
@@ -43,6 +44,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_auth(app)
     register_plans(app)
     register_payments(app)
+    register_c2b(app)
     register_credits(app)
     register_admin(app)
     register_ops(app)

@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 DEV_SECRET_KEY = "dev-only-secret-key-change-me"
 DEV_CONSUMER_KEY = "dev-consumer-key"
 DEV_CONSUMER_SECRET = "dev-consumer-secret"
+DEV_C2B_URL_SECRET = "dev-c2b-url-secret"
+DEV_INITIATOR_PASSWORD = "dev-initiator-password"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORTCODE = "174379"
 SANDBOX_HOST = "sandbox.safaricom.co.ke"
@@ -204,6 +206,18 @@ SETTINGS: tuple[Setting, ...] = (
             "longest wait between two tries while the database is unreachable"),
     Setting("QUEUE_KEEP_COMPLETED_SECONDS", _int(60), "604800",
             "finished jobs are deleted this long after they finish (dead jobs are kept)"),
+    Setting("MPESA_C2B_URL_SECRET", _str, DEV_C2B_URL_SECRET,
+            "secret path part of the C2B confirmation and validation URLs (letters and digits)", secret=True),
+    Setting("MPESA_C2B_VERSION", _choice("v1", "v2"), "v2", "C2B register URL API version of the Daraja app (v1 or v2)"),
+    Setting("MPESA_C2B_RESPONSE_TYPE", _choice("Completed", "Cancelled"), "Completed",
+            "what M-Pesa does when validation does not answer in time (Completed or Cancelled)"),
+    Setting("MPESA_C2B_OPEN_SECONDS", _int(60), "86400",
+            "how long an order accepts a payment from the M-Pesa menu (paybill or till)"),
+    Setting("MPESA_INITIATOR_NAME", _str, "testapi", "Daraja API operator (initiator) for Transaction Status and Reversal"),
+    Setting("MPESA_INITIATOR_PASSWORD", _str, DEV_INITIATOR_PASSWORD, "the initiator's password", secret=True),
+    Setting("MPESA_CERTIFICATE_PATH", _str, "simulator/certs/simulator.cer",
+            "Safaricom's public certificate (PEM or DER) that encrypts the initiator password"),
+    Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

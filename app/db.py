@@ -134,6 +134,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("credited", ASCENDING), ("settled_at", ASCENDING)], name="uncredited"),
         # One payment waiting on the phone per customer: see app.payments.records.OPEN_SLOT.
         IndexModel([("open_slot", ASCENDING)], unique=True, sparse=True, name="open_slot_unique"),
+        IndexModel([("reference", ASCENDING)], name="reference"),
+        IndexModel([("review_receipt", ASCENDING)], sparse=True, name="review_receipt"),
+    ],
+    "c2b_payments": [
+        IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),
+        IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
+    ],
+    "receipt_claims": [
+        IndexModel([("payment_id", ASCENDING), ("created_at", DESCENDING)], name="payment_latest"),
     ],
     "transactions": [
         IndexModel([("status", ASCENDING), ("run_at", ASCENDING)], name="claimable"),

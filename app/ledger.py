@@ -356,6 +356,8 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
             credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
             if not current.get("mpesa_receipt") and outcome.receipt and not problem:
                 _fill_receipt(db, current, outcome)
+            elif outcome.receipt and current.get("mpesa_receipt") not in (None, outcome.receipt):
+                _flag_second_payment(db, current, outcome)
         return SettleResult(f"ignored: already {current['status']}", current)
     if target == REVIEW:
         log.warning("payment %s held for review: %s", payment["_id"], problem)
@@ -390,6 +392,14 @@ def _credit_fields(entry: dict) -> dict:
     if entry.get("balance_after") is not None:
         fields.update(balance_after=entry["balance_after"], balance_seq=entry.get("balance_seq"))
     return fields
+def _flag_second_payment(db, payment: dict, outcome: Outcome) -> None:
+    """A second, different M-Pesa payment for an order already paid (STK and the menu both):
+    never credited twice, never lost: the order is flagged with the extra receipt for an operator."""
+    note = f"a second M-Pesa payment (receipt {outcome.receipt}, via {outcome.via}) arrived after this order was paid"
+    db.payments.update_one({"_id": payment["_id"]},
+                           {"$set": {"needs_review": True, "review_reason": note},
+                            "$addToSet": {"extra_receipts": outcome.receipt}})
+    log.warning("payment %s: %s", payment["_id"], note)
 
 
 def credit_payment(db, payment: dict) -> dict:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from flask import Flask, jsonify
 
 from .config import Settings, check_environment
+from .c2b_state import C2BStore
 from .engine import Engine
 
 
@@ -26,6 +27,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> Flask:
     # Daraja's bodies have a fixed field order; keep it instead of sorting keys.
     app.json.sort_keys = False
     app.extensions["simulator"] = Engine(settings)
+    app.extensions["simulator_c2b"] = C2BStore()
 
     register_blueprints(app)
     register_error_handlers(app)
@@ -35,11 +37,13 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> Flask:
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import control, daraja, handset
+    from . import c2b, control, daraja, handset, status
 
     app.register_blueprint(daraja.bp)
     app.register_blueprint(handset.bp)
     app.register_blueprint(control.bp)
+    app.register_blueprint(c2b.bp)
+    app.register_blueprint(status.bp)
 
 
 def register_error_handlers(app: Flask) -> None:

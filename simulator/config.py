@@ -33,6 +33,11 @@ class Settings:
     # The handset answers any prompt with a PIN, so only this machine may use it unless a
     # shared demo opens it on purpose (SIMULATOR_HANDSET_OPEN=true).
     handset_open: bool = False
+    till_number: str = ""             # Buy Goods till; empty means the shortcode
+    c2b_version: str = "v2"           # the C2B API product of the simulated Daraja app
+    c2b_register_once: bool = False   # production registers URLs once; the sandbox re-registers freely
+    initiator_name: str = "testapi"
+    initiator_password: str = field(default="dev-initiator-password", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -86,4 +91,9 @@ _ENV = (
     ("SIMULATOR_BUSINESS_NAME", "business_name", str),
     ("SIMULATOR_CALLBACK_TIMEOUT", "callback_timeout", float),
     ("SIMULATOR_HANDSET_OPEN", "handset_open", _flag),
+    ("SIMULATOR_TILL_NUMBER", "till_number", str),
+    ("SIMULATOR_C2B_VERSION", "c2b_version", str),
+    ("MPESA_INITIATOR_NAME", "initiator_name", str),
+    ("MPESA_INITIATOR_PASSWORD", "initiator_password", str),
+    ("SIMULATOR_C2B_REGISTER_ONCE", "c2b_register_once", lambda v: v.lower() in ("1", "true", "yes")),
 )

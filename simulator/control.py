@@ -85,6 +85,7 @@ def _optional_str(body: dict, key: str) -> str | None:
 @bp.post("/reset")
 def reset():
     engine().store.reset()
+    current_app.extensions["simulator_c2b"].reset()
     return jsonify({"ok": True})
 
 

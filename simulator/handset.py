@@ -109,6 +109,7 @@ def handset():
         "handset.html",
         phone=normalize_phone(phone) or phone,
         business_name=engine().settings.business_name,
+        shortcode=engine().settings.shortcode,
     )
 
 

@@ -61,6 +61,25 @@ class RefundForm(FlaskForm):
     reason = reason_field()
 
 
+class ReverseForm(FlaskForm):
+    words_mode = SelectField("Words already spent", choices=[
+        SelectChoice("unspent", "Send back only the share of words still unspent"),
+        SelectChoice("whole", "Send back everything paid")], validators=[InputRequired()])
+    reason = reason_field()
+
+
+class AssignMenuPaymentForm(FlaskForm):
+    trans_id = HiddenField(validators=[DataRequired(), Length(max=20)])
+    payment_id = StringField("Order (payment id)", validators=[
+        DataRequired(message="Paste the id of the customer's open or failed order."), Length(min=24, max=24)])
+    reason = reason_field()
+
+
+class ReverseMenuPaymentForm(FlaskForm):
+    trans_id = HiddenField(validators=[DataRequired(), Length(max=20)])
+    reason = reason_field()
+
+
 class PaymentFilterForm(Form):
     """The payment search: a GET form, so it needs no CSRF token and can be bookmarked."""
     status = SelectField("Status", choices=STATUS_CHOICES, validators=[Optional()])

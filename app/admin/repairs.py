@@ -279,3 +279,73 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
     log.info("operator %s recorded a refund of payment %s", actor, payment["_id"])
     return RepairResult(f"Refund recorded: {words:,} words taken back from {username} (KES {amount_kes:,}). "
                         "Send the money back through M-Pesa if you have not yet.")
+
+
+# ---------------------------------------------------------------- (f) send the money back (M-Pesa Reversal)
+
+def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mode: str) -> RepairResult:
+    """Ask Daraja to reverse the payment; the words are taken back when the result confirms it."""
+    from ..payments import claims, refunds
+
+    reason = _reason(reason)
+    payment = _payment(db, payment_id)
+    if not claims.enabled(config):
+        raise RepairError("No initiator settings (MPESA_INITIATOR_NAME, MPESA_INITIATOR_PASSWORD, "
+                          "MPESA_CERTIFICATE_PATH): M-Pesa cannot send money back from here. "
+                          "Record a ledger-only refund and send the money back by hand.")
+    try:
+        reversal = refunds.request(db, config, daraja_client(config), payment, actor=actor, reason=reason,
+                                   words_mode=words_mode)
+    except refunds.RefundRefused as exc:
+        raise RepairError(str(exc)) from None
+    store.record_audit(db, actor=actor, action="reversal", target_type="payment", target_id=payment["_id"],
+                       reason=reason, before={"status": payment["status"]},
+                       after={"reversal": reversal["_id"], "amount_kes": reversal["amount"],
+                              "words_mode": words_mode}, result=reversal["state"])
+    if reversal["state"] == refunds.FAILED:
+        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. No words were taken.", "warning")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} sent to M-Pesa. The words are taken back when "
+                        "M-Pesa confirms it; this page shows the result.", "info")
+
+
+# ---------------------------------------------------------------- (g) assign an unmatched menu payment
+
+def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: str, reason: str) -> RepairResult:
+    """Settle a menu (C2B) payment under review against the order the operator names."""
+    from ..payments import c2b
+
+    reason = _reason(reason)
+    payment = records.get(db, (payment_id or "").strip())
+    if payment is None:
+        raise RepairError("There is no order with that payment id.")
+    try:
+        effect = c2b.assign(db, config, (trans_id or "").strip().upper(), payment["_id"], actor=actor, reason=reason)
+    except ValueError as exc:
+        raise RepairError(f"{exc}.") from None
+    store.record_audit(db, actor=actor, action="assign_c2b", target_type="payment", target_id=payment["_id"],
+                       reason=reason, before={"status": payment["status"]},
+                       after={"trans_id": trans_id, "effect": effect}, result=effect)
+    if effect == "credited":
+        return RepairResult(f"Menu payment {trans_id} credited order {payment['reference']} of {payment['username']}.")
+    return RepairResult(f"Menu payment {trans_id} did not match order {payment['reference']} as it stands; "
+                        "it is held for review on that order.", "warning")
+
+
+def reverse_menu_payment(db, config, trans_id: str, *, actor: str, reason: str) -> RepairResult:
+    """Send an unmatched menu payment back to the payer through M-Pesa (no words were credited)."""
+    from ..payments import claims, refunds
+
+    reason = _reason(reason)
+    if not claims.enabled(config):
+        raise RepairError("No initiator settings: M-Pesa cannot send money back from here; send it back by hand.")
+    try:
+        reversal = refunds.request_unmatched(db, config, daraja_client(config), (trans_id or "").strip().upper(),
+                                             actor=actor, reason=reason)
+    except refunds.RefundRefused as exc:
+        raise RepairError(str(exc)) from None
+    store.record_audit(db, actor=actor, action="reversal", target_type="c2b_payment", target_id=trans_id,
+                       reason=reason, before={"state": "review"},
+                       after={"reversal": reversal["_id"], "amount_kes": reversal["amount"]}, result=reversal["state"])
+    if reversal["state"] == refunds.FAILED:
+        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. It stays under review.", "warning")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} for {trans_id} sent to M-Pesa.", "info")

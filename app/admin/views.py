@@ -10,7 +10,7 @@ from ..db import get_db
 from ..pagination import paginate, requested_page
 from ..security import safe_next
 from . import bp, export, repairs, store
-from .forms import AdjustForm, AskDarajaForm, PaymentFilterForm, RefundForm, RequeueJobForm, ReviewForm
+from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
 
@@ -101,6 +101,7 @@ def _payment_page(payment_id, status: int = 200, **forms):
         "refund": RefundForm(prefix="refund", formdata=None,
                              data={"words": payment.get("words"), "amount_kes": payment.get("amount")}),
         "requeue": RequeueJobForm(prefix="requeue", formdata=None),
+        "reverse": ReverseForm(prefix="reverse", formdata=None),
     }
     defaults.update(forms)
     return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
@@ -140,6 +141,52 @@ def refund(payment_id):
     return _run(lambda: repairs.refund_payment(get_db(), payment_id, actor=_actor(), reason=form.reason.data,
                                                words=form.words.data, amount_kes=form.amount_kes.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, refund=form))
+
+
+@bp.route("/payments/<payment_id>/reverse", methods=["POST"])
+def reverse(payment_id):
+    form = ReverseForm(prefix="reverse")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, reverse=form)
+    return _run(lambda: repairs.reverse_payment(get_db(), current_app.config, payment_id, actor=_actor(),
+                                                reason=form.reason.data, words_mode=form.words_mode.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, reverse=form))
+
+
+# ---------------------------------------------------------------- menu (C2B) payments under review
+
+MENU_PAYMENTS_SHOWN = 100
+
+
+def _menu_payments_page(status: int = 200, form=None):
+    rows = list(get_db().c2b_payments.find({"state": "review"}).sort("received_at", -1).limit(MENU_PAYMENTS_SHOWN))
+    return render_template("admin/c2b.html", rows=rows, form=form or AssignMenuPaymentForm(formdata=None)), status
+
+
+@bp.route("/menu-payments")
+def menu_payments():
+    """Payments made from the M-Pesa menu that could not be credited as they stand."""
+    return _menu_payments_page()
+
+
+@bp.route("/menu-payments/assign", methods=["POST"])
+def assign_menu_payment():
+    form = AssignMenuPaymentForm()
+    if not form.validate_on_submit():
+        return _menu_payments_page(400, form)
+    return _run(lambda: repairs.assign_menu_payment(get_db(), current_app.config, form.trans_id.data,
+                                                    form.payment_id.data, actor=_actor(), reason=form.reason.data),
+                url_for("admin.menu_payments"), lambda: _menu_payments_page(400, form))
+
+
+@bp.route("/menu-payments/reverse", methods=["POST"])
+def reverse_menu_payment():
+    form = ReverseMenuPaymentForm()
+    if not form.validate_on_submit():
+        return _menu_payments_page(400)
+    return _run(lambda: repairs.reverse_menu_payment(get_db(), current_app.config, form.trans_id.data,
+                                                     actor=_actor(), reason=form.reason.data),
+                url_for("admin.menu_payments"), lambda: _menu_payments_page(400))
 
 
 # ---------------------------------------------------------------- jobs

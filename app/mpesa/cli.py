@@ -14,7 +14,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .client import BANNED_CALLBACK_WORDS, SANDBOX_BASE_URL, TRANSACTION_TYPES, DarajaClient
+from . import c2b
+from .client import BANNED_CALLBACK_WORDS, SANDBOX_BASE_URL, TRANSACTION_TYPES, DarajaClient, check_callback_url
 from .errors import DarajaConfigError, DarajaError
 from .redact import mask_secret
 
@@ -118,12 +119,89 @@ def run_checks(config, report: _Report) -> None:
         report.line(True, f"access token from {base_url}")
 
 
+def run_c2b_checks(config, report: _Report) -> None:
+    """Menu payments (C2B) and the initiator (receipt checks, reversals): checked locally, no money moves."""
+    from ..c2b.views import urls
+    from ..config import DEV_C2B_URL_SECRET
+    from .credential import CredentialError, security_credential
+
+    secret = str(config.get("MPESA_C2B_URL_SECRET") or "")
+    if not secret:
+        report.skip("C2B URLs (MPESA_C2B_URL_SECRET is empty: payments from the M-Pesa menu are not accepted)")
+    else:
+        report.line(secret.isalnum() or secret.replace("-", "").isalnum(),
+                    "MPESA_C2B_URL_SECRET is letters and digits (hidden)")
+        if config.get("LIPIA_ENV") == "production":
+            report.line(secret != DEV_C2B_URL_SECRET, "MPESA_C2B_URL_SECRET is not the development value")
+        for name, url in zip(("confirmation", "validation"), urls(config)):
+            try:
+                check_callback_url(url)
+                report.line(True, f"C2B {name} URL is one Daraja accepts")
+            except ValueError as exc:
+                report.line(False, f"C2B {name} URL: {exc}")
+        report.line(config.get("MPESA_C2B_VERSION") in c2b.REGISTER_PATHS,
+                    f"MPESA_C2B_VERSION is v1 or v2 ({config.get('MPESA_C2B_VERSION')})")
+    names = ("MPESA_INITIATOR_NAME", "MPESA_INITIATOR_PASSWORD", "MPESA_CERTIFICATE_PATH")
+    given = [n for n in names if config.get(n)]
+    if not given:
+        report.skip("initiator (not set: receipt checks and refunds through M-Pesa are off; refunds are ledger-only)")
+        return
+    for name in names:
+        report.line(name in given, f"{name} is set" + (" (hidden)" if name == "MPESA_INITIATOR_PASSWORD" else ""))
+    if len(given) < len(names):
+        return
+    if config.get("LIPIA_ENV") == "production":
+        from ..payments.claims import enabled
+        report.line(enabled(config), "initiator settings are not the simulator's development ones")
+    try:
+        security_credential(str(config["MPESA_INITIATOR_PASSWORD"]), str(config["MPESA_CERTIFICATE_PATH"]))
+        report.line(True, "the security credential builds from the certificate (nothing was sent)")
+    except CredentialError as exc:
+        report.line(False, f"MPESA_CERTIFICATE_PATH: {exc}")
+
+
 @mpesa_cli.command("check")
 def check_command() -> None:
     """Validate the M-Pesa settings and fetch a Daraja access token."""
     report = _Report()
     run_checks(current_app.config, report)
+    run_c2b_checks(current_app.config, report)
     if report.problems:
         click.echo(f"M-Pesa check failed: {report.problems} problem(s)")
         click.get_current_context().exit(1)
     click.echo("M-Pesa settings look good")
+
+
+@mpesa_cli.command("register-urls")
+def register_urls_command() -> None:
+    """Register the C2B confirmation and validation URLs with Daraja and show its answer."""
+    from ..c2b.views import urls
+
+    config = current_app.config
+    confirmation_url, validation_url = urls(config)
+    version = str(config.get("MPESA_C2B_VERSION") or "v2")
+    try:
+        for url in (confirmation_url, validation_url):
+            check_callback_url(url)
+        if not config.get("MPESA_C2B_URL_SECRET"):
+            raise ValueError("MPESA_C2B_URL_SECRET is empty")
+        client = DarajaClient.from_config(config)
+    except (ValueError, DarajaConfigError) as exc:
+        click.echo(f"Not registered: {getattr(exc, 'message', exc)}")
+        click.get_current_context().exit(1)
+    shown = confirmation_url.rsplit("/", 1)[0] + "/(secret)"
+    click.echo(f"Registering C2B URLs ({version}) for shortcode {client.shortcode}: confirmation {shown}")
+    try:
+        answer = c2b.register_urls(client, version=version, confirmation_url=confirmation_url,
+                                   validation_url=validation_url,
+                                   response_type=str(config.get("MPESA_C2B_RESPONSE_TYPE") or "Completed"))
+    except DarajaError as exc:
+        said = f"{exc.error_code or '-'} {exc.error_message or exc.message}"
+        hint = ""
+        if exc.error_code == "500.003.1001" and "already registered" in (exc.error_message or "").lower():
+            hint = " (production registration is one-time: change URLs through the Daraja portal)"
+        elif exc.error_code == "401.003.01":
+            hint = " (the Daraja app has the other C2B version: set MPESA_C2B_VERSION)"
+        click.echo(f"Daraja refused the registration: {said}{hint}")
+        click.get_current_context().exit(1)
+    click.echo(f"Daraja answered: {answer.get('ResponseCode', '-')} {answer.get('ResponseDescription', '')}".rstrip())

@@ -36,7 +36,10 @@ def oid(value) -> ObjectId | None:
 
 def reference_for(payment_id: ObjectId, prefix: str) -> str:
     """AccountReference shown in the PIN prompt: at most 12 characters, unique enough to find."""
-    tail = str(payment_id)[-6:].upper()
+    return reference_for_tail(str(payment_id)[-6:].upper(), prefix)
+
+
+def reference_for_tail(tail: str, prefix: str) -> str:
     return (prefix[: 12 - len(tail)] + tail)[:12]
 
 

@@ -76,5 +76,7 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
                        if expires_at and status == "pending" else None),
         "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
         "can_retry": status in ledger.FAILURE_STATUSES,
+        # The "pay from the M-Pesa menu" panel: while the prompt is out or after it failed.
+        "can_pay_manually": status == ledger.PENDING or status in ledger.FAILURE_STATUSES,
         "words_remaining": balance,
     }

@@ -1,0 +1,33 @@
+"""Daraja's C2B routes: validation and confirmation of payments made from the M-Pesa menu."""
+from flask import Blueprint
+
+bp = Blueprint("c2b", __name__)
+
+
+def register_c2b(app):
+    from . import views
+    from ..extensions import csrf
+    # Daraja cannot send a CSRF token; the secret in the URL guards these routes.
+    csrf.exempt(views.confirmation)
+    csrf.exempt(views.validation)
+    csrf.exempt(views.status_result)
+    csrf.exempt(views.status_timeout)
+    csrf.exempt(views.reversal_result)
+    csrf.exempt(views.reversal_timeout)
+    app.register_blueprint(bp)
+
+    from flask import current_app
+    from ..db import get_db
+    from ..payments import claims
+    from ..payments.c2b import manual_instructions
+    from .forms import ReceiptClaimForm
+    # The payment page shows how to pay from the M-Pesa menu when the prompt does not come,
+    # and lets a customer who paid that way (or whose confirmation was lost) claim by receipt.
+    app.add_template_global(lambda payment: manual_instructions(payment, current_app.config), "manual_payment")
+    app.add_template_global(lambda payment: claims.latest(get_db(), payment["_id"]), "receipt_claim")
+    app.add_template_global(claims.message, "claim_message")
+    app.add_template_global(ReceiptClaimForm, "ReceiptClaimForm")
+    # The operator's payment page shows the M-Pesa reversal of a refund, if any.
+    app.add_template_global(lambda payment: get_db().reversals.find_one({"_id": f"reversal:{payment['_id']}"}),
+                            "reversal_for")
+    app.add_template_global(lambda: claims.enabled(current_app.config), "reversals_enabled")

@@ -1,0 +1,295 @@
+"""Payments from the M-Pesa menu (C2B paybill / till): store, match, settle once per TransID.
+
+Every confirmation is kept in the callback inbox before anything reads it. Each
+`TransID` then gets one `c2b_payments` document whose `_id` is the TransID, so a
+duplicate or concurrent confirmation finds the first one instead of booking twice.
+A matched confirmation settles its order through `ledger.settle`, the path STK
+callbacks take; the order's unique `mpesa_receipt` index keeps one receipt on one
+order. Whatever cannot be credited as it stands (an unknown account number, a wrong
+amount, an order already paid) stays in `review` for an operator: never lost.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from datetime import timedelta
+from typing import Any, Mapping
+
+from pymongo import DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from .. import ledger
+from ..config import DEV_C2B_URL_SECRET
+from ..db import utcnow
+from ..mpesa import c2b as wire
+from ..mpesa.errors import CallbackError
+from . import records
+
+log = logging.getLogger("lipia.c2b")
+
+RECEIVED, CREDITED, REVIEW = "received", "credited", "review"
+INBOX_KIND = "c2b_confirmation"
+# A forged body is kept only this long: enough to see what was tried, never a dump.
+FORGED_KEPT_BYTES = 2000
+RESUME_AFTER = timedelta(seconds=30)
+_HEX_TAIL = re.compile(r"^[0-9A-F]{6}$")
+
+
+# ---------------------------------------------------------------- secrets and shortcodes
+
+def secret_ok(config: Mapping[str, Any], secret: str) -> bool:
+    expected = str(config.get("MPESA_C2B_URL_SECRET") or "")
+    if config.get("LIPIA_ENV") == "production" and expected == DEV_C2B_URL_SECRET:
+        expected = ""  # the published development secret guards nothing in production
+    # An unset secret accepts nothing; compare_digest keeps the comparison's timing flat.
+    return bool(expected) and hmac.compare_digest(secret.encode(), expected.encode())
+
+
+def our_shortcodes(config: Mapping[str, Any]) -> set[str]:
+    return {str(v) for v in (config.get("MPESA_SHORTCODE"), config.get("MPESA_PARTY_B")) if v}
+
+
+# ---------------------------------------------------------------- matching
+
+def _reference(config: Mapping[str, Any], tail: str) -> str:
+    prefix = str(config.get("MPESA_ACCOUNT_REFERENCE") or "")
+    return records.reference_for_tail(tail, prefix)
+
+
+def _open_since(config: Mapping[str, Any]):
+    return utcnow() - timedelta(seconds=int(config.get("MPESA_C2B_OPEN_SECONDS") or 86400))
+
+
+def _payable(payment: dict, since) -> bool:
+    created = payment.get("created_at")
+    if created is not None and created.replace(tzinfo=None) < since.replace(tzinfo=None):
+        return False
+    return payment["status"] in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES
+
+
+def orders_for_account(db, config: Mapping[str, Any], bill_ref: str) -> list[dict]:
+    """The orders an account number could mean, newest first (case, spaces, missing prefix forgiven)."""
+    key = wire.account_key(bill_ref, str(config.get("MPESA_ACCOUNT_REFERENCE") or ""))
+    tail = key[-6:]
+    if not _HEX_TAIL.match(tail):
+        return []
+    return list(db.payments.find({"reference": _reference(config, tail)},
+                                 {"exchanges": 0}).sort("created_at", DESCENDING).limit(5))
+
+
+def match(db, config: Mapping[str, Any], conf: wire.Confirmation) -> tuple[dict | None, str | None]:
+    """(the order this payment is for, None) or (None, why it needs an operator)."""
+    since = _open_since(config)
+    if conf.shortcode and conf.shortcode not in our_shortcodes(config):
+        return None, f"paid to shortcode {conf.shortcode}, which is not ours"
+    if not conf.is_till:
+        orders = orders_for_account(db, config, conf.bill_ref)
+        if not orders:
+            return None, f"unknown account number {conf.bill_ref!r}"
+        payable = [p for p in orders if _payable(p, since)]
+        if payable:
+            return payable[0], None
+        newest = orders[0]
+        if newest["status"] in (ledger.COMPLETED, ledger.REVIEW, ledger.REJECTED):
+            return None, f"order {newest['reference']} is already {newest['status']}"
+        return None, f"order {newest['reference']} no longer accepts payment"
+    amount = conf.whole_amount
+    if amount is None:
+        return None, "till payment with cents matches no order"
+    candidates = [p for p in db.payments.find(
+        {"status": {"$in": list(ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES)}, "amount": amount,
+         "created_at": {"$gte": since}}, {"exchanges": 0}).sort("created_at", DESCENDING).limit(200)
+        if wire.phone_matches(p.get("phone"), conf.msisdn)]
+    if len({p["username"] for p in candidates}) == 1 and (wire.phone_is_exact(conf.msisdn) or len(candidates) == 1):
+        return candidates[0], None
+    if not candidates:
+        return None, "till payment matches no open order by amount and phone"
+    return None, f"till payment could be for {len(candidates)} orders"
+
+
+# ---------------------------------------------------------------- confirmation
+
+def handle_confirmation(db, config: Mapping[str, Any], *, secret: str, raw: bytes,
+                        remote_addr: str | None, content_type: str | None) -> str:
+    """Store, check, then settle one confirmation; return its effect. Never raises to Daraja."""
+    good_secret = secret_ok(config, secret)
+    inbox_id = _store_inbox(db, raw if good_secret else raw[:FORGED_KEPT_BYTES], remote_addr, content_type)
+    effect, fields = _process_confirmation(db, config, good_secret, raw, remote_addr)
+    records.mark_callback(db, inbox_id, effect, **fields)
+    return effect
+
+
+def _store_inbox(db, raw: bytes, remote_addr, content_type):
+    return db.callbacks.insert_one({
+        "payment_id": "c2b", "kind": INBOX_KIND, "raw": raw.decode("utf-8", "replace"),
+        "remote_addr": remote_addr, "content_type": (content_type or "")[:100],
+        "received_at": utcnow(), "effect": "received"}).inserted_id
+
+
+def _process_confirmation(db, config, good_secret: bool, raw: bytes, remote_addr) -> tuple[str, dict]:
+    allowed = config.get("CALLBACK_ALLOWED_IPS") or ()
+    if allowed and remote_addr not in allowed:
+        log.warning("C2B confirmation from %s refused: not a configured Safaricom address", remote_addr)
+        return "refused: address not allowed", {}
+    if not good_secret:
+        log.warning("C2B confirmation with a wrong URL secret ignored")
+        return "forged: wrong secret", {}
+    try:
+        conf = wire.parse_confirmation(raw)
+    except CallbackError as exc:
+        log.warning("malformed C2B confirmation: %s", exc)
+        return f"malformed: {exc}", {}
+    doc = _c2b_doc(conf)
+    try:
+        db.c2b_payments.insert_one(doc)
+    except DuplicateKeyError:
+        doc = db.c2b_payments.find_one({"_id": conf.trans_id})
+        if doc["state"] != RECEIVED:
+            return f"duplicate: already {doc['state']}", {"trans_id": conf.trans_id}
+        # The first copy is still being settled (or was cut short): finishing it again is safe.
+    return settle(db, config, doc, conf), {"trans_id": conf.trans_id}
+
+
+def _c2b_doc(conf: wire.Confirmation) -> dict:
+    now = utcnow()
+    amount = conf.whole_amount
+    return {"_id": conf.trans_id, "trans_type": conf.trans_type,
+            "amount": amount if amount is not None else str(conf.amount),
+            "bill_ref": conf.bill_ref, "msisdn": conf.msisdn, "shortcode": conf.shortcode,
+            "trans_time": conf.trans_time, "first_name": conf.first_name, "state": RECEIVED,
+            "received_at": now, "updated_at": now}
+
+
+def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
+    """Take one stored confirmation to credited or review. Idempotent: any copy may run it."""
+    conf = conf or _confirmation_of(doc)
+    if doc.get("assigned_payment"):
+        payment, problem = records.get(db, doc["assigned_payment"]), "the assigned order is gone"
+    else:
+        payment, problem = match(db, config, conf)
+    if payment is None:
+        # A concurrent copy of this confirmation may have settled the order just before `match`
+        # read it (so it no longer looked payable): read after the match, that order is the one.
+        payment = _settled_by(db, conf.trans_id) or None
+    if payment is None:
+        return _finish(db, doc["_id"], REVIEW, problem, None)
+    result = ledger.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
+    current = records.get(db, payment["_id"])
+    # Credited by this TransID: by a copy of this confirmation, or by the customer's receipt claim.
+    ours = current.get("settled_via") in ("c2b", "claim")
+    if result.credited or (ours and current.get("mpesa_receipt") == conf.trans_id):
+        return _finish(db, doc["_id"], CREDITED, None, current)
+    if result.effect == "held for review" or (ours and current.get("review_receipt") == conf.trans_id):
+        return _finish(db, doc["_id"], REVIEW, current.get("review_reason"), current)
+    return _finish(db, doc["_id"], REVIEW, f"order {current['reference']} was already {current['status']} "
+                                           "when this payment arrived", current)
+
+
+def _settled_by(db, trans_id: str) -> dict | None:
+    return (db.payments.find_one({"mpesa_receipt": trans_id}, {"exchanges": 0})
+            or db.payments.find_one({"review_receipt": trans_id}, {"exchanges": 0}))
+
+
+def outcome_for(conf: wire.Confirmation, actor: str | None = None) -> ledger.Outcome:
+    amount = conf.whole_amount
+    return ledger.Outcome(status=ledger.COMPLETED, via="c2b", result_code="0",
+                          result_desc=f"{conf.trans_type or 'C2B'} payment {conf.trans_id}",
+                          receipt=conf.trans_id, amount=amount if amount is not None else conf.amount,
+                          transaction_date=conf.trans_time or None, actor=actor)
+
+
+def _confirmation_of(doc: dict) -> wire.Confirmation:
+    return wire.Confirmation(trans_id=doc["_id"], trans_type=doc.get("trans_type", ""),
+                             amount=wire.parse_amount(doc["amount"]), shortcode=doc.get("shortcode", ""),
+                             bill_ref=doc.get("bill_ref", ""), msisdn=doc.get("msisdn", ""),
+                             trans_time=doc.get("trans_time", ""), first_name=doc.get("first_name", ""),
+                             third_party_id="")
+
+
+def _finish(db, trans_id: str, state: str, reason: str | None, payment: dict | None) -> str:
+    fields: dict[str, Any] = {"state": state, "updated_at": utcnow()}
+    if payment is not None:
+        fields.update(payment_id=str(payment["_id"]), username=payment["username"])
+    if reason:
+        fields["review_reason"] = reason
+    if db.c2b_payments.update_one({"_id": trans_id, "state": RECEIVED}, {"$set": fields}).modified_count == 0:
+        # A concurrent copy of the same confirmation finished first; it settled the same way.
+        return f"duplicate: already {state}"
+    if state == CREDITED:
+        log.info("C2B payment %s credited order %s", trans_id, payment["_id"])
+        return "credited"
+    log.warning("C2B payment %s held for review: %s", trans_id, reason)
+    return "held for review"
+
+
+def resume_received(db, config, older_than: timedelta = RESUME_AFTER) -> int:
+    """Finish confirmations whose processing a crash cut short (state still `received`)."""
+    done = 0
+    for doc in db.c2b_payments.find({"state": RECEIVED, "received_at": {"$lt": utcnow() - older_than}}).limit(100):
+        settle(db, config, doc)
+        done += 1
+    return done
+
+
+# ---------------------------------------------------------------- validation
+
+def handle_validation(db, config: Mapping[str, Any], *, secret: str, raw: bytes) -> dict:
+    """Daraja's question "may this customer pay?": accept, or reject with Daraja's code."""
+    if not secret_ok(config, secret):
+        log.warning("C2B validation with a wrong URL secret refused")
+        return wire.reject(wire.OTHER_ERROR)
+    try:
+        conf = wire.parse_confirmation(raw)
+    except CallbackError as exc:
+        log.warning("malformed C2B validation: %s", exc)
+        return wire.reject(wire.OTHER_ERROR)
+    if conf.shortcode and conf.shortcode not in our_shortcodes(config):
+        return wire.reject(wire.INVALID_SHORTCODE)
+    if conf.is_till:
+        # No account number to check; the confirmation matches it by amount and phone.
+        return wire.ACCEPT
+    since = _open_since(config)
+    payable = [p for p in orders_for_account(db, config, conf.bill_ref) if _payable(p, since)]
+    if not payable:
+        return wire.reject(wire.INVALID_ACCOUNT)
+    if conf.whole_amount != payable[0]["amount"]:
+        return wire.reject(wire.INVALID_AMOUNT)
+    return wire.ACCEPT
+
+
+# ---------------------------------------------------------------- operators
+
+def assign(db, config, trans_id: str, payment_id, *, actor: str, reason: str) -> str:
+    """An operator settles a reviewed C2B payment against a chosen order, through the ledger."""
+    if not reason or not reason.strip():
+        raise ValueError("an assignment needs a reason")
+    doc = db.c2b_payments.find_one({"_id": trans_id})
+    if doc is None or doc["state"] != REVIEW or doc.get("payment_id"):
+        raise ValueError("only an unmatched payment under review can be assigned")
+    payment = records.get(db, payment_id)
+    if payment is None or payment["status"] not in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES:
+        raise ValueError("the order must be open or failed (not paid) to take this payment")
+    claimed = db.c2b_payments.find_one_and_update(
+        {"_id": trans_id, "state": REVIEW, "payment_id": {"$exists": False}},
+        {"$set": {"state": RECEIVED, "assigned_by": actor, "assign_reason": reason.strip(),
+                  "assigned_payment": str(payment["_id"]), "updated_at": utcnow()}}, return_document=True)
+    if claimed is None:
+        raise ValueError("this payment was handled by someone else just now")
+    return settle(db, config, claimed)
+
+
+# ---------------------------------------------------------------- the customer's "pay manually" panel
+
+def manual_instructions(payment: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """What the customer types in the M-Pesa menu to pay this order, and until when it is accepted."""
+    till = config.get("MPESA_TRANSACTION_TYPE") == "CustomerBuyGoodsOnline"
+    created = payment.get("created_at")
+    until = created + timedelta(seconds=int(config.get("MPESA_C2B_OPEN_SECONDS") or 86400)) if created else None
+    return {"till": till,
+            "number": str(config.get("MPESA_PARTY_B") or config.get("MPESA_SHORTCODE")) if till
+            else str(config.get("MPESA_SHORTCODE")),
+            "account": None if till else payment.get("reference"),
+            "amount": payment.get("amount"), "phone": payment.get("phone"), "until": until,
+            "open": payment.get("status") in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES
+            and (until is None or until.replace(tzinfo=None) > utcnow().replace(tzinfo=None))}

@@ -1,0 +1,412 @@
+"""Paying from the M-Pesa menu (paybill / till) across real processes; money invariants after each fault."""
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+from bson import ObjectId
+
+from tests.support.invariants import assert_money_invariants
+from tests.support.web import registered, wait_until
+
+pytestmark = pytest.mark.integration
+
+SHORTCODE = "174379"
+PIN = "1234"
+
+
+@pytest.fixture(scope="module")
+def registered_urls(stack):
+    """`flask mpesa register-urls` against the simulator, once for the module."""
+    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "mpesa", "register-urls"],
+                          env=stack.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(stack, registered_urls):
+    stack.sim("/_sim/c2b/faults", {})
+    stack.sim("/_sim/faults", {})
+    yield
+    stack.sim("/_sim/c2b/faults", {})
+
+
+@pytest.fixture
+def customer(stack):
+    return registered(stack.web_url)
+
+
+def payment_doc(stack, payment_id):
+    return stack.db.payments.find_one({"_id": ObjectId(payment_id)})
+
+
+def balance(stack, customer):
+    return stack.db.users.find_one({"username": customer.username})["words_remaining"]
+
+
+def failed_order(stack, customer, code=1037):
+    """An order whose STK prompt failed: the customer then pays from the menu."""
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": code, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, {"timeout", "failed", "cancelled"})
+    return payment_id, payment_doc(stack, payment_id)["reference"]
+
+
+def paybill(stack, phone, account, amount=100, pin=PIN, business=SHORTCODE):
+    return requests.post(f"{stack.sim_url}/handset/api/paybill", timeout=15,
+                         json={"phone": phone, "business": business, "account": account, "amount": amount,
+                               "pin": pin})
+
+
+def buygoods(stack, phone, amount=100, till=SHORTCODE):
+    return requests.post(f"{stack.sim_url}/handset/api/buygoods", timeout=15,
+                         json={"phone": phone, "business": till, "amount": amount, "pin": PIN})
+
+
+def c2b_state(stack, trans_id, states=("credited", "review")):
+    wait_until(lambda: (stack.db.c2b_payments.find_one({"_id": trans_id}) or {}).get("state") in states,
+               what=f"C2B payment {trans_id} settled")
+    return stack.db.c2b_payments.find_one({"_id": trans_id})
+
+
+def inbox(stack, trans_id, count):
+    def ready():
+        rows = list(stack.db.callbacks.find({"kind": "c2b_confirmation", "trans_id": trans_id}))
+        return len(rows) >= count and all(r["effect"] != "received" for r in rows)
+    wait_until(ready, what=f"{count} confirmations of {trans_id}")
+    return sorted(r["effect"] for r in stack.db.callbacks.find({"kind": "c2b_confirmation", "trans_id": trans_id}))
+
+
+def test_register_urls_reports_darajas_answer(registered_urls, stack):
+    assert "Daraja answered: 0 Success" in registered_urls
+    assert "dev-c2b-url-secret" not in registered_urls  # the secret is never printed
+    registrations = requests.get(f"{stack.sim_url}/_sim/c2b/registrations", timeout=5).json()
+    assert registrations[SHORTCODE]["confirmation_url"].startswith(stack.web_url + "/pay/c2b/confirm/")
+
+
+@pytest.mark.parametrize("typed", ["{ref}", "{low}", "{spaced}", "{tail}"])
+def test_paybill_from_the_menu_credits_the_failed_order_once(stack, customer, typed):
+    payment_id, ref = failed_order(stack, customer)
+    account = typed.format(ref=ref, low=ref.lower(), spaced=ref[:5].lower() + " " + ref[5:], tail=ref[-6:].lower())
+    answer = paybill(stack, customer.phone, account)
+    assert answer.status_code == 200, answer.text
+    trans_id = answer.json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    state = customer.wait_for(payment_id, "completed")
+    assert state["receipt"] == trans_id
+    assert balance(stack, customer) == 10_000
+    raw = stack.db.callbacks.find_one({"kind": "c2b_confirmation", "trans_id": trans_id})["raw"]
+    assert '"TransAmount": "100.00"' in raw or '"TransAmount":"100.00"' in raw
+    assert customer.phone not in raw  # v2 masks the payer
+    assert_money_invariants(stack.db)
+
+
+@pytest.mark.parametrize("mode", ["twice", "concurrent"])
+def test_duplicate_and_concurrent_confirmations_credit_once(stack, customer, mode):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": mode})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    effects = inbox(stack, trans_id, 2)
+    assert effects.count("credited") == 1, (effects, stack.db.c2b_payments.find_one({"_id": trans_id}))
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert stack.db.ledger.count_documents({"payment_id": payment_id}) == 1
+    assert_money_invariants(stack.db)
+
+
+def test_late_redelivery_after_credit_changes_nothing(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    c2b_state(stack, trans_id)
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")
+    assert inbox(stack, trans_id, 2) == ["credited", "duplicate: already credited"]
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_paybill_for_an_order_already_paid_by_stk_goes_to_review(stack, customer):
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, "completed")
+    ref = payment_doc(stack, payment_id)["reference"]
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    assert doc["state"] == "review" and "already completed" in doc["review_reason"]
+    assert balance(stack, customer) == 10_000  # never a double credit; the money is in review, not lost
+    assert_money_invariants(stack.db)
+
+
+def test_stk_success_and_paybill_racing_for_one_order_credit_once(stack, customer):
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.4})
+    payment_id = customer.checkout()
+    wait_until(lambda: payment_doc(stack, payment_id)["status"] == "pending", what="prompt sent")
+    ref = payment_doc(stack, payment_id)["reference"]
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    customer.wait_for(payment_id, "completed")
+    wait_until(lambda: stack.db.callbacks.count_documents({"payment_id": payment_id, "effect": {"$ne": "received"}})
+               >= 1, what="STK callback settled")
+    doc = c2b_state(stack, trans_id)
+    payment = payment_doc(stack, payment_id)
+    # Whichever came first credited the order; the other is held for an operator, never lost.
+    assert (doc["state"] == "credited") == (payment["mpesa_receipt"] == trans_id)
+    if doc["state"] == "credited":
+        stk_receipt = next(p["receipt"] for p in requests.get(f"{stack.sim_url}/_sim/pushes",
+                                                               params={"phone": customer.phone}, timeout=5).json())
+        assert payment["needs_review"] and payment["extra_receipts"] == [stk_receipt]
+    else:
+        assert doc["state"] == "review"
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_wrong_amount_goes_to_review(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, ref, amount=60).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    customer.wait_for(payment_id, "review")
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_unknown_account_number_is_kept_for_review(stack, customer):
+    failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, "NOT-AN-ORDER").json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    assert doc["state"] == "review" and "unknown account" in doc["review_reason"]
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_validation_rejects_unknown_accounts_and_wrong_amounts(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"validation": True})
+    unknown = paybill(stack, customer.phone, "NOT-AN-ORDER")
+    assert unknown.status_code == 409 and unknown.json()["validation"]["ResultCode"] == "C2B00012"
+    wrong = paybill(stack, customer.phone, ref, amount=99)
+    assert wrong.status_code == 409 and wrong.json()["validation"]["ResultCode"] == "C2B00013"
+    good = paybill(stack, customer.phone, ref)
+    assert good.status_code == 200
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_till_payment_matches_by_amount_and_masked_phone(stack, customer):
+    payment_id, _ref = failed_order(stack, customer)
+    trans_id = buygoods(stack, customer.phone).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_till_payment_from_an_unknown_phone_goes_to_review(stack, customer):
+    failed_order(stack, customer)
+    trans_id = buygoods(stack, "254799000111", amount=100).json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_lost_confirmation_credits_nothing_and_a_late_one_still_does(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    assert stack.db.c2b_payments.count_documents({"_id": trans_id}) == 0
+    assert_money_invariants(stack.db)
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")  # the confirmation turns up late
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_forged_confirmations_change_nothing(stack, customer):
+    payment_id, ref = failed_order(stack, customer)
+    forged = {"TransactionType": "Pay Bill", "TransID": "FAKE123456", "TransTime": "20261126120000",
+              "TransAmount": "100.00", "BusinessShortCode": SHORTCODE, "BillRefNumber": ref, "MSISDN": "2547 ***** 000"}
+
+    def send(secret):
+        return requests.post(f"{stack.web_url}/pay/c2b/confirm/{secret}", json=forged, timeout=10)
+
+    replies = []
+    threads = [threading.Thread(target=lambda s=s: replies.append(send(s))) for s in ("wrong", "x" * 200, "")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in replies if r.status_code == 200]  # Daraja still gets its answer
+    assert all(r.json() == {"ResultCode": 0, "ResultDesc": "Success"} for r in replies if r.status_code == 200)
+    assert stack.db.c2b_payments.count_documents({"_id": "FAKE123456"}) == 0
+    assert payment_doc(stack, payment_id)["status"] != "completed" and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+# ---------------------------------------------------------------- "I have paid" receipt claims
+
+@pytest.fixture
+def status_faults(stack):
+    stack.sim("/_sim/status/faults", {})
+    yield lambda **faults: stack.sim("/_sim/status/faults", faults)
+    stack.sim("/_sim/status/faults", {})
+
+
+def claim(customer, payment_id, receipt):
+    reply = customer.post_form(f"/payments/{payment_id}/claim", {"receipt": receipt},
+                               form_path=f"/payments/{payment_id}")
+    assert reply.status_code == 302, reply.text[:300]
+
+
+def claim_state(stack, payment_id, states=("credited", "review", "not_verified", "timeout", "failed")):
+    wait_until(lambda: (stack.db.receipt_claims.find_one({"payment_id": payment_id}, sort=[("created_at", -1)])
+                        or {}).get("state") in states, what="receipt claim answered")
+    return stack.db.receipt_claims.find_one({"payment_id": payment_id}, sort=[("created_at", -1)])
+
+
+@pytest.mark.parametrize("values", ["numbers", "strings"])
+def test_lost_confirmation_recovered_by_a_receipt_claim(stack, customer, status_faults, values):
+    status_faults(values=values)
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id.lower())
+    assert claim_state(stack, payment_id)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    page = customer.get(f"/payments/{payment_id}").text
+    assert trans_id in page
+    # The confirmation turns up after all: recognised, never a second credit.
+    stack.sim(f"/_sim/c2b/redeliver/{trans_id}")
+    assert c2b_state(stack, trans_id)["state"] == "credited"
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_a_receipt_claimed_twice_and_by_another_customer_credits_once(stack, customer, status_faults):
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    assert claim_state(stack, payment_id)["state"] == "credited"
+    other = registered(stack.web_url)
+    other_payment, _ = failed_order(stack, other)
+    claim(other, other_payment, trans_id)
+    assert "already been used" in other.get(f"/payments/{other_payment}").text
+    assert stack.db.receipt_claims.count_documents({"payment_id": other_payment}) == 0
+    assert balance(stack, customer) == 10_000 and balance(stack, other) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_a_receipt_for_another_shortcode_is_refused_in_plain_words(stack, customer, status_faults):
+    status_faults(credit_party="999999 - ANOTHER SHOP")
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    assert claim_state(stack, payment_id)["state"] == "not_verified"
+    assert "another business" in customer.get(f"/payments/{payment_id}").text
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_unknown_receipt_and_a_lost_result_leave_the_order_open(stack, customer, status_faults):
+    payment_id, _ref = failed_order(stack, customer)
+    claim(customer, payment_id, "ZZZ9ZZZZZZ")
+    assert claim_state(stack, payment_id)["state"] == "not_verified"
+    status_faults(result="timeout")
+    claim(customer, payment_id, "ZZZ9ZZZZZY")
+    assert claim_state(stack, payment_id)["state"] == "timeout"
+    assert payment_doc(stack, payment_id)["status"] == "timeout" and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_forged_status_results_change_nothing(stack, customer, status_faults):
+    status_faults(result="none")
+    payment_id, ref = failed_order(stack, customer)
+    stack.sim("/_sim/c2b/faults", {"confirmation": "none"})
+    trans_id = paybill(stack, customer.phone, ref).json()["trans_id"]
+    claim(customer, payment_id, trans_id)
+    pending = claim_state(stack, payment_id, states=("asked",))
+    forged = {"Result": {"ResultCode": 0, "ResultParameters": {"ResultParameter": [
+        {"Key": "ReceiptNo", "Value": trans_id}, {"Key": "Amount", "Value": 100},
+        {"Key": "TransactionStatus", "Value": "Completed"}, {"Key": "CreditPartyName", "Value": "174379 - X"}]}}}
+    reply = requests.post(f"{stack.web_url}/pay/status/result/{pending['_id']}/wrong", json=forged, timeout=10)
+    assert reply.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert claim_state(stack, payment_id, states=("asked",))["state"] == "asked"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+# ---------------------------------------------------------------- refunds sent back by M-Pesa Reversal
+
+def paid_by_stk(stack, customer):
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, "completed")
+    return payment_doc(stack, payment_id)
+
+
+def reverse(stack, payment, words_mode="whole"):
+    from app.admin import repairs
+    from app.config import load_config
+    config = load_config(stack.env)
+    return repairs.reverse_payment(stack.db, config, payment["_id"], actor="ops", reason="customer asked",
+                                   words_mode=words_mode)
+
+
+def reversal_state(stack, payment, states=("completed", "failed", "unknown")):
+    wait_until(lambda: (stack.db.reversals.find_one({"payment_id": str(payment["_id"])}) or {}).get("state") in states,
+               what="reversal result")
+    return stack.db.reversals.find_one({"payment_id": str(payment["_id"])})
+
+
+def test_a_refund_sends_the_money_back_then_takes_the_words_once(stack, customer, status_faults):
+    payment = paid_by_stk(stack, customer)
+    assert "sent to M-Pesa" in reverse(stack, payment).message
+    rev = reversal_state(stack, payment)
+    assert rev["state"] == "completed" and rev["words_taken"] == 10_000 and rev["amount"] == 100
+    assert balance(stack, customer) == 0
+    from app.admin.repairs import RepairError
+    with pytest.raises(RepairError, match="already requested"):
+        reverse(stack, payment)
+    assert stack.db.ledger.count_documents({"payment_id": str(payment["_id"]), "kind": "refund"}) == 1
+    assert_money_invariants(stack.db)
+
+
+def test_a_refund_of_the_unspent_share_after_words_were_spent(stack, customer, status_faults):
+    from app import ledger
+    payment = paid_by_stk(stack, customer)
+    ledger.spend(stack.db, customer.username, 4_000, "spent-before-refund", channel="web")
+    reverse(stack, payment, words_mode="unspent")
+    rev = reversal_state(stack, payment)
+    assert rev["amount"] == 60 and rev["words_taken"] == 6_000 and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+@pytest.mark.parametrize("fault,state", [({"reversal_code": "21", "reversal_desc": "The initiator is not allowed"},
+                                          "failed"), ({"result": "timeout"}, "unknown")])
+def test_a_reversal_that_fails_or_times_out_takes_no_words(stack, customer, status_faults, fault, state):
+    payment = paid_by_stk(stack, customer)
+    status_faults(**fault)
+    reverse(stack, payment)
+    rev = reversal_state(stack, payment)
+    assert rev["state"] == state
+    if state == "failed":
+        assert "not allowed" in rev["detail"]
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def test_an_unmatched_menu_payment_is_sent_back_through_mpesa(stack, customer, status_faults):
+    from app.admin import repairs
+    from app.config import load_config
+    failed_order(stack, customer)
+    trans_id = paybill(stack, customer.phone, "WHO-KNOWS").json()["trans_id"]
+    assert c2b_state(stack, trans_id)["state"] == "review"
+    repairs.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
+    c2b_state(stack, trans_id, states=("refunded",))
+    assert stack.db.reversals.find_one({"_id": f"reversal:c2b:{trans_id}"})["state"] == "completed"
+    assert balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
