@@ -1,6 +1,7 @@
 """Flask extensions, created unbound and initialised in `create_app`."""
 import math
 import time
+from urllib.parse import urlparse
 
 from flask import flash, redirect, render_template, request
 from flask_bcrypt import Bcrypt
@@ -33,6 +34,17 @@ def _wait_words(seconds: int) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
+def _form_page() -> str:
+    """Where the refused form was: the page it was posted from (an action like /claim has no
+    page of its own), else the posted address itself (log-in, checkout), else home."""
+    came_from = urlparse(request.referrer or "")
+    if came_from.netloc == request.host and came_from.path:
+        back = safe_next(came_from.path + (f"?{came_from.query}" if came_from.query else ""))
+        if back:
+            return back
+    return safe_next(request.full_path.rstrip("?")) or "/"
+
+
 def too_many(exc: RateLimitExceeded):
     """A limit answers in words: JSON under /api, else a message on the page the form is on."""
     current = limiter.current_limit
@@ -46,8 +58,7 @@ def too_many(exc: RateLimitExceeded):
     elif request.method == "POST":
         # Back to the form as a normal page (303: the browser fetches it with GET), message on top.
         flash(message, "warning")
-        back = safe_next(request.full_path.rstrip("?")) or "/"
-        response, status = redirect(back, code=303), 303
+        response, status = redirect(_form_page(), code=303), 303
     else:
         response, status = render_template("errors/error.html", status=429, title="Please wait",
                                            message=message), 429

@@ -181,13 +181,19 @@ def test_claims_refused_in_plain_words(app, db, order):
 
 
 def test_claim_form_is_rate_limited_per_customer(app, db, order):
+    from app.users import get_by_username
     from tests.unit.admin_support import login
     app.config.update(WTF_CSRF_ENABLED=False, RECEIPT_CLAIM_RATE_LIMIT="2 per hour")
     client = app.test_client()
-    login(client, SimpleNamespace(id=str(db.users.find_one({"username": "alice"})["_id"])))
-    replies = [client.post(f"/payments/{order['_id']}/claim", data={"receipt": "bad"}) for _ in range(3)]
-    assert [r.status_code for r in replies] == [302, 302, 429]
+    login(client, get_by_username(db, "alice"))
+    page = f"http://localhost/payments/{order['_id']}"
+    replies = [client.post(f"/payments/{order['_id']}/claim", data={"receipt": "bad"}, headers={"Referer": page})
+               for _ in range(3)]
+    assert [r.status_code for r in replies] == [302, 302, 303]
     assert replies[0].headers["Location"].endswith(f"/payments/{order['_id']}#pay-manually")
+    # The third is refused in words on the payment page it came from, not on a bare 429 page.
+    assert replies[2].headers["Location"] == f"/payments/{order['_id']}"
+    assert "Too many attempts" in client.get(replies[2].headers["Location"]).get_data(as_text=True)
 
 
 def test_production_never_uses_the_simulators_initiator_settings(app):
