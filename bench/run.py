@@ -14,7 +14,6 @@ import random
 import sys
 import time
 import traceback
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 

@@ -34,7 +34,9 @@ def run_db() -> int:
     data.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("secantusd-py")
     os.execv(str(exe), [str(exe), "--host", "127.0.0.1", "--port", str(DEV_DB_PORT),
-                        "--storage-path", str(data), "--log-level", "WARNING"])
+                        "--storage-path", str(data), "--log-level", "WARNING",
+                        # Acknowledged writes survive a crash of the database process, as with MongoDB.
+                        "--sync-on-commit"])
 
 
 def wait_for_db(uri: str, seconds: float = 30) -> None:

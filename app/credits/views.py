@@ -7,7 +7,7 @@ from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
 from ..jsonbody import UnsafeJson, loads_bounded
-from ..ledger import IdempotencyConflict, InsufficientWords, balance
+from ..ledger import IdempotencyConflict, InsufficientWords
 from ..users import get_by_api_key, hash_api_key
 from . import api, bp
 from .forms import SpendForm

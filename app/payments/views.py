@@ -7,7 +7,6 @@ from ..credits.service import usage_for_user
 from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
-from ..ledger import balance
 from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records

@@ -4,11 +4,9 @@ The stack here has its own SecantusDB on a directory, so the database can be kil
 (SIGKILL) and restarted from disk on the same port while the web app keeps answering.
 """
 import json
-import os
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import bson
 import pytest
@@ -16,10 +14,9 @@ import requests
 from bson import ObjectId
 
 from app.db import utcnow
-from app.payments import callback_signing, records
+from app.payments import callback_signing
 from tests.support.invariants import assert_money_invariants
-from tests.support.procs import BIN, ManagedProcess, free_port, port_open
-from tests.support.stack import start_stack
+from tests.support.stack import DiskDatabase, start_stack
 from tests.support.web import registered, wait_until
 
 pytestmark = pytest.mark.integration
@@ -27,36 +24,10 @@ pytestmark = pytest.mark.integration
 FORGED_PER_ADDRESS = 10
 
 
-class Database:
-    """A SecantusDB keeping its data on disk, so it can be killed and started again."""
-
-    def __init__(self, directory: Path):
-        self.port, self.directory = free_port(), directory
-        self.proc = None
-
-    @property
-    def base(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = ManagedProcess("db", [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port),
-                                          "--storage-path", str(self.directory), "--log-level", "WARNING",
-                                          # What a hosted MongoDB acknowledges survives its crash; so here.
-                                          "--sync-on-commit"],
-                                   ready=lambda: port_open(self.port)).start()
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.stop()
-
-
 @pytest.fixture(scope="module")
 def outage(tmp_path_factory):
     root = tmp_path_factory.mktemp("callback-outage")
-    database = Database(root / "db")
+    database = DiskDatabase(root / "db")
     database.start()
     spool_dir = root / "spool"
     # No STK Query for ten minutes: only the callback can settle these payments.

@@ -130,7 +130,7 @@ def test_page_has_the_controls_and_works_under_a_strict_csp(simulator):
     assert pin["type"] == "password" and pin["inputmode"] == "numeric"
     assert page.elements["pin-send"]["tag"] == "button"
     assert page.styles == 0 and page.inline_style_attrs == 0 and page.inline_handlers == 0
-    assert [s.get("src") for s in page.scripts] == ["/static/handset.js"]
+    assert [s.get("src") for s in page.scripts] == ["/static/handset.js", "/static/menu.js"]
     assert page.stylesheets == ["/static/handset.css"]
     assert 'name="viewport"' in reply.text
     for asset in ("/static/handset.js", "/static/handset.css"):

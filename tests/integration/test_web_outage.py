@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from tests.support.invariants import assert_money_invariants
-from tests.support.procs import BIN, ManagedProcess, free_port, port_open
-from tests.support.stack import start_stack
+from tests.support.stack import DiskDatabase, start_stack
 from tests.support.web import registered, wait_until
 
 pytestmark = [
@@ -25,14 +24,6 @@ pytestmark = [
 HANG_BOUND_SECONDS = 5.0
 
 
-def _database(port: int, path) -> ManagedProcess:
-    # --sync-on-commit: without it SecantusDB can lose writes it acknowledged just before
-    # a SIGKILL (a customer registered a second earlier), which is not what this tests.
-    return ManagedProcess("outage-db", [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-                                        "--storage-path", str(path), "--sync-on-commit", "--log-level", "WARNING"],
-                          ready=lambda: port_open(port)).start()
-
-
 def _timed(session: requests.Session, url: str, **kwargs) -> tuple[requests.Response, float]:
     started = time.monotonic()
     response = session.get(url, timeout=40, allow_redirects=False, **kwargs)
@@ -40,11 +31,10 @@ def _timed(session: requests.Session, url: str, **kwargs) -> tuple[requests.Resp
 
 
 def test_pages_answer_503_quickly_while_the_database_is_down_and_recover(tmp_path):
-    port = free_port()
-    database = _database(port, tmp_path / "db")
+    database = DiskDatabase(tmp_path / "db").start()
     stack = None
     try:
-        stack = start_stack(f"mongodb://127.0.0.1:{port}", workers=0)
+        stack = start_stack(database.base, workers=0)
         customer = registered(stack.web_url)
         payment_id = customer.checkout()  # stays queued: no worker in this test
         pages = {"plans (visitor)": ("/", requests.Session()),
@@ -72,7 +62,7 @@ def test_pages_answer_503_quickly_while_the_database_is_down_and_recover(tmp_pat
         assert requests.get(stack.web_url + "/healthz", timeout=5).status_code == 200
         print(f"\nseconds to answer while the database was down: {seen}")
 
-        database = _database(port, tmp_path / "db")
+        database.start()
         # The same gunicorn processes serve again once pymongo finds the server back.
         # (No redirects followed: a redirect to the login page would also answer 200.)
         answers = []

@@ -13,8 +13,7 @@ import requests
 from bson import ObjectId
 
 from tests.support.invariants import assert_money_invariants
-from tests.support.procs import BIN, ManagedProcess, free_port, port_open
-from tests.support.stack import start_stack
+from tests.support.stack import DiskDatabase, start_stack
 from tests.support.web import registered, wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,36 +23,9 @@ DOWN_LINE = "database unreachable"
 UP_LINE = "database reachable again"
 
 
-class Database:
-    """A SecantusDB server on a directory that a test can kill and bring back."""
-
-    def __init__(self, path):
-        self.port = free_port()
-        self.argv = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port),
-                     "--storage-path", str(path), "--log-level", "WARNING",
-                     # A SIGKILL must not lose acknowledged writes, as with a journaled MongoDB.
-                     "--sync-on-commit"]
-        self.proc = None
-
-    @property
-    def base(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}"
-
-    def start(self) -> "Database":
-        self.proc = ManagedProcess("db-on-disk", self.argv, ready=lambda: port_open(self.port)).start(timeout=60)
-        return self
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc:
-            self.proc.stop()
-
-
 @pytest.fixture(scope="module")
 def disk_db(tmp_path_factory):
-    db = Database(tmp_path_factory.mktemp("secantus-data")).start()
+    db = DiskDatabase(tmp_path_factory.mktemp("secantus-data")).start()
     yield db
     db.stop()
 
@@ -102,8 +74,41 @@ def assert_credited_once(db, customer, payment_id, words):
     assert db.users.find_one({"username": customer.username})["words_remaining"] == words
 
 
+def settle_then_die(db, payment_id, phone):
+    """Run the settle path here, with a success callback, and die between the settling write
+    and the credit: what a process killed at that instant leaves behind."""
+    from app import ledger
+    from app.mpesa.callback import parse_callback
+    from app.payments.outcomes import from_callback
+
+    class Crash(BaseException):
+        pass
+
+    def crash(*_args, **_kwargs):
+        raise Crash("process died after settling, before crediting")
+    doc = payment(db, payment_id)
+    body = {"Body": {"stkCallback": {
+        "MerchantRequestID": doc["merchant_request_id"], "CheckoutRequestID": doc["checkout_request_id"],
+        "ResultCode": 0, "ResultDesc": "ok", "CallbackMetadata": {"Item": [
+            {"Name": "Amount", "Value": 100.0}, {"Name": "MpesaReceiptNumber", "Value": f"UNB{payment_id[-7:].upper()}"},
+            {"Name": "PhoneNumber", "Value": int(phone)}]}}}}
+    real = ledger.credit_payment
+    ledger.credit_payment = crash
+    try:
+        with pytest.raises(Crash):
+            ledger.settle(db, payment_id, from_callback(parse_callback(body)))
+    finally:
+        ledger.credit_payment = real
+
+
 def test_database_killed_for_twenty_seconds_with_payments_in_every_phase(bare, disk_db, db):
     worker = bare.start_worker("outlives-the-database")
+    # Completed, not yet credited (just before the outage): a process dies between the
+    # settling write and the credit.
+    unbooked = registered(bare.web_url)
+    bare.sim("/_sim/script", {"phone": unbooked.phone, "result_code": 1032, "after": 60})  # no answer before the crash
+    unbooked_id = unbooked.checkout()
+    unbooked.wait_for(unbooked_id, "pending", timeout=30)
     # Pending: the prompt is on the phone; the customer pays while the database is gone.
     waiting = registered(bare.web_url)
     bare.sim("/_sim/script", {"phone": waiting.phone, "result_code": 0, "after": 2})
@@ -120,16 +125,23 @@ def test_database_killed_for_twenty_seconds_with_payments_in_every_phase(bare, d
     bare.sim("/_sim/script", {"phone": queued.phone, "result_code": 0, "after": 0.5})
     queued_id = queued.checkout()
     assert payment(db, queued_id)["status"] == "queued"
+    settle_then_die(db, unbooked_id, unbooked.phone)  # the repair pass waits 5 s before finishing it
+    assert payment(db, unbooked_id)["status"] == "completed" and payment(db, unbooked_id)["credited"] is False
 
     disk_db.kill()
     time.sleep(OUTAGE_SECONDS)
     assert worker.alive(), worker.output()[-3000:]
     disk_db.start()
 
-    for customer, payment_id in ((waiting, waiting_id), (in_flight, in_flight_id), (queued, queued_id)):
+    paid = ((waiting, waiting_id), (in_flight, in_flight_id), (queued, queued_id), (unbooked, unbooked_id))
+    for customer, payment_id in paid:
         customer.wait_for(payment_id, "completed", timeout=60)
         assert_credited_once(db, customer, payment_id, 10_000)
         assert len(pushes(bare, customer.phone)) == 1
+    # Callbacks that came while the database was gone were spooled, not lost: the receipts
+    # M-Pesa sent are on the payments (an STK Query alone would not have told them).
+    for customer, payment_id in paid:
+        wait_until(lambda: payment(db, payment_id).get("mpesa_receipt"), timeout=30, what=f"receipt of {payment_id}")
     # Daraja's answer to the push in flight was kept through the outage, not lost.
     assert payment(db, in_flight_id)["checkout_request_id"] and not payment(db, in_flight_id).get("push_outcome_unknown")
     # A new customer after the outage goes through.

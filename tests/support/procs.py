@@ -65,8 +65,10 @@ class ManagedProcess:
             os.kill(self.proc.pid, sig)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would: no clean-up runs in the child."""
-        self.signal(signal.SIGKILL)
+        """SIGKILL the process and its children (gunicorn's workers), as a crash of its host
+        would: no clean-up runs, and no orphan outlives the test."""
+        if self.alive():
+            self._kill_group()
         if self.proc:
             self.proc.wait(timeout=10)
 
@@ -77,4 +79,14 @@ class ManagedProcess:
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            pass
+        self._kill_group()  # whatever is left of its group: children of a parent that did not finish
+        self.proc.wait(timeout=10)
+
+    def _kill_group(self) -> None:
+        # start_new_session made the child the leader of its own process group; the group is
+        # only signalled while its leader is ours (alive, or reaped an instant ago).
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

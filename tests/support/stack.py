@@ -32,6 +32,34 @@ def start_database() -> tuple[str, ManagedProcess | None]:
     return f"mongodb://127.0.0.1:{port}", proc
 
 
+class DiskDatabase:
+    """A SecantusDB server keeping its data in a directory, so a test can kill it (SIGKILL)
+    and start it again on the same port and data, as a host's database comes back."""
+
+    def __init__(self, directory):
+        self.port, self.directory = free_port(), directory
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def base(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def start(self) -> "DiskDatabase":
+        # --sync-on-commit: what a journaled MongoDB acknowledged survives its crash; so here.
+        self.proc = ManagedProcess("db-on-disk", [str(BIN / "secantusd-py"), "--host", "127.0.0.1",
+                                                  "--port", str(self.port), "--storage-path", str(self.directory),
+                                                  "--sync-on-commit", "--log-level", "WARNING"],
+                                   ready=lambda: port_open(self.port)).start(timeout=60)
+        return self
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
 @dataclass
 class Stack:
     """Everything a cross-process test needs; each test uses its own users and phones."""
