@@ -7,7 +7,7 @@ from . import ids
 from .c2b_state import BUY_GOODS, CONFIRMATION_MODES, PAY_BILL, C2BFaults, C2BPayment, Registration
 from .c2b_state import ask_validation, confirmation_body, deliver, redeliver
 from .control import is_loopback
-from .daraja import daraja_error
+from .daraja import bearer_ok, daraja_error
 from .engine import CORRECT_PIN
 from .validation import BANNED_CALLBACK_WORDS, normalize_phone
 
@@ -29,11 +29,6 @@ def c2b_store():
     return current_app.extensions["simulator_c2b"]
 
 
-def _bearer_ok() -> bool:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(token.strip()) and engine().store.token_valid(token.strip())
-
-
 def _url_ok(value) -> bool:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")) or value != value.strip():
         return False
@@ -49,7 +44,7 @@ def _till() -> str:
 def register_url(version: str):
     if version not in VERSIONS:
         return daraja_error(404, "404.001.01", "Resource not found")
-    if not _bearer_ok():
+    if not bearer_ok():
         return daraja_error(404, "404.001.03", "Invalid Access Token")
     settings = engine().settings
     if version != settings.c2b_version:
@@ -79,7 +74,7 @@ def simulate(version: str):
     """The sandbox's stand-in for a customer paying from the menu (no PIN)."""
     if version not in VERSIONS:
         return daraja_error(404, "404.001.01", "Resource not found")
-    if not _bearer_ok():
+    if not bearer_ok():
         return daraja_error(404, "404.001.03", "Invalid Access Token")
     body = request.get_json(silent=True) or {}
     kind = {"CustomerPayBillOnline": PAY_BILL, "CustomerBuyGoodsOnline": BUY_GOODS}.get(body.get("CommandID"))

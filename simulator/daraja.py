@@ -62,7 +62,8 @@ def fault_response(status: int, body: str | None) -> Response:
     return Response(body, status=status, mimetype=mimetype)
 
 
-def _bearer_ok() -> bool:
+def bearer_ok() -> bool:
+    """The request carries a live access token from this simulator's OAuth endpoint."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and bool(token.strip()) and engine().store.token_valid(token.strip())
 
@@ -115,7 +116,7 @@ def _checked_request(validate):
 
     Returns (body, clean fields, None), or (None, None, the error response).
     """
-    if not _bearer_ok():
+    if not bearer_ok():
         return None, None, daraja_error(404, *INVALID_TOKEN)
     body = _json_body()
     if body is None:

@@ -23,7 +23,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from . import ids
 from .control import is_loopback
-from .daraja import bad_request, daraja_error
+from .daraja import bad_request, bearer_ok, daraja_error
 
 log = logging.getLogger("simulator.status")
 bp = Blueprint("status", __name__)
@@ -108,8 +108,7 @@ def _post(url: str, body: dict, timeout: float) -> None:
 @bp.post("/mpesa/transactionstatus/v1/query")
 def transaction_status():
     engine = current_app.extensions["simulator"]
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not engine.store.token_valid(token.strip()):
+    if not bearer_ok():
         return daraja_error(404, "404.001.03", "Invalid Access Token")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -175,8 +174,7 @@ INVALID_ORIGINAL = ("R000002", "The OriginalTransactionID is invalid.")
 @bp.post("/mpesa/reversal/v1/request")
 def reversal():
     engine = current_app.extensions["simulator"]
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not engine.store.token_valid(token.strip()):
+    if not bearer_ok():
         return daraja_error(404, "404.001.03", "Invalid Access Token")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
