@@ -24,7 +24,10 @@ login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to continue."
 login_manager.login_message_category = "info"
 # Limits are keyed per address by default; login adds per-account keys of its own.
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+# No X-RateLimit-* headers: each costs a storage read on every limited response (two per
+# checkout and per API spend). A refused request still says when to come back: `too_many`
+# sets Retry-After, reading the window only then.
+limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=False)
 
 
 def _wait_words(seconds: int) -> str:
