@@ -87,3 +87,12 @@ def test_padding_the_key_does_not_escape_the_rate_limit(app, client, api_key):
     codes = [client.get("/api/v1/balance", headers={"Authorization": f"Bearer {api_key}" + " " * i}).status_code
              for i in range(5)]
     assert codes == [200, 200, 200, 429, 429]
+
+
+def test_limited_answers_carry_no_rate_limit_headers_but_a_refusal_says_when(app, client, api_key):
+    """Each X-RateLimit-* header costs a read of the limiter's storage on every answer."""
+    app.config["API_RATE_LIMIT"] = "1 per minute"
+    spent = use(client, api_key, {"words": 1})
+    assert spent.status_code == 200 and not [h for h in spent.headers.keys() if h.lower().startswith("x-ratelimit")]
+    refused = use(client, api_key, {"words": 1}, idem="idem-0002")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
