@@ -40,10 +40,29 @@ def set_selection_timeout(seconds: float) -> None:
     _selection_timeout_ms = max(1, int(seconds * 1000))
 
 
-def client_options() -> dict:
+# How often the driver's monitor asks each server `hello` on its own (pymongo's default:
+# every 10 s). Those count against a hosted MongoDB's
+# operations like any query, from every client of every process, busy or idle: with 10 s
+# an idle web process with two workers and the payment worker send about 1 per second
+# between them, with 60 s a sixth of that. What it trades: the driver learns of a replica
+# set's new primary, or of a server that came back, from its monitor up to this late.
+# A command that meets a failed or stepped-down server makes the driver look again at once
+# (and a retryable write is retried on the new primary), so a busy process notices within
+# a round trip; only an idle one learns late, and finds out on its first command.
+# `heartbeatFrequencyMS` in MONGO_URI overrides it.
+HEARTBEAT_FREQUENCY_MS = 60_000
+
+
+def heartbeat_option(uri: str) -> dict:
+    """The monitor's interval unless the connection string names its own."""
+    return {} if "heartbeatfrequencyms" in uri.lower() else {"heartbeatFrequencyMS": HEARTBEAT_FREQUENCY_MS}
+
+
+def client_options(uri: str = "") -> dict:
     """pymongo options of this process's clients (connect and server selection bounded alike)."""
     return {"tz_aware": True, "serverSelectionTimeoutMS": _selection_timeout_ms,
-            "connectTimeoutMS": _selection_timeout_ms, "retryWrites": True, "appname": "lipia"}
+            "connectTimeoutMS": _selection_timeout_ms, "retryWrites": True, "appname": "lipia",
+            **heartbeat_option(uri)}
 
 
 def client_for(uri: str) -> pymongo.MongoClient:
@@ -55,7 +74,7 @@ def client_for(uri: str) -> pymongo.MongoClient:
                 import mongomock  # test-only dependency
                 client = mongomock.MongoClient()
             else:
-                client = pymongo.MongoClient(uri, **client_options())
+                client = pymongo.MongoClient(uri, **client_options(uri))
             _clients[key] = client
         return client
 
