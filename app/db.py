@@ -40,15 +40,18 @@ def set_selection_timeout(seconds: float) -> None:
     _selection_timeout_ms = max(1, int(seconds * 1000))
 
 
-# How often the driver's monitor asks each server `hello` on its own (pymongo's default:
-# every 10 s). Those count against a hosted MongoDB's
-# operations like any query, from every client of every process, busy or idle: with 10 s
-# an idle web process with two workers and the payment worker send about 1 per second
-# between them, with 60 s a sixth of that. What it trades: the driver learns of a replica
-# set's new primary, or of a server that came back, from its monitor up to this late.
-# A command that meets a failed or stepped-down server makes the driver look again at once
-# (and a retryable write is retried on the new primary), so a busy process notices within
-# a round trip; only an idle one learns late, and finds out on its first command.
+# How often the driver's monitor hears from each server on its own (pymongo's default is
+# every 10 s). Each answer counts against a hosted MongoDB's operations like any query, from
+# every client of every process, busy or idle: a server that streams its state (MongoDB
+# 4.4+, Atlas, SecantusDB) answers the monitor's waiting `hello` once per interval and
+# a second connection measures the round trip once per interval, so each client costs two
+# operations per interval. Longer is cheaper; what it trades:
+# - such a server still tells the monitor of a new primary or a step-down at once, so
+#   failover is not noticed later; only the round-trip figure (for picking the nearest
+#   member) is refreshed less often;
+# - an older server that cannot stream is asked once per interval, so an idle process
+#   learns of a failover up to a minute late (a command that meets a stepped-down or
+#   lost server makes the driver look again at once, and retryable writes are retried).
 # `heartbeatFrequencyMS` in MONGO_URI overrides it.
 HEARTBEAT_FREQUENCY_MS = 60_000
 
@@ -94,8 +97,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-# How long one reading of the server's clock is reused (see db_now).
-SERVER_CLOCK_REUSE_SECONDS = 30.0
+# How long one reading of the server's clock is reused (see db_now). The monotonic clock
+# that advances it drifts by at most tens of parts per million (milliseconds over five
+# minutes, against leases of tens of seconds); each fresh reading is an operation, which an
+# idle worker would otherwise spend every 30 s.
+SERVER_CLOCK_REUSE_SECONDS = 300.0
 _server_clock: dict[tuple[int, int], tuple[float, dt.datetime]] = {}
 
 
