@@ -15,8 +15,8 @@ money write here is one single-document atomic update guarded by an idempotency 
 A crash between those writes leaves a `pending` entry; `repair()` (run by every
 worker, and by any retry of the same key) finishes it. A purchase saves the pending
 step: its payment document (`credited: false`) already journals what is to be booked,
-so its words are applied first and its entry is written applied (see credit_payment). Amounts never change once
-written: corrections are new entries with a reason and an actor.
+so its words are applied first and its entry is written applied (see credit_payment).
+Amounts never change once written: corrections are new entries with a reason and an actor.
 """
 from __future__ import annotations
 
