@@ -130,3 +130,22 @@ def test_a_spend_looks_its_key_up_and_counts_it_in_one_write(app, client, db, ap
     monkeypatch.setattr(limiter.limiter, "hit", lambda *a, **k: hits.append(a) or True)
     assert use(client, api_key, {"words": 1}).status_code == 200
     assert calls == [app.config["API_RATE_LIMIT"]] and hits == []  # the limiter's own storage is not asked
+
+
+def test_two_first_calls_of_a_window_count_two(app, db, api_key, monkeypatch):
+    """The window's first call starts the count only from another window, never over a started one."""
+    from app.credits import api_limit
+    now = 60 * 2_000_000 + 5.0
+    db.users.update_one({"username": "alice"}, {"$set": {"api_calls": {"window": 1, "count": 99}}})
+    real = db.users.find_one_and_update
+    calls = []
+
+    def racing(query, update, **kwargs):
+        calls.append(query)
+        if len(calls) == 2:  # another call starts the window between our miss and our start
+            db.users.update_one({"username": "alice"}, {"$set": {"api_calls": {"window": 2_000_000, "count": 1}}})
+        return real(query, update, **kwargs)
+    monkeypatch.setattr(db.users, "find_one_and_update", racing)
+    assert api_limit.look_up(db, api_key, "100 per minute", now=now).retry_after is None
+    assert len(calls) == 3
+    assert db.users.find_one({"username": "alice"})["api_calls"] == {"window": 2_000_000, "count": 2}
