@@ -218,6 +218,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_CERTIFICATE_PATH", _str, "simulator/certs/simulator.cer",
             "Safaricom's public certificate (PEM or DER) that encrypts the initiator password"),
     Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
+    Setting("PLAN_CACHE_SECONDS", _int(0), "60",
+            "how long a web process reuses a plan's price at checkout; a price change takes up to this long (0: never)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

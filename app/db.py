@@ -40,10 +40,32 @@ def set_selection_timeout(seconds: float) -> None:
     _selection_timeout_ms = max(1, int(seconds * 1000))
 
 
-def client_options() -> dict:
+# How often the driver's monitor hears from each server on its own (pymongo's default is
+# every 10 s). Each answer counts against a hosted MongoDB's operations like any query, from
+# every client of every process, busy or idle: a server that streams its state (MongoDB
+# 4.4+, Atlas, SecantusDB) answers the monitor's waiting `hello` once per interval and
+# a second connection measures the round trip once per interval, so each client costs two
+# operations per interval. Longer is cheaper; what it trades:
+# - such a server still tells the monitor of a new primary or a step-down at once, so
+#   failover is not noticed later; only the round-trip figure (for picking the nearest
+#   member) is refreshed less often;
+# - an older server that cannot stream is asked once per interval, so an idle process
+#   learns of a failover up to a minute late (a command that meets a stepped-down or
+#   lost server makes the driver look again at once, and retryable writes are retried).
+# `heartbeatFrequencyMS` in MONGO_URI overrides it.
+HEARTBEAT_FREQUENCY_MS = 60_000
+
+
+def heartbeat_option(uri: str) -> dict:
+    """The monitor's interval unless the connection string names its own."""
+    return {} if "heartbeatfrequencyms" in uri.lower() else {"heartbeatFrequencyMS": HEARTBEAT_FREQUENCY_MS}
+
+
+def client_options(uri: str = "") -> dict:
     """pymongo options of this process's clients (connect and server selection bounded alike)."""
     return {"tz_aware": True, "serverSelectionTimeoutMS": _selection_timeout_ms,
-            "connectTimeoutMS": _selection_timeout_ms, "retryWrites": True, "appname": "lipia"}
+            "connectTimeoutMS": _selection_timeout_ms, "retryWrites": True, "appname": "lipia",
+            **heartbeat_option(uri)}
 
 
 def client_for(uri: str) -> pymongo.MongoClient:
@@ -55,7 +77,7 @@ def client_for(uri: str) -> pymongo.MongoClient:
                 import mongomock  # test-only dependency
                 client = mongomock.MongoClient()
             else:
-                client = pymongo.MongoClient(uri, **client_options())
+                client = pymongo.MongoClient(uri, **client_options(uri))
             _clients[key] = client
         return client
 
@@ -75,8 +97,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-# How long one reading of the server's clock is reused (see db_now).
-SERVER_CLOCK_REUSE_SECONDS = 30.0
+# How long one reading of the server's clock is reused (see db_now). The monotonic clock
+# that advances it drifts by at most tens of parts per million (milliseconds over five
+# minutes, against leases of tens of seconds); each fresh reading is an operation, which an
+# idle worker would otherwise spend every 30 s.
+SERVER_CLOCK_REUSE_SECONDS = 300.0
 _server_clock: dict[tuple[int, int], tuple[float, dt.datetime]] = {}
 
 

@@ -24,10 +24,13 @@ login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to continue."
 login_manager.login_message_category = "info"
 # Limits are keyed per address by default; login adds per-account keys of its own.
-limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
+# No X-RateLimit-* headers: each costs a storage read on every limited response (two per
+# checkout and per API spend). A refused request still says when to come back: `too_many`
+# sets Retry-After, reading the window only then.
+limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=False)
 
 
-def _wait_words(seconds: int) -> str:
+def wait_words(seconds: int) -> str:
     if seconds <= 60:
         return f"{max(seconds, 1)} second{'s' if seconds != 1 else ''}"
     minutes = math.ceil(seconds / 60)
@@ -52,7 +55,7 @@ def too_many(exc: RateLimitExceeded):
         wait = max(1, int(current.reset_at - time.time())) if current else 60
     except Exception:  # the storage went away between the check and this answer
         wait = 60
-    message = f"Too many attempts. Please wait {_wait_words(wait)} and try again."
+    message = f"Too many attempts. Please wait {wait_words(wait)} and try again."
     if wants_json():
         response, status = api_error(429, "rate_limited", message, retry_after_seconds=wait)
     elif request.method == "POST":

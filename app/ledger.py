@@ -13,8 +13,10 @@ money write here is one single-document atomic update guarded by an idempotency 
 * Finally the entry is marked `applied` (or `refused` for a debit that did not fit).
 
 A crash between those writes leaves a `pending` entry; `repair()` (run by every
-worker, and by any retry of the same key) finishes it. Amounts never change once
-written: corrections are new entries with a reason and an actor.
+worker, and by any retry of the same key) finishes it. A purchase saves the pending
+step: its payment document (`credited: false`) already journals what is to be booked,
+so its words are applied first and its entry is written applied (see credit_payment).
+Amounts never change once written: corrections are new entries with a reason and an actor.
 """
 from __future__ import annotations
 
@@ -321,9 +323,8 @@ def _stored_amount(amount):
     return int(amount) if amount == int(amount) else str(amount)
 
 
-def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
-    problem = _mismatch(payment, outcome)
-    target = REVIEW if problem else COMPLETED
+def _success_update(outcome: Outcome, target: str, problem: str | None, counter: dict) -> dict:
+    """The settling write of a success: completed (to be credited) or held for review."""
     fields = {**_result_fields(outcome), "confirmed_amount": _stored_amount(outcome.amount),
               "confirmed_phone": outcome.phone, "transaction_date": outcome.transaction_date}
     if problem:
@@ -333,21 +334,21 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
         # interrupted credits by this one indexed value, however long the history grows.
         fields.update(mpesa_receipt=outcome.receipt, credited=False)
     fields = {k: v for k, v in fields.items() if v is not None}
+    return {"$set": {"status": target, **fields}, "$unset": _SETTLED_UNSET, **counter,
+            "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
+
+
+def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
+    problem = _mismatch(payment, outcome)
+    target = REVIEW if problem else COMPLETED
     condition = {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}}
-    update = {"$set": {"status": target, **fields}, "$unset": _SETTLED_UNSET, **counter,
-              "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
+    update = _success_update(outcome, target, problem, counter)
     try:
         updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
     except DuplicateKeyError:
         # The receipt is already on another payment: never credit one receipt twice.
         problem = f"receipt {outcome.receipt} was already used for another payment"
-        fields.pop("mpesa_receipt", None)
-        fields.pop("credited", None)
-        update["$set"] = {**update["$set"], **fields, "status": REVIEW, "review_reason": problem,
-                          "needs_review": True, "review_receipt": outcome.receipt}
-        update["$set"].pop("mpesa_receipt", None)
-        update["$set"].pop("credited", None)
-        update["$push"] = {"history": _history(REVIEW, outcome.via, problem)}
+        update = _success_update(outcome, REVIEW, problem, counter)
         updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
         target = REVIEW
     if updated is None:
@@ -363,12 +364,60 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
         log.warning("payment %s held for review: %s", payment["_id"], problem)
         notices.payment_settled(db, updated)
         return SettleResult("held for review", updated, notes=[problem])
-    entry = credit_payment(db, updated)
-    log.info("payment %s completed, receipt %s", payment["_id"], outcome.receipt)
+    return _credited(db, updated, outcome)
+
+
+def _credited(db, updated: dict, outcome: Outcome) -> SettleResult:
+    """Book the words of a payment this process's settling write has just completed."""
+    entry = credit_payment(db, updated, fresh=True)
+    log.info("payment %s completed, receipt %s", updated["_id"], outcome.receipt)
     # credit_payment set these fields; the rest is the post-image of the settling write.
     credited = {**updated, **_credit_fields(entry)}
     notices.payment_settled(db, {**credited, "user_after": entry.get("user_after")})
     return SettleResult("credited", credited, credited=True)
+
+
+def settle_matching(db, payment_id, outcome: Outcome) -> SettleResult | None:
+    """A callback's usual case in one write: settle the payment if it is still open and
+    matches the callback (its CheckoutRequestID, and for a success the order's amount and
+    phone), counting the callback in the same write. Returns None when the write did not
+    apply (no such payment, settled already, a mismatch or a reused receipt): the caller
+    then reads the payment and goes through `settle`, which sorts out why. The conditions
+    are the ones `settle` checks on a payment it has read, so a match decides the same.
+    """
+    cid = outcome.checkout_request_id
+    if not cid:
+        return None
+    # A callback can overtake the push reply, before the payment knows its CheckoutRequestID.
+    condition: dict[str, Any] = {"_id": payment_id, "checkout_request_id": {"$in": [cid, None]}}
+    counter = {"$inc": {"callbacks_received": 1}}
+    if outcome.status != COMPLETED:
+        condition["status"] = {"$in": list(OPEN_STATUSES)}
+        updated = db.payments.find_one_and_update(
+            condition,
+            {"$set": {"status": outcome.status, **_result_fields(outcome)}, "$unset": _SETTLED_UNSET, **counter,
+             "$push": {"history": _history(outcome.status, outcome.via, outcome.result_desc)}},
+            return_document=ReturnDocument.AFTER)
+        if updated is None:
+            return None
+        log.info("payment %s ended %s (%s)", payment_id, outcome.status, outcome.reason)
+        notices.payment_settled(db, updated)
+        return SettleResult(f"settled {outcome.status}", updated)
+    amount = outcome.amount
+    if amount is None or outcome.receipt is None or outcome.via == "query" or amount != int(amount):
+        return None  # never credited as it stands: `settle` holds it for review
+    condition.update(status={"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}, amount=int(amount))
+    if outcome.phone and outcome.phone.isdigit():
+        # What _mismatch allows: the order's own phone, or an order that has none.
+        condition["$or"] = [{"phone": outcome.phone}, {"phone": {"$in": [None, ""]}}]
+    try:
+        updated = db.payments.find_one_and_update(condition, _success_update(outcome, COMPLETED, None, counter),
+                                                  return_document=ReturnDocument.AFTER)
+    except DuplicateKeyError:
+        return None  # a reused receipt: `settle` holds it for review
+    if updated is None:
+        return None
+    return _credited(db, updated, outcome)
 
 
 def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
@@ -402,15 +451,61 @@ def _flag_second_payment(db, payment: dict, outcome: Outcome) -> None:
     log.warning("payment %s: %s", payment["_id"], note)
 
 
-def credit_payment(db, payment: dict) -> dict:
-    """Book a completed payment's words once; safe to call any number of times."""
+def credit_payment(db, payment: dict, *, fresh: bool = False) -> dict:
+    """Book a completed payment's words once; safe to call any number of times.
+
+    A purchase needs no pending entry first: the payment itself journals it. From the
+    settling write until the credit is done it says `credited: false` with its user and
+    words, which is all a repair needs. So the words go onto the balance first, then the
+    entry is written already applied, then the payment says `credited: true` (three writes,
+    where a pending entry would take four). A crash between any two leaves `credited:
+    false`, and the repair pass comes back here: an entry already written is only marked
+    on the payment; without one, the user's `applied_keys` tells whether the words went on.
+
+    `fresh` is for the caller whose own settling write just completed the payment: nothing
+    can have been applied for it yet, so the entry is not looked for first.
+    """
     key = f"payment:{payment['_id']}"
-    entry, _ = post_entry(db, key, payment["username"], int(payment["words"]), "purchase",
-                          payment_id=str(payment["_id"]), receipt=payment.get("mpesa_receipt"),
-                          reason=f"{payment.get('subscription_type', 'plan')} plan, KES {payment['amount']}")
-    if not payment.get("credited") and entry["state"] == "applied":
-        db.payments.update_one({"_id": payment["_id"]}, {"$set": _credit_fields(entry)})
+    if payment.get("credited"):
+        return db.ledger.find_one({"_id": key}) or {"_id": key, "state": "applied"}
+    entry = None if fresh else db.ledger.find_one({"_id": key})
+    if entry is None:
+        entry = _book_purchase(db, key, payment, resumed=not fresh)
+    elif entry["state"] == "pending":  # written by an earlier version, which wrote the entry first
+        entry = _apply(db, entry, resumed=True)
+    if entry["state"] == "applied":
+        db.payments.update_one({"_id": payment["_id"], "credited": {"$ne": True}}, {"$set": _credit_fields(entry)})
     return entry
+
+
+def _book_purchase(db, key: str, payment: dict, *, resumed: bool) -> dict:
+    """Put a payment's words on the balance once, then write its ledger entry as it ended."""
+    username, words = payment["username"], int(payment["words"])
+    doc = _entry_doc(key, username, words, "purchase", payment_id=str(payment["_id"]),
+                     receipt=payment.get("mpesa_receipt"),
+                     reason=f"{payment.get('subscription_type', 'plan')} plan, KES {payment['amount']}")
+    # Nothing was applied before the payment settled, so its settling time stands in for
+    # an entry's creation when asking whether the key could have aged out of the list.
+    since = payment.get("settled_at") or payment["created_at"]
+    if resumed and not _still_remembered(db, {"username": username, "created_at": since}):
+        log.error("payment %s is uncredited and too old to credit safely; an operator must decide", payment["_id"])
+        raise AmbiguousEntry(key)
+    user = db.users.find_one_and_update(
+        {"username": username, "applied_keys": {"$ne": key}},
+        {"$inc": {"words_remaining": words, "ledger_seq": 1},
+         "$push": {"applied_keys": {"$each": [key], "$slice": -APPLIED_KEYS_KEPT}}},
+        projection=USER_AFTER_FIELDS, return_document=ReturnDocument.AFTER)
+    applied = user is not None or db.users.count_documents({"username": username, "applied_keys": key},
+                                                           limit=1) == 1
+    state = "applied" if applied else "refused"  # refused: the customer's account is gone
+    doc.update(state=state, **{f"{state}_at": utcnow()})
+    if user is not None:
+        doc.update(balance_after=user["words_remaining"], balance_seq=user.get("ledger_seq"))
+    try:
+        db.ledger.insert_one(doc)
+    except DuplicateKeyError:
+        pass  # a concurrent credit of the same payment wrote it: the balance took the words once
+    return {**doc, "user_after": user}
 
 
 def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) -> dict:
@@ -494,6 +589,14 @@ def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minut
             in_flight[entry["username"]] = in_flight.get(entry["username"], 0) + entry["delta"]
         if entry["created_at"].replace(tzinfo=None) < (now - settle_window).replace(tzinfo=None):
             problems.append(f"ledger entry {entry['_id']} has been pending since {entry['created_at']}")
+    uncredited = list(db.payments.find({"credited": False}))
+    for payment in uncredited:
+        # A purchase whose words went onto the balance just before a crash, its entry not yet
+        # written (see credit_payment): the payment is its journal until the repair pass.
+        key = f"payment:{payment['_id']}"
+        if db.ledger.count_documents({"_id": key}, limit=1) == 0 and db.users.count_documents(
+                {"username": payment["username"], "applied_keys": key}, limit=1):
+            in_flight[payment["username"]] = in_flight.get(payment["username"], 0) + int(payment["words"])
     for user in db.users.find({}, {"username": 1, "words_remaining": 1}):
         name, words = user["username"], user.get("words_remaining", 0)
         expected = applied.get(name, 0) + in_flight.get(name, 0)
@@ -519,7 +622,7 @@ def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minut
         elif payment.get("confirmed_amount") is not None and payment["confirmed_amount"] != payment["amount"] \
                 and not payment.get("reviewed_by"):
             problems.append(f"payment {payment['_id']} credited although M-Pesa confirmed a different amount")
-    for payment in db.payments.find({"credited": False}):
+    for payment in uncredited:
         if _older_than(payment.get("settled_at"), now, settle_window):
             problems.append(f"payment {payment['_id']} completed but never credited")
     if expire_after is not None:

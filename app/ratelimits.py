@@ -56,7 +56,8 @@ class LimitStorage(MongoDBStorage):
     STORAGE_SCHEME = ["lipia+mongodb", "lipia+mongodb+srv"]
 
     def __init__(self, uri: str, **options):
-        super().__init__(uri.removeprefix("lipia+"), **{**CLIENT_OPTIONS, **options})
+        from .db import heartbeat_option  # the same driver-monitoring interval as the app's own clients
+        super().__init__(uri.removeprefix("lipia+"), **{**CLIENT_OPTIONS, **heartbeat_option(uri), **options})
         self._local = MemoryStorage()
         self._down_until = 0.0
         self._lock = threading.Lock()

@@ -124,7 +124,8 @@ class Probe:
         self.env = stack_env(f"{mongo_base}/{db_name}", sim_url, "http://127.0.0.1:1", **overrides)
         self.procs.append(ManagedProcess(
             "simulator", [sys.executable, "-m", "simulator"],
-            env={**self.env, "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(sim_port)},
+            # The simulator runs only as development or test, even beside a production-mode Lipia.
+            env={**self.env, "LIPIA_ENV": "test", "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(sim_port)},
             ready=_http_ready(sim_url + "/healthz")).start())
         self.client = pymongo.MongoClient(mongo_base, tz_aware=True)
         self.db = self.client[db_name]
@@ -214,7 +215,7 @@ class Probe:
         payment = self.db.payments.find_one({"_id": ObjectId(payment_id)})
         if payment is None or not payment.get("checkout_request_id"):
             raise RuntimeError(f"the push was not accepted: {payment and payment.get('status')}")
-        c_method, c_path, c_body, c_headers = prepare.callback_requests([payment])[0]
+        c_method, c_path, c_body, c_headers = prepare.callback_requests([payment], self.settings)[0]
         answer = run("callback (success)", lambda: test.open(c_path, method=c_method, data=c_body, headers=c_headers, base_url=BASE))
         if answer.status_code != 200:
             raise RuntimeError(f"callback answered {answer.status_code}")

@@ -151,8 +151,11 @@ def read_requests(path: Path) -> list[tuple[str, str, bytes, dict]]:
     return rows
 
 
-def callback_requests(payments: list[dict]) -> list:
-    return [("POST", f"/payments/callback/{p['_id']}/{p['callback_secret']}", callback_body(p),
+def callback_requests(payments: list[dict], settings) -> list:
+    """Daraja's posts, to the signed callback URL each push gave it (the stored per-payment
+    secret is only for payments made before URLs were signed, and costs the route a read)."""
+    from app.payments.callback_signing import token
+    return [("POST", f"/payments/callback/{p['_id']}/{token(settings, p['_id'])}", callback_body(p),
              {"Content-Type": "application/json"}) for p in payments]
 
 

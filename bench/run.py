@@ -163,7 +163,7 @@ class Bench:
         for _ in range(2):
             measure("status", "GET", f"/payments/{payments[0]['_id']}/status.json", 200,
                     {"Cookie": cookie, "User-Agent": prepare.USER_AGENT})
-        for method, path, body, headers in prepare.callback_requests(payments[1:3]):
+        for method, path, body, headers in prepare.callback_requests(payments[1:3], self.settings):
             measure("callback", method, path, 200, headers, body)
         if self.db.payments.count_documents({"_id": {"$in": [p["_id"] for p in payments[1:3]]}, "credited": True}) != 2:
             raise RuntimeError("probe callbacks did not credit their payments")
@@ -317,15 +317,15 @@ class Bench:
     def scenario_callbacks(self) -> None:
         users = prepare.make_customers(self.db, f"cb{self.salt}-", 300, self.salt + 3)
         trial = prepare.make_pending_payments(self.db, users, 200, self.plan_doc, self.salt + 3)
-        rate, calibration = self.calibrate(prepare.callback_requests(trial))
+        rate, calibration = self.calibrate(prepare.callback_requests(trial, self.settings))
         peak_count = int(rate * self.seconds * 2.5) + 100
         paced_count = int(rate / 2 * self.seconds * 1.3) + 50
         say(f"  about {rate:.0f}/s: preparing {peak_count + paced_count} pending payments")
         payments = trial + prepare.make_pending_payments(self.db, users, peak_count + paced_count, self.plan_doc,
                                                          self.salt + 13)
         ids = [p["_id"] for p in payments]
-        peak_rows = prepare.callback_requests(payments[200:200 + peak_count])
-        paced_rows = prepare.callback_requests(payments[200 + peak_count:])
+        peak_rows = prepare.callback_requests(payments[200:200 + peak_count], self.settings)
+        paced_rows = prepare.callback_requests(payments[200 + peak_count:], self.settings)
         peak_file, paced_file = self.data_file("callbacks", peak_rows), self.data_file("callbacks-paced", paced_rows)
         profiler = self._start_profile() if self.args.profile else None
         ours, base = self.both("callbacks", peak_file, 16)

@@ -1,6 +1,6 @@
 """What one idle worker costs the database, and how fast it pushes a job that arrives.
 
-`python -m bench.worker_idle [--seconds 60] [--jobs 20] [--standalone] [--root DIR]`
+`python -m bench.worker_idle [--seconds 60] [--jobs 20] [--standalone] [--web] [--root DIR]`
 
 Starts SecantusDB (in memory; `--standalone` makes it look like a standalone MongoDB,
 which offers no change streams, so the worker falls back to polling), the simulator
@@ -13,6 +13,11 @@ the same way). Then:
 2. enqueue -> push: `--jobs` payments enqueued one at a time, each after an idle
    pause long enough for a polling worker to back off to its cap; the time from the
    job's creation to the push reaching Daraja (the payment's `pending` entry), p50/p95.
+
+`--web` also starts the web app (gunicorn with gunicorn.conf.py, two workers) and sends it
+a few requests first, so that each of its processes holds its database clients (the app's
+and the rate limiter's), as it would after serving customers: the idle figure is then
+that of a web + worker pair.
 
 Figures are printed, never asserted: speed is not a test.
 """
@@ -37,6 +42,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def ops(db) -> dict:
     counters = db.command("serverStatus")["opcounters"]
     return {k: int(v) for k, v in counters.items()}
+
+
+def start_web(env: dict) -> tuple[ManagedProcess, str]:
+    """gunicorn as deployed, then requests until both of its workers have used the database."""
+    import urllib.error
+    import urllib.request
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    web = ManagedProcess("bench-web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"],
+                         env={**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2"},
+                         ready=_http_ready(url + "/login"))
+    web.start()
+    for n in range(20):  # bounded; either worker may answer any one of them
+        for path, data in (("/readyz", None), ("/login", b"username=nobody&password=wrong-password")):
+            try:
+                urllib.request.urlopen(urllib.request.Request(url + path, data=data), timeout=10).read()
+            except urllib.error.HTTPError:
+                pass  # a refused log-in or a 429 still used the database and the limiter
+    return web, url
 
 
 def start(root: Path, standalone: bool, env_extra: dict, uri_options: str = "") -> tuple[list[ManagedProcess], str, dict]:
@@ -93,6 +117,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=None, help="idle pause before each job (default: poll cap + 1 s)")
     parser.add_argument("--standalone", action="store_true")
     parser.add_argument("--root", type=Path, default=ROOT)
+    parser.add_argument("--web", action="store_true", help="count an idle web app (gunicorn) with the worker")
     parser.add_argument("--warmup", type=float, default=15)
     parser.add_argument("--uri-options", default="",
                         help="appended to the worker's MONGO_URI, e.g. heartbeatFrequencyMS=60000")
@@ -104,6 +129,8 @@ def main(argv=None) -> int:
              if s.name.startswith(("WORKER_", "JOB_", "RECONCILE_", "PAYMENT_EXPIRE")) and s.dev_default}
     procs, base, env = start(args.root, args.standalone, extra, args.uri_options)
     try:
+        if args.web:
+            procs.append(start_web(env)[0])
         client = pymongo.MongoClient(base, tz_aware=True)
         db = client["lipia_idle"]
         time.sleep(args.warmup)
@@ -113,7 +140,8 @@ def main(argv=None) -> int:
         delta = {k: after[k] - before[k] for k in after}
         delta["command"] -= 1  # our own second serverStatus
         total = sum(delta.values())
-        print(f"idle worker ({'standalone: polling' if args.standalone else 'change streams'}), {elapsed:.0f}s: "
+        what = "idle web + worker" if args.web else "idle worker"
+        print(f"{what} ({'standalone: polling' if args.standalone else 'change streams'}), {elapsed:.0f}s: "
               f"{total} ops = {total / elapsed:.3f} ops/s  {delta}")
         settings = load_config({k: v for k, v in env.items() if k.isupper()})
         pause = args.pause if args.pause is not None else float(settings.get("WORKER_POLL_MAX_SECONDS") or 0.25) + 1

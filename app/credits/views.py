@@ -5,11 +5,10 @@ from flask_login import current_user, login_required
 
 from ..db import get_db
 from ..errors import api_error
-from ..extensions import limiter
+from ..extensions import wait_words
 from ..jsonbody import UnsafeJson, loads_bounded
 from ..ledger import IdempotencyConflict, InsufficientWords
-from ..users import get_by_api_key, hash_api_key
-from . import api, bp
+from . import api, api_limit, bp
 from .forms import SpendForm
 from .service import MAX_WORDS_PER_CALL, charge, count_words
 
@@ -41,37 +40,44 @@ def _presented_key() -> str:
     return key.strip()
 
 
-def _api_user():
-    return get_by_api_key(get_db(), _presented_key())
+def _api_caller():
+    """(user, None), or (None, the error to answer): an unknown key, or a key over its limit.
 
-
-def _api_limit():
-    return current_app.config["API_RATE_LIMIT"]
-
-
-def _api_key_id():
-    # Keyed by the key itself as authentication reads it, so padding the header cannot
-    # buy a fresh allowance. Fails open if the database is away (see app.ratelimits):
-    # the ledger's balance check still bounds what a call can spend.
-    return "api:" + hash_api_key(_presented_key())[:24]
+    The limit is counted by the key lookup itself (see api_limit), as authentication reads
+    the key, so padding the header cannot buy a fresh allowance.
+    """
+    presented, limit = _presented_key(), current_app.config["API_RATE_LIMIT"]
+    caller = api_limit.look_up(get_db(), presented, limit)
+    if caller.user is None:
+        # No account to count on: an unknown key is counted by the rate limiter's storage,
+        # so repeating one stays limited too.
+        wait = api_limit.unknown_key_wait(presented, limit)
+        if wait is None:
+            return None, api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
+    else:
+        wait = caller.retry_after
+    if wait is not None:
+        response, status = api_error(429, "rate_limited", f"Too many attempts. Please wait {wait_words(wait)} and "
+                                     "try again.", retry_after_seconds=wait)
+        response.headers["Retry-After"] = str(wait)
+        return None, (response, status)
+    return caller.user, None
 
 
 @api.route("/balance")
-@limiter.limit(_api_limit, key_func=_api_key_id)
 def api_balance():
-    user = _api_user()
-    if user is None:
-        return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
+    user, refused = _api_caller()
+    if refused:
+        return refused
     # The key lookup has just read the balance with the user: no second read.
     return jsonify({"username": user.username, "words_remaining": user.words_remaining})
 
 
 @api.route("/usage", methods=["POST"])
-@limiter.limit(_api_limit, key_func=_api_key_id)
 def api_usage():
-    user = _api_user()
-    if user is None:
-        return api_error(401, "invalid_api_key", "Send your API key as 'Authorization: Bearer <key>'.")
+    user, refused = _api_caller()
+    if refused:
+        return refused
     body = None
     if request.is_json:
         try:

@@ -182,6 +182,12 @@ def _settle(db, doc, body) -> tuple[str, dict]:
         records.count_callback(db, doc["payment_id"])
         log.warning("malformed callback for payment %s: %s", doc["payment_id"], exc)
         return f"malformed: {exc}", {}
+    outcome = outcomes.from_callback(callback)
+    fields = {"checkout_request_id": callback.checkout_request_id, "result_code": callback.result_code}
+    # The usual callback settles an open payment that matches it: one write, no read first.
+    result = ledger.settle_matching(db, records.oid(doc["payment_id"]), outcome)
+    if result is not None:
+        return result.effect, fields
     payment = records.get(db, doc["payment_id"])
     if payment is None:
         return "ignored: no such payment", {}
@@ -191,10 +197,8 @@ def _settle(db, doc, body) -> tuple[str, dict]:
         log.warning("callback for payment %s names another CheckoutRequestID", payment["_id"])
         return "ignored: CheckoutRequestID does not match the payment", {"checkout_request_id": callback.checkout_request_id}
     # The settling write counts this callback too (one write instead of two).
-    result = ledger.settle(db, payment["_id"], outcomes.from_callback(callback), payment=payment,
-                           count_callback=True)
-    return result.effect, {"checkout_request_id": callback.checkout_request_id,
-                           "result_code": callback.result_code}
+    result = ledger.settle(db, payment["_id"], outcome, payment=payment, count_callback=True)
+    return result.effect, fields
 
 
 def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH) -> int:

@@ -29,7 +29,7 @@ def _user_key():
 @limiter.limit(_payment_limit, methods=["POST"], key_func=_user_key)
 def checkout_view(plan_code):
     db = get_db()
-    plan = get_plan(db, plan_code)
+    plan = get_plan(db, plan_code, max_age=current_app.config["PLAN_CACHE_SECONDS"])
     if plan is None:
         abort(404, "There is no such plan. Pick one from the plans page.")
     form = CheckoutForm(data={"phone_number": current_user.phone_number, "idempotency_key": uuid.uuid4().hex})

@@ -104,10 +104,16 @@ def test_crash_between_two_money_writes_is_finished_by_the_repair_pass(bare, cus
     class Crash(BaseException):
         pass
 
-    def crash(*_args, **_kwargs):
-        raise Crash("process died after the ledger entry was written")
+    import pymongo.collection
+    real_insert = pymongo.collection.Collection.insert_one
 
-    # The settle path runs here, in the test, and dies between the entry and the balance.
+    def crash(collection, *args, **kwargs):
+        if collection.name == "ledger":
+            raise Crash("process died after the words went onto the balance, before the entry was written")
+        return real_insert(collection, *args, **kwargs)
+
+    # The settle path runs here, in the test, and dies between the balance and the ledger entry
+    # (a purchase is journaled by its payment, `credited: false`, until the entry is written).
     from app.payments.outcomes import from_callback
     from app.mpesa.callback import parse_callback
     body = {"Body": {"stkCallback": {
@@ -116,13 +122,16 @@ def test_crash_between_two_money_writes_is_finished_by_the_repair_pass(bare, cus
         "ResultDesc": "ok", "CallbackMetadata": {"Item": [
             {"Name": "Amount", "Value": 100.0}, {"Name": "MpesaReceiptNumber", "Value": "CRASH12345"},
             {"Name": "PhoneNumber", "Value": int(customer.phone)}]}}}}
-    monkeypatch.setattr(ledger, "_apply", crash)
+    monkeypatch.setattr(pymongo.collection.Collection, "insert_one", crash)
     with pytest.raises(Crash):
         ledger.settle(bare.db, payment_id, from_callback(parse_callback(body)))
     monkeypatch.undo()
-    assert payment(bare, payment_id)["status"] == "completed"
-    assert bare.db.ledger.find_one({"payment_id": payment_id})["state"] == "pending"
-    assert bare.db.users.find_one({"username": customer.username})["words_remaining"] == 0
+    assert payment(bare, payment_id)["status"] == "completed" and payment(bare, payment_id)["credited"] is False
+    assert bare.db.ledger.find_one({"payment_id": payment_id}) is None
+    assert bare.db.users.find_one({"username": customer.username})["words_remaining"] == 10_000
+    assert ledger.check_invariants(bare.db) == []  # in flight: the payment says what the ledger lacks
+    bare.db.payments.update_one({"_id": ObjectId(payment_id)},
+                                {"$set": {"settled_at": ledger.utcnow() - ledger.REPAIR_GRACE}})
 
     # Second window: applied to the balance, crashed before the entry was marked applied.
     key = f"spend:{customer.username}:half-done"
@@ -133,7 +142,9 @@ def test_crash_between_two_money_writes_is_finished_by_the_repair_pass(bare, cus
     bare.db.ledger.update_many({"state": "pending"}, {"$set": {"created_at": ledger.utcnow() - ledger.REPAIR_GRACE}})
 
     repairer = bare.start_worker("repairer")
-    wait_until(lambda: bare.db.ledger.count_documents({"state": "pending"}) == 0, timeout=20, what="repair")
+    wait_until(lambda: bare.db.ledger.count_documents({"state": "pending"}) == 0
+               and payment(bare, payment_id)["credited"] is True, timeout=20, what="repair")
+    assert bare.db.ledger.find_one({"payment_id": payment_id})["state"] == "applied"
     assert bare.db.users.find_one({"username": customer.username})["words_remaining"] == 10_005
     repairer.stop()
     assert_money_invariants(bare.db)

@@ -152,6 +152,48 @@ def test_callback_naming_another_checkout_request_changes_nothing(client, db, se
     assert records.get(db, payment["_id"])["status"] == "pending" and words(db, customer) == 0
 
 
+def count_payment_reads(db, monkeypatch):
+    """The reads of the payment before settling (mongomock's own find_one_and_update uses find_one)."""
+    reads = []
+    real = records.get
+    monkeypatch.setattr(records, "get", lambda *a, **k: reads.append(a) or real(*a, **k))
+    return reads
+
+
+@pytest.mark.parametrize("result_code,effect", [(0, "credited"), (1032, "settled cancelled")])
+def test_a_matching_callback_settles_without_reading_the_payment_first(client, db, settings, payment, customer,
+                                                                        monkeypatch, result_code, effect):
+    reads = count_payment_reads(db, monkeypatch)
+    post(client, payment["_id"], signed(settings, payment), body(payment, result_code=result_code))
+    assert only_callback(db, payment["_id"])["effect"] == effect and reads == []
+    assert records.get(db, payment["_id"])["callbacks_received"] == 1
+    assert words(db, customer) == (payment["words"] if result_code == 0 else 0)
+
+
+def test_a_callback_that_overtakes_the_push_reply_still_settles_in_one_write(client, db, settings, customer,
+                                                                           monkeypatch):
+    waiting = new_payment(db, customer)  # no CheckoutRequestID recorded yet
+    reads = count_payment_reads(db, monkeypatch)
+    post(client, waiting["_id"], signed(settings, waiting), body({**waiting, "checkout_request_id": "ws_CO_early"}))
+    assert only_callback(db, waiting["_id"])["effect"] == "credited" and reads == []
+    assert records.get(db, waiting["_id"])["checkout_request_id"] == "ws_CO_early"
+
+
+@pytest.mark.parametrize("change,status", [
+    ({"amount": 1}, "review"),                      # M-Pesa confirmed another amount
+    ({"phone": "254700000001"}, "review"),          # paid from another phone
+    ({"checkout_id": "ws_CO_someone_else"}, "pending"),
+])
+def test_a_callback_that_does_not_match_is_decided_on_the_payment_as_read(client, db, settings, payment, customer,
+                                                                          change, status):
+    phone = change.pop("phone", None)
+    raw = body({**payment, "phone": phone} if phone else payment, **change)
+    post(client, payment["_id"], signed(settings, payment), raw)
+    stored = records.get(db, payment["_id"])
+    assert stored["status"] == status and words(db, customer) == 0
+    assert stored.get("callbacks_received") == 1 and ledger.check_invariants(db) == []
+
+
 @pytest.mark.parametrize("raw,reason", [
     (b"[" * 5000 + b"]" * 5000, "malformed: body is not JSON"),
     (b'{"Body": ' * 40 + b"1" + b"}" * 40, "malformed: body nested deeper than 16 levels"),
@@ -176,6 +218,7 @@ def test_an_error_while_settling_still_answers_accepted_and_leaves_it_for_the_wo
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
     monkeypatch.setattr(ledger, "settle", broken)
+    monkeypatch.setattr(ledger, "settle_matching", broken)
     post(client, payment["_id"], signed(settings, payment), body(payment))
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "received"
@@ -222,6 +265,7 @@ def test_reprocess_never_touches_a_received_callback_whose_secret_was_not_checke
 def test_a_callback_that_keeps_failing_is_marked_for_an_operator(db, payment, monkeypatch):
     doc = stored_received(db, payment, age_seconds=300)
     monkeypatch.setattr(ledger, "settle", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(ledger, "settle_matching", lambda *a, **k: 1 / 0)
     for _ in range(callbacks.MAX_ATTEMPTS):
         db.callbacks.update_one({"_id": doc["_id"]}, {"$unset": {"retry_at": ""}})
         callbacks.reprocess_stale(db, older_than=60)

@@ -96,3 +96,18 @@ def test_the_wait_setting_is_declared_and_checked():
     assert load_config({"LIPIA_ENV": "development"})["WEB_DB_TIMEOUT_SECONDS"] == 1.0
     with pytest.raises(ConfigError):
         load_config({"LIPIA_ENV": "development", "WEB_DB_TIMEOUT_SECONDS": "0"})
+
+
+def test_the_driver_monitors_each_server_once_a_minute_unless_the_uri_says_otherwise(monkeypatch):
+    """Each monitoring `hello` counts against a hosted MongoDB's operations, idle or not."""
+    import mongomock
+    assert app_db.client_options("mongodb://db.example/lipia")["heartbeatFrequencyMS"] == 60_000
+    own = "mongodb://db.example/lipia?heartbeatFrequencyMS=15000"
+    assert "heartbeatFrequencyMS" not in app_db.client_options(own)
+    # The rate limiter's own client monitors as seldom.
+    from app.ratelimits import LimitStorage
+    seen = {}
+    monkeypatch.setattr(LimitStorage, "_init_mongo_client",
+                        lambda self, uri, **options: seen.update(options) or mongomock.MongoClient())
+    LimitStorage("lipia+mongodb://127.0.0.1:1/lipia").storage
+    assert seen["heartbeatFrequencyMS"] == 60_000

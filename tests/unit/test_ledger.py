@@ -218,3 +218,64 @@ def test_a_recent_crashed_entry_within_the_window_is_finished(db, user, monkeypa
                              {"$set": {"applied_at": ledger.utcnow() - ledger.timedelta(seconds=20)}})
     assert ledger.repair(db) == {"entries": 1, "credits": 0, "ambiguous": 0}
     assert words(db) == 8 and ledger.check_invariants(db) == []
+
+
+# ---------------------------------------------------------------- a purchase, journaled by its payment
+
+def settled_uncredited(db, user, key="k-00000003", receipt="R000000003"):
+    """A payment whose settling write went through, and then the process died."""
+    payment = new_payment(db, user, key=key)
+    a_while_ago = ledger.utcnow() - ledger.timedelta(seconds=10)
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {
+        "status": "completed", "mpesa_receipt": receipt, "credited": False, "settled_at": a_while_ago},
+        "$unset": {"open_slot": ""}})
+    return records.get(db, payment["_id"])
+
+
+def apply_only(db, payment):
+    """The words went onto the balance, and the process died before writing the entry."""
+    key = f"payment:{payment['_id']}"
+    db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": payment["words"], "ledger_seq": 1},
+                                                "$push": {"applied_keys": key}})
+
+
+@pytest.mark.parametrize("window", ["settled", "applied", "entry written"])
+def test_a_purchase_crashed_in_any_window_is_credited_once(db, user, window):
+    payment = settled_uncredited(db, user)
+    if window in ("applied", "entry written"):
+        apply_only(db, payment)
+    if window == "entry written":
+        db.ledger.insert_one({**ledger._entry_doc(f"payment:{payment['_id']}", "alice", payment["words"], "purchase",
+                                                  payment_id=str(payment["_id"])),
+                              "state": "applied", "applied_at": ledger.utcnow()})
+    # In flight, yet the books agree: the payment journals what the ledger does not yet hold.
+    assert ledger.check_invariants(db) == []
+    assert ledger.repair(db) == {"entries": 0, "credits": 1, "ambiguous": 0}
+    assert words(db) == payment["words"]
+    entry = db.ledger.find_one({"_id": f"payment:{payment['_id']}"})
+    assert entry["state"] == "applied" and entry["delta"] == payment["words"]
+    assert records.get(db, payment["_id"])["credited"] is True
+    assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 0}
+    assert words(db) == payment["words"] and ledger.check_invariants(db) == []
+
+
+def test_a_purchase_applied_before_a_crash_and_aged_out_of_the_keys_is_left_for_an_operator(db, user, monkeypatch):
+    monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
+    payment = settled_uncredited(db, user)
+    apply_only(db, payment)
+    for i in range(3):  # newer entries push the crashed purchase's key out of the remembered window
+        ledger.adjust(db, "alice", 1, actor="ops", reason=f"later {i}", key=f"adjustment:alice:later{i}")
+    assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 1}
+    assert words(db) == payment["words"] + 3  # never applied a second time
+    assert records.get(db, payment["_id"])["credited"] is False
+
+
+def test_a_fresh_credit_writes_no_pending_entry(db, user, monkeypatch):
+    payment = new_payment(db, user)
+    inserted = []
+    real_insert = db.ledger.insert_one
+    monkeypatch.setattr(db.ledger, "insert_one", lambda doc, *a, **k: inserted.append(dict(doc)) or real_insert(doc))
+    assert ledger.settle(db, payment["_id"], success()).effect == "credited"
+    assert [doc["state"] for doc in inserted] == ["applied"]
+    assert inserted[0]["balance_after"] == payment["words"]
+    assert db.ledger.count_documents({"state": "pending"}) == 0 and ledger.check_invariants(db) == []
