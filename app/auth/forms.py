@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp, Email, ValidationError
 
-from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
+from ..mpesa.phone import InvalidPhoneNumber, display_phone, normalize_phone
 from . import passwords
 from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
@@ -19,6 +19,12 @@ class PhoneField(StringField):
             self.data = normalize_phone(self.data)
         except InvalidPhoneNumber as exc:
             raise ValidationError(str(exc)) from exc
+
+    def _value(self):
+        # What the customer typed is shown back as typed; a stored number as they write it.
+        if self.raw_data:
+            return self.raw_data[0]
+        return display_phone(self.data) if self.data else ""
 
 
 def phone_field(label="M-Pesa phone number"):

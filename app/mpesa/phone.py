@@ -11,7 +11,7 @@ import re
 from .errors import InvalidPhoneNumber
 from .redact import mask_phone
 
-__all__ = ["normalize_phone", "mask_phone", "InvalidPhoneNumber"]
+__all__ = ["normalize_phone", "display_phone", "mask_phone", "InvalidPhoneNumber"]
 
 # Longest honest input is "+254 712 345 678" with generous separators; anything far
 # longer is garbage or abuse and is refused before any regex work.
@@ -32,3 +32,12 @@ def normalize_phone(raw: str) -> str:
     if not match:
         raise InvalidPhoneNumber()
     return "254" + match.group(1)
+
+
+def display_phone(stored) -> str:
+    """A stored 2547XXXXXXXX as Kenyans write it: 0712 345 678. Anything else is shown as it is."""
+    text = "" if stored is None else str(stored)
+    if len(text) == 12 and text.startswith("254") and text.isdigit():
+        local = "0" + text[3:]
+        return f"{local[:4]} {local[4:7]} {local[7:]}"
+    return text

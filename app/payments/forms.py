@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms.validators import AnyOf, DataRequired, Length, Regexp
 
 from ..auth.forms import phone_field
 
@@ -14,3 +14,8 @@ class CheckoutForm(FlaskForm):
 
 class PaymentActionForm(FlaskForm):
     """CSRF only: "check again" is a POST."""
+
+
+class CancelForm(FlaskForm):
+    """Cancel a waiting payment; `then` says where the customer goes next."""
+    then = HiddenField(default="stay", validators=[DataRequired(), AnyOf(["stay", "another"])])

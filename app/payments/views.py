@@ -11,7 +11,8 @@ from ..ledger import balance
 from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
-from .forms import CheckoutForm, PaymentActionForm
+from . import actions
+from .forms import CancelForm, CheckoutForm, PaymentActionForm
 from .status import balance_to_show, describe
 
 PER_PAGE = 10
@@ -33,7 +34,9 @@ def checkout_view(plan_code):
     plan = get_plan(db, plan_code)
     if plan is None:
         abort(404, "There is no such plan. Pick one from the plans page.")
-    form = CheckoutForm(data={"phone_number": current_user.phone_number, "idempotency_key": uuid.uuid4().hex})
+    # After "Use another number" the field starts empty: the saved number was the wrong one.
+    phone = "" if request.args.get("phone") == "other" else current_user.phone_number
+    form = CheckoutForm(data={"phone_number": phone, "idempotency_key": uuid.uuid4().hex})
     if form.validate_on_submit():
         result = checkout.start(db, current_app.config, user=current_user, plan=plan,
                                 phone=form.phone_number.data, idempotency_key=form.idempotency_key.data)
@@ -62,7 +65,7 @@ def _describe(payment):
 def show(payment_id):
     payment = _owned(payment_id)
     return render_template("payments/show.html", payment=payment, state=_describe(payment),
-                           action_form=PaymentActionForm())
+                           action_form=PaymentActionForm(), cancel_form=CancelForm())
 
 
 @bp.route("/payments/<payment_id>/status.json")
@@ -71,6 +74,10 @@ def status(payment_id):
     payment = records.get_for_owner(get_db(), payment_id, current_user.username)
     if payment is None:
         return api_error(404, "payment_not_found", "No such payment on your account.")
+    # The prompt's window just closed without an answer: ask M-Pesa now, not at the next
+    # scheduled query (at most once per payment; see actions.ask_after_prompt).
+    if actions.ask_after_prompt(get_db(), payment, current_app.config["PROMPT_TIMEOUT_SECONDS"]):
+        payment = {**payment, "asked_after_prompt": True}
     response = jsonify(_describe(payment))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -85,6 +92,46 @@ def check_again(payment_id):
         flash("We are asking M-Pesa about this payment now." if asked else
               "We asked M-Pesa a moment ago; the answer will show here.", "info")
     return redirect(url_for("payments.show", payment_id=payment["_id"]))
+
+
+@bp.route("/payments/<payment_id>/cancel", methods=["POST"])
+@login_required
+def cancel(payment_id):
+    """The customer gives up a payment on their phone ("Cancel" / "Use another number")."""
+    payment = _owned(payment_id)
+    form = CancelForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("payments.show", payment_id=payment["_id"]))
+    cancelled = actions.abandon(get_db(), payment)
+    if form.then.data == "another":
+        flash("We cancelled the earlier prompt. Enter the number to pay with." if cancelled else
+              "That payment had already ended. Enter the number to pay with.", "info")
+        return redirect(url_for("payments.checkout_view", plan_code=payment["plan_code"], phone="other"))
+    if not cancelled:
+        flash("That payment had already ended, so there was nothing to cancel.", "info")
+    return redirect(url_for("payments.show", payment_id=payment["_id"]))
+
+
+@bp.route("/payments/<payment_id>/again", methods=["POST"])
+@login_required
+@limiter.limit(_payment_limit, key_func=_user_key)
+def send_again(payment_id):
+    """"Try again" and "Send the prompt again": a new prompt for the same plan and number, in one tap."""
+    payment = _owned(payment_id)
+    if not PaymentActionForm().validate_on_submit():
+        return redirect(url_for("payments.show", payment_id=payment["_id"]))
+    db = get_db()
+    plan = get_plan(db, payment["plan_code"])
+    if plan is None:
+        flash("That plan is no longer on sale. Pick one from the plans page.", "warning")
+        return redirect(url_for("plans.index"))
+    result = actions.send_again(db, current_app.config, user=current_user, plan=plan, payment=payment)
+    if result.reason == "too_soon":
+        flash(f"The first prompt may still reach your phone. You can send a new one in {result.wait} seconds.",
+              "warning")
+    elif result.reason == "waiting":
+        flash("You already have a payment waiting on your phone. Finish or cancel it first.", "warning")
+    return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
 
 
 @bp.route("/payments/callback/<payment_id>/<secret>", methods=["POST"])

@@ -93,7 +93,9 @@
     card.className = card.className.replace(/\bborder-\w+\b/, "border-" + state.tone);
     card.querySelector("[data-title]").textContent = state.title;
     card.querySelector("[data-message]").textContent = state.message;
-    card.querySelector("[data-receipt]").textContent = state.receipt || "—";
+    card.querySelector("[data-receipt]").textContent = state.receipt || "";
+    card.querySelector("[data-receipt-note]").textContent = state.receipt_note || "";
+    showResend(state.resend_in);
     var icon = card.querySelector("[data-icon]");
     icon.className = "status-icon status-" + state.status;
     card.querySelectorAll("[data-show-when]").forEach(function (el) {
@@ -104,6 +106,17 @@
     setBalance(state.words_remaining);
     startCountdown(state.expires_in, state.expires_at);
     if (previous !== state.status) { delay = FAST_MS; }
+  }
+
+  // "Send the prompt again" waits a few seconds after a push (the first prompt may still arrive);
+  // the server says how many, and refuses an early tap in words as well.
+  function showResend(seconds) {
+    var button = card.querySelector("[data-resend]");
+    if (!button || button.textContent === "Working…") { return; }
+    var wait = typeof seconds === "number" ? seconds : 0;
+    button.disabled = wait > 0;
+    card.querySelector("[data-resend-in]").textContent = String(wait);
+    card.querySelector("[data-resend-wait]").classList.toggle("d-none", wait <= 0);
   }
 
   // Counts down the seconds the server says are left (the phone's clock may be wrong);
