@@ -13,9 +13,9 @@ from .. import ledger
 from ..db import as_utc, utcnow
 from . import checkout, records
 
-# A new prompt for a payment still on the phone only after this long: Daraja answers a
-# second push to a number that still holds a prompt with an error, and most prompts that
-# arrive at all arrive within a few seconds.
+# A new prompt for a payment still on the phone only after this long (and never later than
+# half the prompt's window): Daraja answers a second push to a number that still holds a
+# prompt with an error, and most prompts that arrive at all arrive within a few seconds.
 RESEND_AFTER_SECONDS = 20
 ABANDONED_MESSAGE = ("You cancelled this payment. If you approve the old prompt on your phone anyway, "
                      "we will still credit your words.")
@@ -36,14 +36,15 @@ def abandon(db, payment: dict, *, note: str = "cancelled by the customer") -> bo
     return result.effect.startswith("settled")
 
 
-def seconds_until_resend(payment: dict, now=None) -> int:
+def seconds_until_resend(payment: dict, prompt_timeout: int, now=None) -> int:
     """0 when a new prompt may be sent for this payment; otherwise the seconds to wait."""
     if payment["status"] not in ledger.OPEN_STATUSES:
         return 0
     started = as_utc(payment.get("pushed_at") or payment.get("created_at"))
     if started is None:
         return 0
-    left = (started + timedelta(seconds=RESEND_AFTER_SECONDS) - as_utc(now or utcnow())).total_seconds()
+    after = min(RESEND_AFTER_SECONDS, prompt_timeout // 2)
+    left = (started + timedelta(seconds=after) - as_utc(now or utcnow())).total_seconds()
     return max(0, int(left + 0.999))
 
 
@@ -61,7 +62,7 @@ def send_again(db, settings, *, user, plan: dict, payment: dict) -> Again:
     wait, see RESEND_AFTER_SECONDS). The idempotency key is derived from the payment this
     starts from, so a double tap makes one new payment, not two.
     """
-    wait = seconds_until_resend(payment)
+    wait = seconds_until_resend(payment, settings["PROMPT_TIMEOUT_SECONDS"])
     if wait:
         return Again(payment, "too_soon", wait)
     abandon(db, payment, note="replaced by a new prompt at the customer's request")

@@ -94,7 +94,7 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
         "can_cancel": status in ledger.OPEN_STATUSES,
         # Seconds before "Send the prompt again" may be used (0: now); None once it ended.
-        "resend_in": seconds_until_resend(payment) if status in ledger.OPEN_STATUSES else None,
+        "resend_in": seconds_until_resend(payment, prompt_timeout) if status in ledger.OPEN_STATUSES else None,
         "can_retry": status in ledger.FAILURE_STATUSES,
         # The "pay from the M-Pesa menu" panel: while the prompt is out or after it failed.
         "can_pay_manually": status == ledger.PENDING or status in ledger.FAILURE_STATUSES,
