@@ -130,7 +130,7 @@ def expect_ended(page, status: str, title: str, glyph: str, message: str, **wait
     expect(card.locator("[data-title]")).to_have_text(title)
     assert icon_glyph(page) == glyph
     expect(card.locator("[data-message]")).to_contain_text(message)
-    expect(card.get_by_role("link", name="Try again")).to_be_visible()
+    expect(card.get_by_role("button", name="Try again")).to_be_visible()
     return card
 
 
