@@ -21,6 +21,7 @@ from tests.support.invariants import assert_money_invariants
 from tests.support.stack import start_database, start_stack
 from tests.support.web import random_phone
 
+from .a11y import audit
 from .pages import DEVICES, PROMPT_TIMEOUT, SCREENSHOTS, SETTLE_MS, check_layout, expect_waiting_for_pin, \
     signed_in, start_payment, status_card, wait_for_status
 
@@ -28,9 +29,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def phone_page(browser, stack):
+def phone_page(browser, stack, axe_script):
     context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
     context.set_default_timeout(10_000)
+    context.add_init_script(path=str(axe_script))
     yield context, context.new_page()
     context.close()
 
@@ -109,6 +111,7 @@ def test_prompt_help_resend_cancel_and_try_again_in_one_tap(stack, phone_page):
     expect(resend).to_be_disabled()  # the first prompt may still arrive
     expect(help_panel.locator("[data-resend-wait]")).to_contain_text("you can send a new one in")
     check_layout(page)
+    audit(page, "waiting page with its help open")
     shot(page, "prompt-help")
     expect(resend).to_be_enabled(timeout=PROMPT_TIMEOUT * 1000)
     first = payment_id(page)
