@@ -3,7 +3,6 @@ import uuid
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from ..credits.service import usage_for_user
 from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
@@ -14,6 +13,7 @@ from . import bp, callbacks, checkout, records
 from . import actions
 from .forms import CancelForm, CheckoutForm, PaymentActionForm
 from .status import balance_to_show, describe
+from .words import word_history
 
 PER_PAGE = 10
 
@@ -154,7 +154,7 @@ def history():
         lambda p: records.list_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args), PER_PAGE)
     usage, _usage_total, usage_page, usage_pages = paginate(
-        lambda p: usage_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
+        lambda p: word_history(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args, "usage_page"), PER_PAGE)
     return render_template("payments/history.html", payments=rows, page=page, pages=pages,
                            usage=usage, usage_page=usage_page, usage_pages=usage_pages,

@@ -153,3 +153,26 @@ def test_waiting_page_shows_help_cancel_and_no_receipt_row(db, client, shopper):
                                            (None, ""), ("12345", "12345")])
 def test_phones_are_shown_as_customers_write_them(stored, shown):
     assert display_phone(stored) == shown
+
+
+def test_history_shows_words_per_row_with_adjustments_and_refunds(db, client, shopper):
+    payment = new_payment(db, shopper, with_job=False)
+    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="RKL0000009",
+                                                  amount=Decimal(100), phone=payment["phone"]))
+    ledger.spend(db, shopper.username, 250, "spend-0001", channel="api", note="summary")
+    ledger.adjust(db, shopper.username, 500, actor="ops", reason="goodwill for a slow prompt")
+    ledger.adjust(db, shopper.username, -1000, actor="ops", reason="refund of part", kind="refund")
+    html = client.get("/history").get_data(as_text=True)
+    assert "10,000 words</div>" in html  # the payment row says what it bought
+    rows = html[html.index('id="usage-heading"'):]
+    for label, amount in [("Bought", "+10,000 words"), ("Spent", "−250 words"),
+                          ("Adjusted by Lipia", "+500 words"), ("Refunded", "−1,000 words")]:
+        assert label in rows and amount in rows
+    assert "goodwill for a slow prompt" in rows and "via api" in rows
+
+
+def test_an_unknown_page_answers_in_the_shops_words(client, shopper):
+    response = client.get("/no-such-page")
+    text = response.get_data(as_text=True)
+    assert response.status_code == 404 and "We could not find that page" in text
+    assert "requested URL" not in text
