@@ -25,6 +25,29 @@
     update();
   }
 
+  // A Copy button (data-copy names the field): the clipboard API where the browser allows it,
+  // otherwise the field is selected and copied the old way. Says what happened, in words.
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var field = document.querySelector(button.getAttribute("data-copy"));
+      var result = document.querySelector("[data-copy-result]");
+      if (!field) { return; }
+      var say = function (text) { if (result) { result.textContent = text; } };
+      var fallback = function () {
+        field.focus();
+        field.select();
+        var copied = false;
+        try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+        say(copied ? "Copied." : "Select the key and copy it by hand.");
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(function () { say("Copied."); }, fallback);
+      } else {
+        fallback();
+      }
+    });
+  });
+
   // Bootstrap's JavaScript is not loaded on customer pages (it would be most of their bytes):
   // this does the two things they used it for, opening the menu and closing an alert. Where
   // Bootstrap's own script is loaded (the operator console) it does the work and this stands aside.
