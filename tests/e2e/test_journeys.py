@@ -94,7 +94,10 @@ def test_pay_then_spend(stack, context, screenshot, axe_script):
     payments = page.get_by_role("region", name="Payments")
     expect(payments.locator(".status-badge")).to_have_text(["Paid"])
     expect(payments).to_contain_text("Paid")
-    expect(page.get_by_role("region", name="Words spent").locator("tbody tr")).to_have_count(1)
+    words = page.get_by_role("region", name="Words in and out").locator("li")
+    expect(words).to_have_count(2)  # newest first: the spend, then the words bought
+    expect(words.nth(0)).to_contain_text("−12 words")
+    expect(words.nth(1)).to_contain_text("+10,000 words")
     check_layout(page)
     screenshot(page, "history")
     audit(page, "history")
