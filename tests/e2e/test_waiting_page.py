@@ -39,7 +39,7 @@ def phone_page(browser, stack, axe_script):
 
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"phone-{name}.png"), full_page=True, animations="disabled")
+    page.screenshot(path=str(SCREENSHOTS / f"phone-waiting-{name}.png"), full_page=True, animations="disabled")
 
 
 def local(phone: str) -> str:
@@ -127,7 +127,7 @@ def test_prompt_help_resend_cancel_and_try_again_in_one_tap(stack, phone_page):
     expect(retry).to_be_visible()
     expect(card.locator("#retry-what")).to_contain_text(shown(shopper.phone))
     check_layout(page)
-    shot(page, "cancelled")
+    shot(page, "cancelled-by-customer")
     retry.click()
     expect_waiting_for_pin(page)
     third = payment_id(page)
