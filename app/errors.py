@@ -6,7 +6,7 @@ import logging
 from flask import g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from .logs import safe_path
 
@@ -19,6 +19,9 @@ TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "N
 # What a client is told to wait before trying again while the database is unreachable:
 # long enough not to hammer a recovering server, short enough for a customer to retry.
 DATABASE_RETRY_AFTER_SECONDS = 15
+# Werkzeug's own 404 text speaks of servers and URLs; a mistyped link gets the shop's words.
+NOT_FOUND_MESSAGE = ("We could not find that page. The link may be mistyped or out of date: "
+                     "start again from the plans page, or see your payments under History.")
 DATABASE_DOWN_MESSAGE = "Lipia cannot reach its database right now. Nothing was changed or charged; please try again shortly."
 
 
@@ -44,8 +47,9 @@ def register_errors(app):
         status = exc.code or 500
         if wants_json():
             return api_error(status, (exc.name or "error").lower().replace(" ", "_"), exc.description)
+        message = NOT_FOUND_MESSAGE if status == 404 and exc.description == NotFound.description else exc.description
         return render_template("errors/error.html", status=status, title=TITLES.get(status, exc.name),
-                               message=exc.description), status
+                               message=message), status
 
     # ConnectionFailure covers ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and
     # a full connection pool: whatever a view, the user loader or a before_request hook

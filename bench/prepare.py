@@ -57,7 +57,7 @@ def _bulk(collection, docs: list) -> None:
 
 def phone(n: int, salt: int) -> str:
     """Distinct valid Safaricom numbers, so no two prompts lock the same handset."""
-    return f"2547{(salt * 1_000_003 + n) % 100_000_000:08d}"
+    return f"25471{(salt * 1_000_003 + n) % 10_000_000:07d}"  # the 0710-0719 block is Safaricom's
 
 
 _receipts = itertools.count(random.SystemRandom().randrange(36 ** 6))

@@ -5,6 +5,8 @@ from datetime import timedelta
 
 from .. import ledger
 from ..db import as_utc, utcnow
+from ..mpesa.phone import display_phone
+from .actions import seconds_until_resend
 
 TITLES = {
     "queued": "Sending the prompt to your phone…",
@@ -42,14 +44,26 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
     pushed_at = as_utc(payment.get("pushed_at"))
     expires_at = pushed_at + timedelta(seconds=prompt_timeout) if pushed_at else None
     message = payment.get("customer_message")
+    title = TITLES.get(status, status)
+    phone = display_phone(payment.get("phone"))
     if status == "queued":
         message = "We are asking M-Pesa to send a payment prompt to your phone."
+        if payment.get("exchanges"):
+            # An attempt already came back unanswered (Daraja down or refusing): say so at once.
+            title = "M-Pesa is not answering"
+            message = ("M-Pesa did not take our request just now. We keep trying for a short while; "
+                       "no money has been taken. You can cancel and try later.")
     elif status == "pending":
         if expires_at and utcnow() < expires_at:
             message = (f"Enter your M-Pesa PIN on your phone to pay KES {payment['amount']}. "
                        "Keep this page open: it updates by itself.")
+        elif payment.get("asked_after_prompt") or payment.get("query_requested_at") or payment.get("last_query_at"):
+            title = "Checking with M-Pesa"
+            message = ("The prompt has closed. We are asking M-Pesa whether you paid; "
+                       "the answer shows here within a few seconds.")
         else:
-            message = ("Waiting for M-Pesa to confirm. If you entered your PIN, your words will appear "
+            title = "Checking with M-Pesa"
+            message = ("The prompt has closed. If you entered your PIN, your words will appear "
                        "here as soon as M-Pesa tells us.")
     elif status == "completed":
         message = f"KES {payment['amount']} received. {payment['words']:,} words were added to your balance."
@@ -59,7 +73,7 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
     return {
         "id": str(payment["_id"]),
         "status": status,
-        "title": TITLES.get(status, status),
+        "title": title,
         "tone": TONES.get(status, "secondary"),
         "message": message or "",
         # A payment turns completed a moment before its words are booked: keep polling
@@ -69,12 +83,18 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "words": payment["words"],
         "plan": payment.get("subscription_type"),
         "receipt": payment.get("mpesa_receipt"),
-        "phone": payment.get("phone"),
+        # Paid, confirmed by STK Query (which carries no receipt code): say where the code is.
+        "receipt_note": (f"Your M-Pesa receipt code is in the SMS M-Pesa sent to {phone}."
+                         if status == "completed" and not payment.get("mpesa_receipt") else ""),
+        "phone": phone,
         "expires_at": expires_at.isoformat() if expires_at and status == "pending" else None,
         # Seconds left, so the countdown does not depend on the customer's phone clock being right.
         "expires_in": (round(max(0.0, (expires_at - utcnow()).total_seconds()), 1)
                        if expires_at and status == "pending" else None),
         "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
+        "can_cancel": status in ledger.OPEN_STATUSES,
+        # Seconds before "Send the prompt again" may be used (0: now); None once it ended.
+        "resend_in": seconds_until_resend(payment, prompt_timeout) if status in ledger.OPEN_STATUSES else None,
         "can_retry": status in ledger.FAILURE_STATUSES,
         # The "pay from the M-Pesa menu" panel: while the prompt is out or after it failed.
         "can_pay_manually": status == ledger.PENDING or status in ledger.FAILURE_STATUSES,

@@ -3,15 +3,16 @@ import uuid
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from ..credits.service import usage_for_user
 from ..db import get_db
 from ..errors import api_error
 from ..extensions import limiter
 from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
-from .forms import CheckoutForm, PaymentActionForm
+from . import actions
+from .forms import CancelForm, CheckoutForm, PaymentActionForm
 from .status import balance_to_show, describe
+from .words import word_history
 
 PER_PAGE = 10
 
@@ -32,7 +33,9 @@ def checkout_view(plan_code):
     plan = get_plan(db, plan_code, max_age=current_app.config["PLAN_CACHE_SECONDS"])
     if plan is None:
         abort(404, "There is no such plan. Pick one from the plans page.")
-    form = CheckoutForm(data={"phone_number": current_user.phone_number, "idempotency_key": uuid.uuid4().hex})
+    # After "Use another number" the field starts empty: the saved number was the wrong one.
+    phone = "" if request.args.get("phone") == "other" else current_user.phone_number
+    form = CheckoutForm(data={"phone_number": phone, "idempotency_key": uuid.uuid4().hex})
     if form.validate_on_submit():
         result = checkout.start(db, current_app.config, user=current_user, plan=plan,
                                 phone=form.phone_number.data, idempotency_key=form.idempotency_key.data)
@@ -61,7 +64,7 @@ def _describe(payment):
 def show(payment_id):
     payment = _owned(payment_id)
     return render_template("payments/show.html", payment=payment, state=_describe(payment),
-                           action_form=PaymentActionForm())
+                           action_form=PaymentActionForm(), cancel_form=CancelForm())
 
 
 @bp.route("/payments/<payment_id>/status.json")
@@ -70,6 +73,10 @@ def status(payment_id):
     payment = records.get_for_owner(get_db(), payment_id, current_user.username)
     if payment is None:
         return api_error(404, "payment_not_found", "No such payment on your account.")
+    # The prompt's window just closed without an answer: ask M-Pesa now, not at the next
+    # scheduled query (at most once per payment; see actions.ask_after_prompt).
+    if actions.ask_after_prompt(get_db(), payment, current_app.config["PROMPT_TIMEOUT_SECONDS"]):
+        payment = {**payment, "asked_after_prompt": True}
     response = jsonify(_describe(payment))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -84,6 +91,46 @@ def check_again(payment_id):
         flash("We are asking M-Pesa about this payment now." if asked else
               "We asked M-Pesa a moment ago; the answer will show here.", "info")
     return redirect(url_for("payments.show", payment_id=payment["_id"]))
+
+
+@bp.route("/payments/<payment_id>/cancel", methods=["POST"])
+@login_required
+def cancel(payment_id):
+    """The customer gives up a payment on their phone ("Cancel" / "Use another number")."""
+    payment = _owned(payment_id)
+    form = CancelForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("payments.show", payment_id=payment["_id"]))
+    cancelled = actions.abandon(get_db(), payment)
+    if form.then.data == "another":
+        flash("We cancelled the earlier prompt. Enter the number to pay with." if cancelled else
+              "That payment had already ended. Enter the number to pay with.", "info")
+        return redirect(url_for("payments.checkout_view", plan_code=payment["plan_code"], phone="other"))
+    if not cancelled:
+        flash("That payment had already ended, so there was nothing to cancel.", "info")
+    return redirect(url_for("payments.show", payment_id=payment["_id"]))
+
+
+@bp.route("/payments/<payment_id>/again", methods=["POST"])
+@login_required
+@limiter.limit(_payment_limit, key_func=_user_key)
+def send_again(payment_id):
+    """"Try again" and "Send the prompt again": a new prompt for the same plan and number, in one tap."""
+    payment = _owned(payment_id)
+    if not PaymentActionForm().validate_on_submit():
+        return redirect(url_for("payments.show", payment_id=payment["_id"]))
+    db = get_db()
+    plan = get_plan(db, payment["plan_code"])
+    if plan is None:
+        flash("That plan is no longer on sale. Pick one from the plans page.", "warning")
+        return redirect(url_for("plans.index"))
+    result = actions.send_again(db, current_app.config, user=current_user, plan=plan, payment=payment)
+    if result.reason == "too_soon":
+        flash(f"The first prompt may still reach your phone. You can send a new one in {result.wait} seconds.",
+              "warning")
+    elif result.reason == "waiting":
+        flash("You already have a payment waiting on your phone. Finish or cancel it first.", "warning")
+    return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
 
 
 @bp.route("/payments/callback/<payment_id>/<secret>", methods=["POST"])
@@ -106,7 +153,7 @@ def history():
         lambda p: records.list_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args), PER_PAGE)
     usage, _usage_total, usage_page, usage_pages = paginate(
-        lambda p: usage_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
+        lambda p: word_history(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args, "usage_page"), PER_PAGE)
     return render_template("payments/history.html", payments=rows, page=page, pages=pages,
                            usage=usage, usage_page=usage_page, usage_pages=usage_pages,

@@ -38,7 +38,9 @@ def test_pay_then_spend(stack, context, screenshot, axe_script):
     screenshot(page, "plans")
 
     page.get_by_role("link", name=re.compile("^Choose Basic")).click()
-    expect(page.locator("#phone_number")).to_have_value(shopper.phone)
+    # The saved number as the customer writes it (stored as 2547XXXXXXXX).
+    local = shopper.local_phone
+    expect(page.locator("#phone_number")).to_have_value(f"{local[:4]} {local[4:7]} {local[7:]}")
     check_layout(page)
     screenshot(page, "checkout")
     page.get_by_role("button", name="Pay KES 100 with M-Pesa").click()
@@ -92,7 +94,10 @@ def test_pay_then_spend(stack, context, screenshot, axe_script):
     payments = page.get_by_role("region", name="Payments")
     expect(payments.locator(".status-badge")).to_have_text(["Paid"])
     expect(payments).to_contain_text("Paid")
-    expect(page.get_by_role("region", name="Words spent").locator("tbody tr")).to_have_count(1)
+    words = page.get_by_role("region", name="Words in and out").locator("li")
+    expect(words).to_have_count(2)  # newest first: the spend, then the words bought
+    expect(words.nth(0)).to_contain_text("−12 words")
+    expect(words.nth(1)).to_contain_text("+10,000 words")
     check_layout(page)
     screenshot(page, "history")
     audit(page, "history")
@@ -130,7 +135,7 @@ def expect_ended(page, status: str, title: str, glyph: str, message: str, **wait
     expect(card.locator("[data-title]")).to_have_text(title)
     assert icon_glyph(page) == glyph
     expect(card.locator("[data-message]")).to_contain_text(message)
-    expect(card.get_by_role("link", name="Try again")).to_be_visible()
+    expect(card.get_by_role("button", name="Try again")).to_be_visible()
     return card
 
 

@@ -25,6 +25,29 @@
     update();
   }
 
+  // A Copy button (data-copy names the field): the clipboard API where the browser allows it,
+  // otherwise the field is selected and copied the old way. Says what happened, in words.
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var field = document.querySelector(button.getAttribute("data-copy"));
+      var result = document.querySelector("[data-copy-result]");
+      if (!field) { return; }
+      var say = function (text) { if (result) { result.textContent = text; } };
+      var fallback = function () {
+        field.focus();
+        field.select();
+        var copied = false;
+        try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
+        say(copied ? "Copied." : "Select the key and copy it by hand.");
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(field.value).then(function () { say("Copied."); }, fallback);
+      } else {
+        fallback();
+      }
+    });
+  });
+
   // Bootstrap's JavaScript is not loaded on customer pages (it would be most of their bytes):
   // this does the two things they used it for, opening the menu and closing an alert. Where
   // Bootstrap's own script is loaded (the operator console) it does the work and this stands aside.
@@ -93,7 +116,9 @@
     card.className = card.className.replace(/\bborder-\w+\b/, "border-" + state.tone);
     card.querySelector("[data-title]").textContent = state.title;
     card.querySelector("[data-message]").textContent = state.message;
-    card.querySelector("[data-receipt]").textContent = state.receipt || "—";
+    card.querySelector("[data-receipt]").textContent = state.receipt || "";
+    card.querySelector("[data-receipt-note]").textContent = state.receipt_note || "";
+    showResend(state.resend_in);
     var icon = card.querySelector("[data-icon]");
     icon.className = "status-icon status-" + state.status;
     card.querySelectorAll("[data-show-when]").forEach(function (el) {
@@ -104,6 +129,17 @@
     setBalance(state.words_remaining);
     startCountdown(state.expires_in, state.expires_at);
     if (previous !== state.status) { delay = FAST_MS; }
+  }
+
+  // "Send the prompt again" waits a few seconds after a push (the first prompt may still arrive);
+  // the server says how many, and refuses an early tap in words as well.
+  function showResend(seconds) {
+    var button = card.querySelector("[data-resend]");
+    if (!button || button.textContent === "Working…") { return; }
+    var wait = typeof seconds === "number" ? seconds : 0;
+    button.disabled = wait > 0;
+    card.querySelector("[data-resend-in]").textContent = String(wait);
+    card.querySelector("[data-resend-wait]").classList.toggle("d-none", wait <= 0);
   }
 
   // Counts down the seconds the server says are left (the phone's clock may be wrong);
