@@ -176,6 +176,7 @@ def check_command() -> None:
 def register_urls_command() -> None:
     """Register the C2B confirmation and validation URLs with Daraja and show its answer."""
     from ..c2b.views import urls
+    from ..config import DEV_C2B_URL_SECRET
 
     config = current_app.config
     confirmation_url, validation_url = urls(config)
@@ -185,6 +186,11 @@ def register_urls_command() -> None:
             check_callback_url(url)
         if not config.get("MPESA_C2B_URL_SECRET"):
             raise ValueError("MPESA_C2B_URL_SECRET is empty")
+        if config.get("MPESA_C2B_URL_SECRET") == DEV_C2B_URL_SECRET and config.get("LIPIA_ENV") not in (
+                "development", "test"):
+            # Registration outlives this process: a published secret registered once stays open.
+            raise ValueError("MPESA_C2B_URL_SECRET is the development value; registering it is allowed "
+                             "only with LIPIA_ENV=development or test")
         client = DarajaClient.from_config(config)
     except (ValueError, DarajaConfigError) as exc:
         click.echo(f"Not registered: {getattr(exc, 'message', exc)}")
