@@ -111,6 +111,27 @@ def _spool(settings, doc, raw, *, secret, error) -> str:
     return "lost: database away and spool full"
 
 
+def keep_genuine(db, settings, doc: dict, raw: bytes) -> str | None:
+    """Store a genuine post of any Daraja route (its secret checked without the database).
+
+    None once it is in the database (the caller then processes it); when the database is
+    away it goes to the spool instead, and the effect says so ("spooled", or why it was lost).
+    """
+    try:
+        with pymongo.timeout(DB_WAIT_SECONDS):
+            records.insert_callback(db, doc)
+    except PyMongoError as exc:
+        return _spool(settings, doc, raw, secret=None, error=exc)
+    _replayer.wake()
+    return None
+
+
+def keep_rejected(db, settings, effect: str, label: str, raw: bytes, remote_addr, content_type) -> str:
+    """Any Daraja route's forged or refused post: a small expiring record, at most
+    CALLBACK_FORGED_RATE_LIMIT per address; `label` names what it claimed to be for."""
+    return _reject(db, settings, effect, label, raw, remote_addr, content_type)
+
+
 def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
     if not _may_keep_rejected(settings, remote_addr):
         # Not logged either: a flood must not fill the log instead of the database.
@@ -150,18 +171,36 @@ def _may_keep_rejected(settings, remote_addr) -> bool:
 
 # ---------------------------------------------------------------- processing a stored callback
 
-def process(db, doc: dict, body: bytes | str | None = None) -> str:
+def process(db, doc: dict, body: bytes | str | None = None, settings=None) -> str:
     """Settle one stored callback and record its effect.
 
-    An error leaves it `received`, so `reprocess_stale` tries again later.
+    An error leaves it `received`, so `reprocess_stale` tries again later. A document with
+    a `kind` (another Daraja route's post) is settled by that route's module, which needs
+    the settings.
     """
-    return _try_process(db, doc, body)[0]
+    return _try_process(db, doc, body, settings)[0]
 
 
-def _try_process(db, doc, body=None) -> tuple[str, bool]:
+def _processor_for(kind: str):
+    """Who settles a stored post of this kind: (db, settings, doc, body) -> (effect, fields)."""
+    from . import c2b  # c2b uses this module's helpers
+    return {c2b.INBOX_KIND: c2b.process_stored}.get(kind)
+
+
+def _settle_any(db, settings, doc, body) -> tuple[str, dict]:
+    kind = doc.get("kind")
+    if kind is None:
+        return _settle(db, doc, body)
+    processor = _processor_for(kind)
+    if processor is None or settings is None:
+        raise LookupError(f"no way to settle a stored {kind!r} here")
+    return processor(db, settings, doc, body)
+
+
+def _try_process(db, doc, body=None, settings=None) -> tuple[str, bool]:
     """(effect, whether a bug rather than the database stopped it)."""
     try:
-        effect, fields = _settle(db, doc, doc["raw"] if body is None else body)
+        effect, fields = _settle_any(db, settings, doc, doc["raw"] if body is None else body)
         records.mark_callback(db, doc["_id"], effect, **fields)
         return effect, False
     except PyMongoError as exc:
@@ -197,7 +236,8 @@ def _settle(db, doc, body) -> tuple[str, dict]:
                            "result_code": callback.result_code}
 
 
-def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH) -> int:
+def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH,
+                    settings=None) -> int:
     """Process callbacks stored but left `received` for `older_than` seconds; at most `limit` per call."""
     done = 0
     for _ in range(limit):
@@ -205,7 +245,7 @@ def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = 
         if doc is None:
             break
         done += 1
-        _, bug = _try_process(db, doc)
+        _, bug = _try_process(db, doc, settings=settings)
         if bug and doc.get("attempts", 0) >= MAX_ATTEMPTS:
             log.error("callback %s failed %d times; left for an operator", doc["_id"], doc["attempts"])
             records.mark_callback(db, doc["_id"], "error: could not be processed; see the logs")
@@ -233,7 +273,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             continue
         doc = records.callback_doc(payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], received_at=fields["received_at"])
-        doc.update(_id=fields["_id"], spooled=True)
+        doc.update(_id=fields["_id"], spooled=True, **({"kind": fields["kind"]} if fields.get("kind") else {}))
         if entry.get("truncated"):
             doc.update(truncated=True, size=entry.get("size"))
         fresh = records.insert_callback(db, doc)
@@ -241,7 +281,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
         # processing leaves the document `received`, which reprocess_stale finishes.
         spool.remove(path)
         if fresh:
-            process(db, doc, raw)
+            process(db, doc, raw, settings)
         replayed += 1
     if replayed:
         log.info("replayed %d spooled callback(s) into the database", replayed)
@@ -262,7 +302,7 @@ def catch_up(db, settings) -> None:
         replay_spool(db, settings)
     after = settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or REPROCESS_AFTER_SECONDS
     if time.monotonic() >= _next_reprocess:
-        reprocess_stale(db, older_than=after)
+        reprocess_stale(db, older_than=after, settings=settings)
         _next_reprocess = time.monotonic() + after / 2
 
 
