@@ -126,6 +126,38 @@ def keep_genuine(db, settings, doc: dict, raw: bytes) -> str | None:
     return None
 
 
+def receive_checked(db, settings, *, kind: str, label: str, secret: str, raw: bytes, remote_addr: str | None,
+                    content_type: str | None, **extra) -> str:
+    """A Daraja result whose secret is kept in the database (receipt checks, reversals): check, keep, settle.
+
+    The order is the STK route's: the secret is checked before the body is kept, a forgery
+    keeps only the bounded record, and a post that cannot be checked because the database
+    is away is spooled with its secret (in the share for unchecked posts) and checked when
+    replayed. Never raises, so Daraja always gets its answer.
+    """
+    try:
+        allowed = settings.get("CALLBACK_ALLOWED_IPS") or ()
+        if allowed and remote_addr not in allowed:
+            return _reject(db, settings, "refused: address not allowed", label, raw, remote_addr, content_type)
+        doc = {**records.callback_doc(payment_id=label, raw=raw, remote_addr=remote_addr,
+                                      content_type=content_type), "kind": kind, **extra}
+        try:
+            with pymongo.timeout(DB_WAIT_SECONDS):
+                if not _processor_for(kind).secret_matches(db, doc, secret):
+                    return _reject(db, settings, "forged: unknown or wrong secret", label, raw, remote_addr,
+                                   content_type)
+                records.insert_callback(db, doc)
+        except PyMongoError as exc:
+            if not _LEGACY_SECRET.fullmatch(secret or ""):
+                return "dropped: database away and the secret cannot be checked"
+            return _spool(settings, doc, raw, secret=secret, error=exc)
+        _replayer.wake()
+        return process(db, doc, raw, settings)
+    except Exception:  # a bug must not cost Daraja's acknowledgement (nor leak the URL secret)
+        log.exception("%s for %r could not be handled", kind, label[:40])
+        return "error"
+
+
 def keep_rejected(db, settings, effect: str, label: str, raw: bytes, remote_addr, content_type) -> str:
     """Any Daraja route's forged or refused post: a small expiring record, at most
     CALLBACK_FORGED_RATE_LIMIT per address; `label` names what it claimed to be for."""
@@ -182,9 +214,10 @@ def process(db, doc: dict, body: bytes | str | None = None, settings=None) -> st
 
 
 def _processor_for(kind: str):
-    """Who settles a stored post of this kind: (db, settings, doc, body) -> (effect, fields)."""
-    from . import c2b  # c2b uses this module's helpers
-    return {c2b.INBOX_KIND: c2b.process_stored}.get(kind)
+    """The module that settles a stored post of this kind: its `process_stored(db, settings, doc,
+    body) -> (effect, fields)`, and `secret_matches(db, doc, secret)` when its secret is in the database."""
+    from . import c2b, claims, refunds  # they use this module's helpers
+    return {c2b.INBOX_KIND: c2b, claims.INBOX_KIND: claims, refunds.INBOX_KIND: refunds}.get(kind)
 
 
 def _settle_any(db, settings, doc, body) -> tuple[str, dict]:
@@ -194,7 +227,7 @@ def _settle_any(db, settings, doc, body) -> tuple[str, dict]:
     processor = _processor_for(kind)
     if processor is None or settings is None:
         raise LookupError(f"no way to settle a stored {kind!r} here")
-    return processor(db, settings, doc, body)
+    return processor.process_stored(db, settings, doc, body)
 
 
 def _try_process(db, doc, body=None, settings=None) -> tuple[str, bool]:
@@ -265,7 +298,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             spool.set_aside(path)
             continue
         secret = entry.get("secret")
-        if secret is not None and not _legacy_secret_matches(db, fields["payment_id"], secret):
+        if secret is not None and not _spooled_secret_matches(db, fields, secret):
             records.store_rejected(db, payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], effect="forged: wrong secret (spooled)",
                                    keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
@@ -273,7 +306,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             continue
         doc = records.callback_doc(payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], received_at=fields["received_at"])
-        doc.update(_id=fields["_id"], spooled=True, **({"kind": fields["kind"]} if fields.get("kind") else {}))
+        doc.update(_id=fields["_id"], spooled=True, **fields["extra"])
         if entry.get("truncated"):
             doc.update(truncated=True, size=entry.get("size"))
         fresh = records.insert_callback(db, doc)
@@ -286,6 +319,14 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
     if replayed:
         log.info("replayed %d spooled callback(s) into the database", replayed)
     return replayed
+
+
+def _spooled_secret_matches(db, fields: dict, secret: str) -> bool:
+    if not fields["extra"].get("kind"):
+        return _legacy_secret_matches(db, fields["payment_id"], secret)
+    processor = _processor_for(fields["extra"]["kind"])
+    return processor is not None and processor.secret_matches(
+        db, {"payment_id": fields["payment_id"], **fields["extra"]}, secret)
 
 
 _next_reprocess = 0.0
