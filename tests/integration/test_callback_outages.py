@@ -182,7 +182,7 @@ def test_menu_payment_confirmed_during_a_database_outage_is_spooled_and_credited
     def deliveries():
         listed = requests.get(f"{outage.sim_url}/_sim/c2b/payments", params={"phone": customer.phone},
                               timeout=5).json()
-        return next(p for p in listed if p["trans_id"] == trans_id)["confirmations"]
+        return next(p for p in listed if p["TransID"] == trans_id)["confirmations"]
     wait_until(lambda: len(deliveries()) == 2, timeout=30, what="both confirmations to be answered")
     assert all(d["status"] == 200 and json.loads(d["response"]) == {"ResultCode": 0, "ResultDesc": "Success"}
                for d in deliveries())
