@@ -122,7 +122,7 @@ def run_checks(config, report: _Report) -> None:
 def run_c2b_checks(config, report: _Report) -> None:
     """Menu payments (C2B) and the initiator (receipt checks, reversals): checked locally, no money moves."""
     from ..c2b.views import urls
-    from ..config import DEV_C2B_URL_SECRET
+    from ..config import C2B_URL_SECRET_MIN_CHARS, DEV_C2B_URL_SECRET
     from .credential import CredentialError, security_credential
 
     secret = str(config.get("MPESA_C2B_URL_SECRET") or "")
@@ -133,6 +133,8 @@ def run_c2b_checks(config, report: _Report) -> None:
                     "MPESA_C2B_URL_SECRET is letters and digits (hidden)")
         if config.get("LIPIA_ENV") == "production":
             report.line(secret != DEV_C2B_URL_SECRET, "MPESA_C2B_URL_SECRET is not the development value")
+            report.line(len(secret) >= C2B_URL_SECRET_MIN_CHARS,
+                        f"MPESA_C2B_URL_SECRET has at least {C2B_URL_SECRET_MIN_CHARS} characters")
         for name, url in zip(("confirmation", "validation"), urls(config)):
             try:
                 check_callback_url(url)

@@ -35,3 +35,11 @@ def test_register_urls_refuses_the_development_secret_outside_development(app, e
     result = app.test_cli_runner().invoke(args=["mpesa", "register-urls"])
     assert result.exit_code == 1
     assert "Not registered: MPESA_C2B_URL_SECRET is the development value" in result.output
+
+
+def test_mpesa_check_reports_a_short_c2b_secret_in_production(app, capsys):
+    from tests.unit.test_c2b import _c2b_check
+    problems, out = _c2b_check(app, capsys, LIPIA_ENV="production", MPESA_C2B_URL_SECRET="Short1")
+    assert problems >= 1 and "FAIL  MPESA_C2B_URL_SECRET has at least 32 characters" in out
+    problems, out = _c2b_check(app, capsys, LIPIA_ENV="production", MPESA_C2B_URL_SECRET="Q7x" * 12)
+    assert "OK    MPESA_C2B_URL_SECRET has at least 32 characters" in out
