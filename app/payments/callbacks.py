@@ -6,6 +6,11 @@ database cannot take it, it goes to the durable local spool and is replayed once
 database is back. One left `received` (a crash or an error after storing it) is
 processed later by `reprocess_stale`. Anything else keeps only a small record, at most
 CALLBACK_FORGED_RATE_LIMIT per address, which expires.
+
+The other Daraja routes (C2B confirmations, Transaction Status and Reversal results) go
+through the same steps here (`keep_genuine`, `receive_checked`, `keep_rejected`): their
+stored documents and spool entries carry a `kind`, and `_processor_for` names the module
+that checks and settles each kind.
 """
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ from ..mpesa import reversal as reversal_api
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
-from . import records
 
 log = logging.getLogger("lipia.refunds")
 

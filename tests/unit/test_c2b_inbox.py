@@ -8,7 +8,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from app import ledger
 from app.payments import c2b, callbacks, records, spool
-from tests.unit.test_c2b import CONFIRM, body, confirm, order, user, words  # noqa: F401 (fixtures)
+from tests.unit.test_c2b import body, confirm, order, user, words  # noqa: F401 (order, user: fixtures)
 
 
 @pytest.fixture
