@@ -264,6 +264,9 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
             problems.append("PUBLIC_BASE_URL must be https in production (Daraja requires an HTTPS callback)")
         if config.get("MPESA_ENVIRONMENT") != "sandbox":
             problems += _sandbox_problems(config)
+        if not (environ.get("MPESA_C2B_URL_SECRET") or "").strip():
+            config["MPESA_C2B_URL_SECRET"] = ""  # unset: menu payments off, never the published default
+        problems += _c2b_secret_problems(config.get("MPESA_C2B_URL_SECRET") or "")
     if problems:
         if not (environ.get("LIPIA_ENV") or "").strip():
             problems.insert(0, "LIPIA_ENV is not set, so Lipia runs as production; "
@@ -273,6 +276,23 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
     if announce:
         announce_warnings(config)
     return config
+
+
+# The value .env.example shows: published like the development default, so it guards nothing.
+EXAMPLE_C2B_URL_SECRET = "replace-with-40-random-letters-and-digits"
+C2B_URL_SECRET_MIN_CHARS = 32
+
+
+def _c2b_secret_problems(secret: str) -> list[str]:
+    """In production the C2B URL secret is all that stands between a stranger and free credits."""
+    if not secret:
+        return []
+    if secret in (DEV_C2B_URL_SECRET, EXAMPLE_C2B_URL_SECRET):
+        return ["MPESA_C2B_URL_SECRET is the published development or example value; set your own "
+                f"(at least {C2B_URL_SECRET_MIN_CHARS} random letters and digits) or leave it empty"]
+    if len(secret) < C2B_URL_SECRET_MIN_CHARS:
+        return [f"MPESA_C2B_URL_SECRET must be at least {C2B_URL_SECRET_MIN_CHARS} characters in production"]
+    return []
 
 
 def _is_local_host(host: str | None) -> bool:

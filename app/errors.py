@@ -8,7 +8,7 @@ from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException, NotFound
 
-from .logs import safe_path
+from .logs import request_path
 
 log = logging.getLogger("lipia.errors")
 
@@ -56,7 +56,7 @@ def register_errors(app):
     # was doing, the database did not answer, so the request changed nothing it can know of.
     @app.errorhandler(ConnectionFailure)
     def database_unreachable(exc):
-        log.warning("database unreachable on %s: %s", request.path, type(exc).__name__)
+        log.warning("database unreachable on %s: %s", request_path(), type(exc).__name__)
         _show_as_visitor()
         if wants_json():
             response, status = api_error(503, "database_unavailable", DATABASE_DOWN_MESSAGE,
@@ -72,7 +72,7 @@ def register_errors(app):
     @app.errorhandler(Exception)
     def unexpected(exc):
         # The path is masked here as well as in the formatter: a callback URL carries its secret.
-        log.exception("unhandled error on %s %s", request.method[:16], safe_path(request.path))
+        log.exception("unhandled error on %s %s", request.method[:16], request_path())
         if wants_json():
             return api_error(500, "internal_error", "Something went wrong on our side. Nothing was charged.")
         return render_template("errors/error.html", status=500, title=TITLES[500],

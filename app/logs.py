@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import uuid
+from urllib.parse import unquote
 
 from flask import g, request
 
@@ -29,6 +30,12 @@ _FULL_PHONE = re.compile(r"\b254(\d)(\d{5})(\d{3})\b")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# A route variable with one of these in its name holds a secret: its path segment is masked
+# in every log line, so a route added later cannot leak its secret by forgetting to.
+SECRET_ARGUMENT = re.compile(r"(?i)secret|token|password|passkey")
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+# Built from the app's routes (learn_secret_routes): each matches a path with a secret segment.
+_secret_routes: list[re.Pattern] = []
 
 
 def bind(**ids) -> None:
@@ -44,9 +51,45 @@ def mask_phones(text: str) -> str:
     return _FULL_PHONE.sub(lambda m: f"254{m.group(1)}*****{m.group(3)}", text)
 
 
+def _route_pattern(rule: str) -> re.Pattern | None:
+    """A regex for one route whose secret variables are named groups `s0`, `s1`...; None if it has none."""
+    parts, secrets_seen, end = [], 0, 0
+    for match in _RULE_ARGUMENT.finditer(rule):
+        parts.append(re.escape(rule[end:match.start()]))
+        if SECRET_ARGUMENT.search(match.group(1)):
+            parts.append(rf"(?P<s{secrets_seen}>[^/?#\s\"'<>]+)")
+            secrets_seen += 1
+            last = len(parts)
+        else:
+            parts.append(r"[^/?#\s\"'<>]+")
+        end = match.end()
+    if not secrets_seen:
+        return None
+    # Up to the last secret only: a quoted path cut short after its secret is masked too.
+    return re.compile("".join(parts[:last]) + r"(?=$|[/?#\s\"'<>])")
+
+
+def learn_secret_routes(rules) -> None:
+    """Mask, from now on, the secret segments of these routes (werkzeug Rules) wherever they appear."""
+    patterns = {rule.rule: _route_pattern(rule.rule) for rule in rules}
+    known = {p.pattern for p in _secret_routes}
+    _secret_routes.extend(p for p in patterns.values() if p is not None and p.pattern not in known)
+
+
+def _mask_groups(match: re.Match) -> str:
+    text, start = match.group(), match.start()
+    for name in sorted((n for n, v in match.groupdict().items() if v is not None),
+                       key=lambda n: match.start(n), reverse=True):
+        a, b = match.start(name) - start, match.end(name) - start
+        text = text[:a] + "***" + text[b:]
+    return text
+
+
 def mask(text: str) -> str:
-    """Callback secrets in paths, secret-looking query parameters and full phone numbers."""
+    """Secrets in paths (any route's secret variable), secret-looking query parameters and full phone numbers."""
     text = _CALLBACK_SECRET.sub(r"\1***", text)
+    for pattern in _secret_routes:
+        text = pattern.sub(_mask_groups, text)
     text = _SECRET_PARAM.sub(r"\1***", text)
     return mask_phones(text)
 
@@ -66,6 +109,22 @@ def escape_controls(text: str) -> str:
 def safe_path(path: str) -> str:
     """A request path fit for a log line: secret masked, controls escaped."""
     return escape_controls(mask(path))
+
+
+def request_path() -> str:
+    """The current request's path fit for a log line.
+
+    The route that matched says which segments are secrets (its variables named like
+    `secret` or `token`): those are masked by value, whatever the route, before the
+    pattern-based masking that covers text without a request (exceptions, gunicorn).
+    """
+    path = request.path
+    rule, args = request.url_rule, request.view_args or {}
+    if rule is not None:
+        hidden = {str(value) for name, value in args.items() if SECRET_ARGUMENT.search(name) and str(value)}
+        if hidden:
+            path = "/".join("***" if unquote(segment) in hidden else segment for segment in path.split("/"))
+    return safe_path(path)
 
 
 def request_id_from(header: str | None) -> str:
@@ -142,8 +201,15 @@ def register_logging(app):
 
     access = logging.getLogger("lipia.access")
 
+    @app.before_request
+    def _learn_secret_routes():
+        # Once per app, after every blueprint is registered (create_app has returned by then).
+        if not app.extensions.get("lipia_secret_routes"):
+            learn_secret_routes(app.url_map.iter_rules())
+            app.extensions["lipia_secret_routes"] = True
+
     @app.after_request
     def _access_log(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
-        access.info("%s %s %s", escape_controls(request.method[:16]), safe_path(request.path), response.status_code)
+        access.info("%s %s %s", escape_controls(request.method[:16]), request_path(), response.status_code)
         return response

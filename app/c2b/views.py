@@ -69,7 +69,8 @@ def claim_receipt(payment_id):
 
 def _status_result(claim_id, secret, timed_out):
     claims.handle_result(get_db(), current_app.config, claim_id=claim_id[:64], secret=secret[:128],
-                         raw=request.get_data(cache=False), timed_out=timed_out, remote_addr=request.remote_addr)
+                         raw=request.get_data(cache=False), timed_out=timed_out, remote_addr=request.remote_addr,
+                         content_type=request.content_type)
     return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
 
 
@@ -89,7 +90,8 @@ def status_timeout(claim_id, secret):
 
 def _reversal_result(payment_id, secret, timed_out):
     refunds.handle_result(get_db(), current_app.config, payment_id=payment_id[:64], secret=secret[:128],
-                          raw=request.get_data(cache=False), timed_out=timed_out, remote_addr=request.remote_addr)
+                          raw=request.get_data(cache=False), timed_out=timed_out, remote_addr=request.remote_addr,
+                         content_type=request.content_type)
     return jsonify({"ResultCode": 0, "ResultDesc": "Accepted"})
 
 

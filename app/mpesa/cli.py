@@ -122,7 +122,7 @@ def run_checks(config, report: _Report) -> None:
 def run_c2b_checks(config, report: _Report) -> None:
     """Menu payments (C2B) and the initiator (receipt checks, reversals): checked locally, no money moves."""
     from ..c2b.views import urls
-    from ..config import DEV_C2B_URL_SECRET
+    from ..config import C2B_URL_SECRET_MIN_CHARS, DEV_C2B_URL_SECRET
     from .credential import CredentialError, security_credential
 
     secret = str(config.get("MPESA_C2B_URL_SECRET") or "")
@@ -133,6 +133,8 @@ def run_c2b_checks(config, report: _Report) -> None:
                     "MPESA_C2B_URL_SECRET is letters and digits (hidden)")
         if config.get("LIPIA_ENV") == "production":
             report.line(secret != DEV_C2B_URL_SECRET, "MPESA_C2B_URL_SECRET is not the development value")
+            report.line(len(secret) >= C2B_URL_SECRET_MIN_CHARS,
+                        f"MPESA_C2B_URL_SECRET has at least {C2B_URL_SECRET_MIN_CHARS} characters")
         for name, url in zip(("confirmation", "validation"), urls(config)):
             try:
                 check_callback_url(url)
@@ -176,6 +178,7 @@ def check_command() -> None:
 def register_urls_command() -> None:
     """Register the C2B confirmation and validation URLs with Daraja and show its answer."""
     from ..c2b.views import urls
+    from ..config import DEV_C2B_URL_SECRET
 
     config = current_app.config
     confirmation_url, validation_url = urls(config)
@@ -185,6 +188,11 @@ def register_urls_command() -> None:
             check_callback_url(url)
         if not config.get("MPESA_C2B_URL_SECRET"):
             raise ValueError("MPESA_C2B_URL_SECRET is empty")
+        if config.get("MPESA_C2B_URL_SECRET") == DEV_C2B_URL_SECRET and config.get("LIPIA_ENV") not in (
+                "development", "test"):
+            # Registration outlives this process: a published secret registered once stays open.
+            raise ValueError("MPESA_C2B_URL_SECRET is the development value; registering it is allowed "
+                             "only with LIPIA_ENV=development or test")
         client = DarajaClient.from_config(config)
     except (ValueError, DarajaConfigError) as exc:
         click.echo(f"Not registered: {getattr(exc, 'message', exc)}")

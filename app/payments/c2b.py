@@ -1,6 +1,10 @@
 """Payments from the M-Pesa menu (C2B paybill / till): store, match, settle once per TransID.
 
-Every confirmation is kept in the callback inbox before anything reads it. Each
+The URL secret is checked first, without the database: a forged or refused post keeps
+only the callback route's small, expiring, per-address-limited record. A genuine one is
+kept in the callback inbox, whole, before anything reads it; when the database is away it
+goes to the callback spool (kind `c2b_confirmation`) and is settled once replayed, and
+Daraja still gets its C2B acknowledgement. Each
 `TransID` then gets one `c2b_payments` document whose `_id` is the TransID, so a
 duplicate or concurrent confirmation finds the first one instead of booking twice.
 A matched confirmation settles its order through `ledger.settle`, the path STK
@@ -30,8 +34,8 @@ log = logging.getLogger("lipia.c2b")
 
 RECEIVED, CREDITED, REVIEW = "received", "credited", "review"
 INBOX_KIND = "c2b_confirmation"
-# A forged body is kept only this long: enough to see what was tried, never a dump.
-FORGED_KEPT_BYTES = 2000
+# What the inbox records name in `payment_id`: a confirmation names no payment of ours.
+INBOX_LABEL = "c2b"
 RESUME_AFTER = timedelta(seconds=30)
 _HEX_TAIL = re.compile(r"^[0-9A-F]{6}$")
 
@@ -112,43 +116,50 @@ def match(db, config: Mapping[str, Any], conf: wire.Confirmation) -> tuple[dict 
 
 def handle_confirmation(db, config: Mapping[str, Any], *, secret: str, raw: bytes,
                         remote_addr: str | None, content_type: str | None) -> str:
-    """Store, check, then settle one confirmation; return its effect. Never raises to Daraja."""
-    good_secret = secret_ok(config, secret)
-    inbox_id = _store_inbox(db, raw if good_secret else raw[:FORGED_KEPT_BYTES], remote_addr, content_type)
-    effect, fields = _process_confirmation(db, config, good_secret, raw, remote_addr)
-    records.mark_callback(db, inbox_id, effect, **fields)
-    return effect
+    """Check, keep, then settle one confirmation; return its effect. Never raises to Daraja."""
+    try:
+        return _handle_confirmation(db, config, secret, raw, remote_addr, content_type)
+    except Exception:  # a bug must not cost Daraja's acknowledgement (nor put the URL in a 500)
+        log.exception("C2B confirmation could not be handled")
+        return "error"
 
 
-def _store_inbox(db, raw: bytes, remote_addr, content_type):
-    return db.callbacks.insert_one({
-        "payment_id": "c2b", "kind": INBOX_KIND, "raw": raw.decode("utf-8", "replace"),
-        "remote_addr": remote_addr, "content_type": (content_type or "")[:100],
-        "received_at": utcnow(), "effect": "received"}).inserted_id
-
-
-def _process_confirmation(db, config, good_secret: bool, raw: bytes, remote_addr) -> tuple[str, dict]:
+def _handle_confirmation(db, config, secret, raw, remote_addr, content_type) -> str:
+    from . import callbacks  # callbacks settles stored confirmations through this module
     allowed = config.get("CALLBACK_ALLOWED_IPS") or ()
     if allowed and remote_addr not in allowed:
-        log.warning("C2B confirmation from %s refused: not a configured Safaricom address", remote_addr)
-        return "refused: address not allowed", {}
-    if not good_secret:
-        log.warning("C2B confirmation with a wrong URL secret ignored")
-        return "forged: wrong secret", {}
+        return callbacks.keep_rejected(db, config, "refused: address not allowed", INBOX_LABEL, raw,
+                                       remote_addr, content_type)
+    if not secret_ok(config, secret):
+        return callbacks.keep_rejected(db, config, "forged: wrong secret", INBOX_LABEL, raw, remote_addr,
+                                       content_type)
+    doc = {**records.callback_doc(payment_id=INBOX_LABEL, raw=raw, remote_addr=remote_addr,
+                                  content_type=content_type), "kind": INBOX_KIND}
+    not_stored = callbacks.keep_genuine(db, config, doc, raw)
+    if not_stored is not None:
+        return not_stored
+    return callbacks.process(db, doc, raw, config)
+
+
+def process_stored(db, config, doc: dict, body: bytes | str) -> tuple[str, dict]:
+    """Settle one stored genuine confirmation (just received, replayed from the spool, or left over)."""
+    if doc.get("truncated"):
+        return "malformed: body larger than the spool keeps", {}
     try:
-        conf = wire.parse_confirmation(raw)
+        conf = wire.parse_confirmation(body)
     except CallbackError as exc:
         log.warning("malformed C2B confirmation: %s", exc)
         return f"malformed: {exc}", {}
-    doc = _c2b_doc(conf)
+    new = _c2b_doc(conf)
     try:
-        db.c2b_payments.insert_one(doc)
+        # The TransID is the document's _id: a second copy (Daraja's retry, a replay) finds the first.
+        db.c2b_payments.insert_one(new)
     except DuplicateKeyError:
-        doc = db.c2b_payments.find_one({"_id": conf.trans_id})
-        if doc["state"] != RECEIVED:
-            return f"duplicate: already {doc['state']}", {"trans_id": conf.trans_id}
+        new = db.c2b_payments.find_one({"_id": conf.trans_id})
+        if new["state"] != RECEIVED:
+            return f"duplicate: already {new['state']}", {"trans_id": conf.trans_id}
         # The first copy is still being settled (or was cut short): finishing it again is safe.
-    return settle(db, config, doc, conf), {"trans_id": conf.trans_id}
+    return settle(db, config, new, conf), {"trans_id": conf.trans_id}
 
 
 def _c2b_doc(conf: wire.Confirmation) -> dict:

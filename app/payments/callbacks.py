@@ -6,6 +6,11 @@ database cannot take it, it goes to the durable local spool and is replayed once
 database is back. One left `received` (a crash or an error after storing it) is
 processed later by `reprocess_stale`. Anything else keeps only a small record, at most
 CALLBACK_FORGED_RATE_LIMIT per address, which expires.
+
+The other Daraja routes (C2B confirmations, Transaction Status and Reversal results) go
+through the same steps here (`keep_genuine`, `receive_checked`, `keep_rejected`): their
+stored documents and spool entries carry a `kind`, and `_processor_for` names the module
+that checks and settles each kind.
 """
 from __future__ import annotations
 
@@ -111,6 +116,59 @@ def _spool(settings, doc, raw, *, secret, error) -> str:
     return "lost: database away and spool full"
 
 
+def keep_genuine(db, settings, doc: dict, raw: bytes) -> str | None:
+    """Store a genuine post of any Daraja route (its secret checked without the database).
+
+    None once it is in the database (the caller then processes it); when the database is
+    away it goes to the spool instead, and the effect says so ("spooled", or why it was lost).
+    """
+    try:
+        with pymongo.timeout(DB_WAIT_SECONDS):
+            records.insert_callback(db, doc)
+    except PyMongoError as exc:
+        return _spool(settings, doc, raw, secret=None, error=exc)
+    _replayer.wake()
+    return None
+
+
+def receive_checked(db, settings, *, kind: str, label: str, secret: str, raw: bytes, remote_addr: str | None,
+                    content_type: str | None, **extra) -> str:
+    """A Daraja result whose secret is kept in the database (receipt checks, reversals): check, keep, settle.
+
+    The order is the STK route's: the secret is checked before the body is kept, a forgery
+    keeps only the bounded record, and a post that cannot be checked because the database
+    is away is spooled with its secret (in the share for unchecked posts) and checked when
+    replayed. Never raises, so Daraja always gets its answer.
+    """
+    try:
+        allowed = settings.get("CALLBACK_ALLOWED_IPS") or ()
+        if allowed and remote_addr not in allowed:
+            return _reject(db, settings, "refused: address not allowed", label, raw, remote_addr, content_type)
+        doc = {**records.callback_doc(payment_id=label, raw=raw, remote_addr=remote_addr,
+                                      content_type=content_type), "kind": kind, **extra}
+        try:
+            with pymongo.timeout(DB_WAIT_SECONDS):
+                if not _processor_for(kind).secret_matches(db, doc, secret):
+                    return _reject(db, settings, "forged: unknown or wrong secret", label, raw, remote_addr,
+                                   content_type)
+                records.insert_callback(db, doc)
+        except PyMongoError as exc:
+            if not _LEGACY_SECRET.fullmatch(secret or ""):
+                return "dropped: database away and the secret cannot be checked"
+            return _spool(settings, doc, raw, secret=secret, error=exc)
+        _replayer.wake()
+        return process(db, doc, raw, settings)
+    except Exception:  # a bug must not cost Daraja's acknowledgement (nor leak the URL secret)
+        log.exception("%s for %r could not be handled", kind, label[:40])
+        return "error"
+
+
+def keep_rejected(db, settings, effect: str, label: str, raw: bytes, remote_addr, content_type) -> str:
+    """Any Daraja route's forged or refused post: a small expiring record, at most
+    CALLBACK_FORGED_RATE_LIMIT per address; `label` names what it claimed to be for."""
+    return _reject(db, settings, effect, label, raw, remote_addr, content_type)
+
+
 def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
     if not _may_keep_rejected(settings, remote_addr):
         # Not logged either: a flood must not fill the log instead of the database.
@@ -150,18 +208,37 @@ def _may_keep_rejected(settings, remote_addr) -> bool:
 
 # ---------------------------------------------------------------- processing a stored callback
 
-def process(db, doc: dict, body: bytes | str | None = None) -> str:
+def process(db, doc: dict, body: bytes | str | None = None, settings=None) -> str:
     """Settle one stored callback and record its effect.
 
-    An error leaves it `received`, so `reprocess_stale` tries again later.
+    An error leaves it `received`, so `reprocess_stale` tries again later. A document with
+    a `kind` (another Daraja route's post) is settled by that route's module, which needs
+    the settings.
     """
-    return _try_process(db, doc, body)[0]
+    return _try_process(db, doc, body, settings)[0]
 
 
-def _try_process(db, doc, body=None) -> tuple[str, bool]:
+def _processor_for(kind: str):
+    """The module that settles a stored post of this kind: its `process_stored(db, settings, doc,
+    body) -> (effect, fields)`, and `secret_matches(db, doc, secret)` when its secret is in the database."""
+    from . import c2b, claims, refunds  # they use this module's helpers
+    return {c2b.INBOX_KIND: c2b, claims.INBOX_KIND: claims, refunds.INBOX_KIND: refunds}.get(kind)
+
+
+def _settle_any(db, settings, doc, body) -> tuple[str, dict]:
+    kind = doc.get("kind")
+    if kind is None:
+        return _settle(db, doc, body)
+    processor = _processor_for(kind)
+    if processor is None or settings is None:
+        raise LookupError(f"no way to settle a stored {kind!r} here")
+    return processor.process_stored(db, settings, doc, body)
+
+
+def _try_process(db, doc, body=None, settings=None) -> tuple[str, bool]:
     """(effect, whether a bug rather than the database stopped it)."""
     try:
-        effect, fields = _settle(db, doc, doc["raw"] if body is None else body)
+        effect, fields = _settle_any(db, settings, doc, doc["raw"] if body is None else body)
         records.mark_callback(db, doc["_id"], effect, **fields)
         return effect, False
     except PyMongoError as exc:
@@ -201,7 +278,8 @@ def _settle(db, doc, body) -> tuple[str, dict]:
     return result.effect, fields
 
 
-def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH) -> int:
+def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = REPROCESS_BATCH,
+                    settings=None) -> int:
     """Process callbacks stored but left `received` for `older_than` seconds; at most `limit` per call."""
     done = 0
     for _ in range(limit):
@@ -209,7 +287,7 @@ def reprocess_stale(db, older_than: int = REPROCESS_AFTER_SECONDS, limit: int = 
         if doc is None:
             break
         done += 1
-        _, bug = _try_process(db, doc)
+        _, bug = _try_process(db, doc, settings=settings)
         if bug and doc.get("attempts", 0) >= MAX_ATTEMPTS:
             log.error("callback %s failed %d times; left for an operator", doc["_id"], doc["attempts"])
             records.mark_callback(db, doc["_id"], "error: could not be processed; see the logs")
@@ -229,7 +307,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             spool.set_aside(path)
             continue
         secret = entry.get("secret")
-        if secret is not None and not _legacy_secret_matches(db, fields["payment_id"], secret):
+        if secret is not None and not _spooled_secret_matches(db, fields, secret):
             records.store_rejected(db, payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], effect="forged: wrong secret (spooled)",
                                    keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
@@ -237,7 +315,7 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             continue
         doc = records.callback_doc(payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], received_at=fields["received_at"])
-        doc.update(_id=fields["_id"], spooled=True)
+        doc.update(_id=fields["_id"], spooled=True, **fields["extra"])
         if entry.get("truncated"):
             doc.update(truncated=True, size=entry.get("size"))
         fresh = records.insert_callback(db, doc)
@@ -245,11 +323,19 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
         # processing leaves the document `received`, which reprocess_stale finishes.
         spool.remove(path)
         if fresh:
-            process(db, doc, raw)
+            process(db, doc, raw, settings)
         replayed += 1
     if replayed:
         log.info("replayed %d spooled callback(s) into the database", replayed)
     return replayed
+
+
+def _spooled_secret_matches(db, fields: dict, secret: str) -> bool:
+    if not fields["extra"].get("kind"):
+        return _legacy_secret_matches(db, fields["payment_id"], secret)
+    processor = _processor_for(fields["extra"]["kind"])
+    return processor is not None and processor.secret_matches(
+        db, {"payment_id": fields["payment_id"], **fields["extra"]}, secret)
 
 
 _next_reprocess = 0.0
@@ -266,7 +352,7 @@ def catch_up(db, settings) -> None:
         replay_spool(db, settings)
     after = settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or REPROCESS_AFTER_SECONDS
     if time.monotonic() >= _next_reprocess:
-        reprocess_stale(db, older_than=after)
+        reprocess_stale(db, older_than=after, settings=settings)
         _next_reprocess = time.monotonic() + after / 2
 
 

@@ -2,7 +2,8 @@
 
 The customer types the code from their M-Pesa SMS. The worker asks Transaction Status
 (with the initiator's SecurityCredential); the answer comes back later at a result URL
-carrying this claim's own secret, and is stored before it is read, like any callback.
+carrying this claim's own secret, checked before the body is kept (a forgery keeps only
+the callback route's bounded record; during an outage it is spooled and checked on replay).
 A verified receipt settles the order through `ledger.settle`, whose unique receipt
 index keeps one receipt on one order whoever claims it, however often.
 """
@@ -33,8 +34,9 @@ CREDITED, REVIEW, NOT_VERIFIED, TIMEOUT, FAILED = "credited", "review", "not_ver
 WAITING = (QUEUED, ASKED)
 # A result that has not come after this long is treated as lost: the customer may claim again.
 ANSWER_WITHIN = timedelta(minutes=5)
-FORGED_KEPT_BYTES = 2000
 INBOX_KIND = "status_result"
+# A result's inbox record names its claim as `claim:<id>`.
+LABEL_PREFIX = "claim:"
 
 MESSAGES = {
     QUEUED: "We are checking your receipt with M-Pesa. This page updates by itself.",
@@ -148,17 +150,12 @@ def give_up(db, job, error: str) -> None:
 # ---------------------------------------------------------------- the async result
 
 def handle_result(db, config: Mapping[str, Any], *, claim_id: str, secret: str, raw: bytes, timed_out: bool,
-                  remote_addr: str | None) -> str:
-    """Store, check and apply one Transaction Status result (or queue time-out). Never raises to Daraja."""
-    claim = _claim(db, claim_id)
-    good = claim is not None and hmac.compare_digest(secret.encode(), claim["secret"].encode())
-    inbox_id = db.callbacks.insert_one({
-        "payment_id": f"claim:{claim_id[:24]}", "kind": INBOX_KIND, "timed_out": timed_out,
-        "raw": (raw if good else raw[:FORGED_KEPT_BYTES]).decode("utf-8", "replace"),
-        "remote_addr": remote_addr, "received_at": utcnow(), "effect": "received"}).inserted_id
-    effect = _apply_result(db, config, claim, good, raw, timed_out, remote_addr)
-    records.mark_callback(db, inbox_id, effect)
-    return effect
+                  remote_addr: str | None, content_type: str | None = None) -> str:
+    """Check, keep, then apply one Transaction Status result (or queue time-out). Never raises to Daraja."""
+    from . import callbacks  # callbacks settles stored results through this module
+    return callbacks.receive_checked(db, config, kind=INBOX_KIND, label=f"{LABEL_PREFIX}{claim_id[:24]}",
+                                     secret=secret, raw=raw, remote_addr=remote_addr, content_type=content_type,
+                                     timed_out=bool(timed_out))
 
 
 def _claim(db, claim_id: str) -> dict | None:
@@ -168,13 +165,23 @@ def _claim(db, claim_id: str) -> dict | None:
         return None
 
 
-def _apply_result(db, config, claim, good: bool, raw: bytes, timed_out: bool, remote_addr) -> str:
-    allowed = config.get("CALLBACK_ALLOWED_IPS") or ()
-    if allowed and remote_addr not in allowed:
-        return "refused: address not allowed"
-    if not good:
-        log.warning("Transaction Status result with an unknown claim or a wrong secret ignored")
-        return "forged: unknown claim or wrong secret"
+def secret_matches(db, doc: Mapping[str, Any], secret: str) -> bool:
+    """The URL's secret is this claim's (compare_digest: timing says nothing about it)."""
+    claim = _claim(db, str(doc.get("payment_id") or "").removeprefix(LABEL_PREFIX))
+    return claim is not None and hmac.compare_digest((secret or "").encode(), claim["secret"].encode())
+
+
+def process_stored(db, config, doc: Mapping[str, Any], body: bytes | str) -> tuple[str, dict]:
+    """Apply one stored result whose secret was checked (just received, replayed or left over)."""
+    if doc.get("truncated"):
+        return "malformed: body larger than the spool keeps", {}
+    claim = _claim(db, str(doc["payment_id"]).removeprefix(LABEL_PREFIX))
+    if claim is None:
+        return "ignored: no such claim", {}
+    return _apply_result(db, config, claim, body, bool(doc.get("timed_out"))), {}
+
+
+def _apply_result(db, config, claim, raw, timed_out: bool) -> str:
     if claim["state"] not in WAITING:
         return f"duplicate: already {claim['state']}"
     if timed_out:

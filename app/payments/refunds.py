@@ -1,6 +1,7 @@
 """Refunds that send the money back: Daraja's Reversal, then the ledger correction once it is confirmed.
 
-The operator's request is recorded first (one per payment), then sent. The words are
+The operator's request is recorded first (one per payment), then sent. Its result's URL
+secret is checked before the body is kept, as on every Daraja route. The words are
 taken back only when Daraja's result confirms the reversal; a failed reversal keeps
 Daraja's reason and leaves the words untouched. Words already spent are handled as the
 operator chose: `unspent` sends back only the share of the KES that matches the words
@@ -22,14 +23,13 @@ from ..mpesa import reversal as reversal_api
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
-from . import records
 
 log = logging.getLogger("lipia.refunds")
 
 REQUESTED, SENT, COMPLETED, FAILED, UNKNOWN = "requested", "sent", "completed", "failed", "unknown"
 WAITING = (REQUESTED, SENT)
 WORD_MODES = ("unspent", "whole")
-FORGED_KEPT_BYTES = 2000
+INBOX_KIND = "reversal_result"
 
 
 class RefundRefused(ValueError):
@@ -120,25 +120,30 @@ def _finish(db, reversal_id: str, state: str, detail: str | None, **fields) -> b
 
 
 def handle_result(db, config, *, payment_id: str, secret: str, raw: bytes, timed_out: bool,
-                  remote_addr: str | None) -> str:
-    """Store, check and apply a Reversal result (or its queue time-out). Never raises to Daraja."""
-    reversal = db.reversals.find_one({"_id": key_for(payment_id[:64])})
-    good = reversal is not None and hmac.compare_digest(secret.encode(), reversal["secret"].encode())
-    inbox_id = db.callbacks.insert_one({
-        "payment_id": payment_id[:64], "kind": "reversal_result", "timed_out": timed_out,
-        "raw": (raw if good else raw[:FORGED_KEPT_BYTES]).decode("utf-8", "replace"),
-        "remote_addr": remote_addr, "received_at": utcnow(), "effect": "received"}).inserted_id
-    effect = _apply(db, config, reversal, good, raw, timed_out, remote_addr)
-    records.mark_callback(db, inbox_id, effect)
-    return effect
+                  remote_addr: str | None, content_type: str | None = None) -> str:
+    """Check, keep, then apply a Reversal result (or its queue time-out). Never raises to Daraja."""
+    from . import callbacks  # callbacks settles stored results through this module
+    return callbacks.receive_checked(db, config, kind=INBOX_KIND, label=payment_id[:64], secret=secret, raw=raw,
+                                     remote_addr=remote_addr, content_type=content_type, timed_out=bool(timed_out))
 
 
-def _apply(db, config, reversal, good, raw, timed_out, remote_addr) -> str:
-    allowed = config.get("CALLBACK_ALLOWED_IPS") or ()
-    if allowed and remote_addr not in allowed:
-        return "refused: address not allowed"
-    if not good:
-        return "forged: unknown reversal or wrong secret"
+def secret_matches(db, doc: Mapping[str, Any], secret: str) -> bool:
+    """The URL's secret is this reversal's (compare_digest: timing says nothing about it)."""
+    reversal = db.reversals.find_one({"_id": key_for(doc["payment_id"])})
+    return reversal is not None and hmac.compare_digest((secret or "").encode(), reversal["secret"].encode())
+
+
+def process_stored(db, config, doc: Mapping[str, Any], body: bytes | str) -> tuple[str, dict]:
+    """Apply one stored result whose secret was checked (just received, replayed or left over)."""
+    if doc.get("truncated"):
+        return "malformed: body larger than the spool keeps", {}
+    reversal = db.reversals.find_one({"_id": key_for(doc["payment_id"])})
+    if reversal is None:
+        return "ignored: no such reversal", {}
+    return _apply(db, reversal, body, bool(doc.get("timed_out"))), {}
+
+
+def _apply(db, reversal, raw, timed_out: bool) -> str:
     if reversal["state"] not in WAITING:
         return f"duplicate: already {reversal['state']}"
     if timed_out:

@@ -1,5 +1,9 @@
 """A durable local spool for callbacks the database could not take.
 
+Any Daraja route's post may be spooled: an entry's `kind` (none for STK callbacks;
+`c2b_confirmation`, `status_result`, `reversal_result` for the others) tells the replay
+who checks and settles it, and `timed_out` whether it came to a time-out URL.
+
 One file per callback: written under a temporary name, fsynced, renamed into place and
 the directory fsynced, so an entry is either whole on disk or absent, and several
 processes can append and replay at once without sharing a file. Each entry carries
@@ -24,6 +28,8 @@ from typing import Iterator
 log = logging.getLogger("lipia.spool")
 
 SUFFIX = ".callback.json"
+# Fields of the stored document other routes' posts carry besides the STK callback's.
+EXTRA_FIELDS = ("kind", "timed_out")
 # Callbacks whose secret could not be checked without the database (payments made before
 # URLs were signed) may fill only this share, so they can never crowd out signed ones.
 UNVERIFIED_SHARE = 0.5
@@ -48,7 +54,8 @@ def append(directory: str | os.PathLike, doc: dict, raw: bytes, *, secret: str |
            max_body: int) -> bool:
     """Write one callback durably; True once it is on disk. `secret` is kept only for an unchecked one."""
     entry = {
-        "id": str(doc["_id"]), "payment_id": doc["payment_id"], "remote_addr": doc.get("remote_addr"),
+        "id": str(doc["_id"]), "payment_id": doc["payment_id"],
+        **{name: doc[name] for name in EXTRA_FIELDS if name in doc}, "remote_addr": doc.get("remote_addr"),
         "content_type": doc.get("content_type"), "received_at": doc["received_at"].isoformat(),
         "size": len(raw), "truncated": len(raw) > max_body,
         "raw_b64": base64.b64encode(raw[:max_body]).decode("ascii"),
@@ -105,7 +112,12 @@ def decode(entry: dict) -> tuple[dict, bytes]:
     """The stored fields and the raw body of one entry."""
     from bson import ObjectId
     raw = base64.b64decode(entry["raw_b64"])
-    fields = {"_id": ObjectId(entry["id"]), "payment_id": str(entry["payment_id"])[:64],
+    extra = {}
+    if entry.get("kind"):
+        extra["kind"] = str(entry["kind"])[:40]
+    if "timed_out" in entry:
+        extra["timed_out"] = bool(entry["timed_out"])
+    fields = {"_id": ObjectId(entry["id"]), "payment_id": str(entry["payment_id"])[:64], "extra": extra,
               "remote_addr": entry.get("remote_addr"), "content_type": entry.get("content_type"),
               "received_at": datetime.fromisoformat(entry["received_at"])}
     return fields, raw

@@ -147,15 +147,32 @@ def expire_overdue(db, settings, should_stop: Callable[[], bool] = lambda: False
         if should_stop():
             break
         bind(payment_id=payment["_id"])
-        result = ledger.settle(db, payment["_id"], outcomes.expired(expiry_note(payment)), payment=payment)
+        note = expiry_note(payment)
+        if outcome_unknown(payment):
+            # Flagged before it expires, so the console's "under review" list shows it: a crash
+            # between the two writes leaves it overdue, and the next pass expires it, flagged.
+            db.payments.update_one({"_id": payment["_id"], "status": {"$in": [ledger.QUEUED, ledger.PENDING]}},
+                                   {"$set": {"needs_review": True, "review_reason": note}})
+        result = ledger.settle(db, payment["_id"], outcomes.expired(note), payment=payment)
         count += result.effect.startswith("settled")
+        if outcome_unknown(payment) and not result.effect.startswith("settled"):
+            # Settled another way just before (a callback): its outcome is known after all.
+            db.payments.update_one({"_id": payment["_id"], "needs_review": True, "review_reason": note,
+                                    "status": {"$ne": ledger.EXPIRED}},
+                                   {"$set": {"needs_review": False}, "$unset": {"review_reason": ""}})
     return count
+
+
+def outcome_unknown(payment: dict) -> bool:
+    """A push that may have reached the phone with no answer ever recorded."""
+    return bool(payment.get("push_in_flight")
+                or (payment.get("push_outcome_unknown") and not payment.get("checkout_request_id")))
 
 
 def expiry_note(payment: dict) -> str:
     """What an operator reads on an expired payment: for a push whose answer was never
     recorded, the customer may have paid, and only the M-Pesa statement can tell."""
-    if payment.get("push_in_flight") or (payment.get("push_outcome_unknown") and not payment.get("checkout_request_id")):
+    if outcome_unknown(payment):
         return (f"push outcome unknown and M-Pesa never answered: look for account reference "
                 f"{payment.get('reference')} (KES {payment.get('amount')}) "
                 "in the M-Pesa statement; if it was paid, credit the customer with an adjustment")

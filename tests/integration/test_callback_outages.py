@@ -4,6 +4,8 @@ The stack here has its own SecantusDB on a directory, so the database can be kil
 (SIGKILL) and restarted from disk on the same port while the web app keeps answering.
 """
 import json
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -150,4 +152,54 @@ def test_forged_flood_keeps_bounded_bytes_and_a_genuine_callback_still_settles(o
                timeout=20, what="the genuine callback")
     row = outage.db.callbacks.find_one({"payment_id": payment_id, "effect": "credited"})
     assert row["raw"] == genuine.decode() and "expires_at" not in row
+    assert_money_invariants(outage.db)
+
+
+def test_menu_payment_confirmed_during_a_database_outage_is_spooled_and_credited_once(outage):
+    """A C2B confirmation (sent twice, as Daraja may) arrives while the database is down: Daraja
+    gets its C2B answer, the spool keeps both deliveries, and the order is credited once."""
+    registration = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "mpesa", "register-urls"],
+                                  env=outage.env, capture_output=True, text=True, timeout=60)
+    assert registration.returncode == 0, registration.stdout + registration.stderr
+    customer = registered(outage.web_url)
+    outage.sim("/_sim/script", {"phone": customer.phone, "result_code": 1037, "after": 0.1})
+    payment_id = customer.checkout()
+    customer.wait_for(payment_id, {"timeout", "failed", "cancelled"})
+    reference = payment(outage, payment_id)["reference"]
+    outage.sim("/_sim/c2b/faults", {"confirmation": "twice"})
+    before = set(spooled(outage))
+
+    outage.database.kill()
+    try:
+        paid = requests.post(f"{outage.sim_url}/handset/api/paybill", timeout=15,
+                             json={"phone": customer.phone, "business": "174379", "account": reference,
+                                   "amount": 100, "pin": "1234"})
+    finally:
+        outage.sim("/_sim/c2b/faults", {})
+    assert paid.status_code == 200, paid.text
+    trans_id = paid.json()["trans_id"]
+
+    def deliveries():
+        listed = requests.get(f"{outage.sim_url}/_sim/c2b/payments", params={"phone": customer.phone},
+                              timeout=5).json()
+        return next(p for p in listed if p["TransID"] == trans_id)["confirmations"]
+    wait_until(lambda: len(deliveries()) == 2, timeout=30, what="both confirmations to be answered")
+    assert all(d["status"] == 200 and json.loads(d["response"]) == {"ResultCode": 0, "ResultDesc": "Success"}
+               for d in deliveries())
+    assert len(set(spooled(outage)) - before) == 2
+    entry = json.loads((outage.spool_dir / sorted(set(spooled(outage)) - before)[0]).read_bytes())
+    assert entry["kind"] == "c2b_confirmation"
+
+    outage.database.start()
+    ensure_worker(outage)
+    wait_until(lambda: (outage.db.c2b_payments.find_one({"_id": trans_id}) or {}).get("state") == "credited",
+               timeout=60, what="the replayed confirmation to credit the order")
+    wait_until(lambda: not spooled(outage), timeout=20, what="the spool to empty")
+    rows = list(outage.db.callbacks.find({"kind": "c2b_confirmation", "trans_id": trans_id}))
+    assert sorted(r["effect"] for r in rows) == ["credited", "duplicate: already credited"]
+    assert all(r["spooled"] for r in rows)
+    done = payment(outage, payment_id)
+    assert done["status"] == "completed" and done["mpesa_receipt"] == trans_id and done["credited"] is True
+    assert outage.db.ledger.count_documents({"username": customer.username}) == 1
+    assert outage.db.users.find_one({"username": customer.username})["words_remaining"] == done["words"]
     assert_money_invariants(outage.db)

@@ -118,3 +118,50 @@ def test_json_lines_stay_one_object_each(app, client, log_output):
     client.get("/x%0Ay", headers={"X-Request-Id": "ok-1"})
     entries = [json.loads(line) for line in out.getvalue().splitlines()]
     assert entries and entries[-1]["message"] == "GET /x\\ny 404" and entries[-1]["request_id"] == "ok-1"
+
+
+# ---------------------------------------------------------------- secrets of the newer routes
+
+C2B_SECRET = "dev-c2b-url-secret"
+NEWER_ROUTES = [f"/pay/c2b/confirm/{C2B_SECRET}", f"/pay/c2b/validate/{C2B_SECRET}",
+                "/pay/status/result/6650f0c2a1b2c3d4e5f60718/" + "ab" * 20,
+                "/pay/status/timeout/6650f0c2a1b2c3d4e5f60718/" + "ab" * 20,
+                "/pay/reversal/result/6650f0c2a1b2c3d4e5f60718/" + "cd" * 20,
+                "/pay/reversal/timeout/6650f0c2a1b2c3d4e5f60718/" + "cd" * 20]
+
+
+@pytest.mark.parametrize("path", NEWER_ROUTES)
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_access_log_masks_every_route_secret(app, client, log_output, path, log_format):
+    out = log_output(log_format)
+    client.post(path, data=b"{}", content_type="application/json")
+    text = out.getvalue()
+    secret = path.rsplit("/", 1)[1]
+    assert path.rsplit("/", 1)[0] + "/***" in text
+    assert secret not in text
+
+
+@pytest.mark.parametrize("path", NEWER_ROUTES[:1] + NEWER_ROUTES[2:3])
+def test_an_unhandled_error_and_an_outage_never_log_a_route_secret(app, client, log_output, monkeypatch, path):
+    from pymongo.errors import ServerSelectionTimeoutError
+    from app.c2b import views
+    out = log_output("text")
+    monkeypatch.setattr(views, "get_db", lambda: (_ for _ in ()).throw(ServerSelectionTimeoutError("down")))
+    client.post(path, data=b"{}", content_type="application/json")
+    monkeypatch.setattr(views, "get_db", lambda: (_ for _ in ()).throw(RuntimeError(f"boom on {path}")))
+    client.post(path, data=b"{}", content_type="application/json")
+    text = out.getvalue()
+    assert "unhandled error on POST " + path.rsplit("/", 1)[0] + "/***" in text
+    assert path.rsplit("/", 1)[1] not in text
+
+
+def test_a_future_route_with_a_secret_variable_is_masked_without_naming_it(app, log_output):
+    from flask import Flask
+    from app.logs import learn_secret_routes
+    other = Flask("other")
+    other.add_url_rule("/hooks/<vendor>/<int:n>/<api_token>/go", "hook", lambda **kw: "")
+    learn_secret_routes(other.url_map.iter_rules())
+    out = log_output("text")
+    logging.getLogger("lipia.test").warning("posted to /hooks/acme/7/T0pS3cret/go?x=1 and /hooks/acme/7/T0pS3cret")
+    text = out.getvalue()
+    assert "/hooks/acme/7/***/go?x=1" in text and "T0pS3cret" not in text

@@ -154,6 +154,35 @@ def test_an_unrecorded_push_expires_with_what_an_operator_must_check(db, payment
     doc = records.get(db, payment["_id"])
     assert doc["status"] == "expired" and "push_in_flight" not in doc
     assert "M-Pesa statement" in doc["result_desc"] and doc["reference"] in doc["result_desc"]
+    # ...and the operator sees it in the console's "under review" list, with what to do.
+    from app.admin.store import UNDER_REVIEW
+    assert doc["needs_review"] and doc["review_reason"] == doc["result_desc"]
+    assert [p["_id"] for p in db.payments.find(UNDER_REVIEW)] == [payment["_id"]]
+
+
+def test_an_ordinary_expiry_is_not_put_under_review(db, payment, worker, settings):
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"created_at": utcnow() - timedelta(hours=1)}})
+    assert tasks.expire_overdue(db, settings) == 1
+    doc = records.get(db, payment["_id"])
+    assert doc["status"] == "expired" and not doc.get("needs_review")
+
+
+def test_an_unknown_push_settled_by_a_callback_meanwhile_is_not_left_flagged(db, payment, worker, settings,
+                                                                             monkeypatch):
+    from app import ledger
+    job = queue.claim(db, "w-test", 30)
+    records.claim_push(db, payment["_id"], job.token)
+    db.payments.update_one({"_id": payment["_id"]}, {"$set": {"created_at": utcnow() - timedelta(hours=1)}})
+    real = ledger.settle
+
+    def callback_first(db_, payment_id, outcome, **kw):
+        real(db_, payment_id, ledger.Outcome(status="completed", via="callback", result_code="0",
+                                             receipt="RKL51ZDR4F", amount=payment["amount"]))
+        return real(db_, payment_id, outcome, **kw)
+    monkeypatch.setattr(ledger, "settle", callback_first)
+    assert tasks.expire_overdue(db, settings) == 0
+    doc = records.get(db, payment["_id"])
+    assert doc["status"] == "completed" and not doc.get("needs_review")
 
 
 # ---------------------------------------------------------------- housekeeping and heartbeats
