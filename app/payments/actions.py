@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from .. import ledger
 from ..db import as_utc, utcnow
-from . import checkout, records
+from . import checkout
 
 # A new prompt for a payment still on the phone only after this long (and never later than
 # half the prompt's window): Daraja answers a second push to a number that still holds a

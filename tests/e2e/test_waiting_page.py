@@ -22,7 +22,7 @@ from tests.support.stack import start_database, start_stack
 from tests.support.web import random_phone
 
 from .a11y import audit
-from .pages import DEVICES, PROMPT_TIMEOUT, SCREENSHOTS, SETTLE_MS, check_layout, expect_waiting_for_pin, \
+from .pages import DEVICES, PROMPT_TIMEOUT, SCREENSHOTS, check_layout, expect_waiting_for_pin, \
     signed_in, start_payment, status_card, wait_for_status
 
 pytestmark = pytest.mark.e2e

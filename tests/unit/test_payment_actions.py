@@ -7,7 +7,7 @@ import pytest
 from app import ledger
 from app.db import init_db, utcnow
 from app.mpesa.phone import display_phone
-from app.payments import actions, records
+from app.payments import records
 from app.payments.outcomes import from_result
 from app.payments.status import describe
 from tests.unit.admin_support import login, make_user, new_payment, pushed

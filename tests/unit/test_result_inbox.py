@@ -1,6 +1,5 @@
 """Transaction Status and Reversal results: the secret is checked before a body is kept; during an
 outage a result is spooled with its secret, checked on replay, and applied exactly once."""
-import json
 import os
 
 import pytest
