@@ -52,4 +52,8 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_cli(app)
     register_templating(app)
     register_static(app)
+
+    from .logs import learn_secret_routes
+    # Every route is known now: their secret segments are masked in every log line from here on.
+    learn_secret_routes(app.url_map.iter_rules())
     return app

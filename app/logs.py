@@ -201,13 +201,6 @@ def register_logging(app):
 
     access = logging.getLogger("lipia.access")
 
-    @app.before_request
-    def _learn_secret_routes():
-        # Once per app, after every blueprint is registered (create_app has returned by then).
-        if not app.extensions.get("lipia_secret_routes"):
-            learn_secret_routes(app.url_map.iter_rules())
-            app.extensions["lipia_secret_routes"] = True
-
     @app.after_request
     def _access_log(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
