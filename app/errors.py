@@ -9,6 +9,7 @@ from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 from .logs import safe_path
+from .outage import web_database
 
 log = logging.getLogger("lipia.errors")
 
@@ -52,6 +53,7 @@ def register_errors(app):
     # was doing, the database did not answer, so the request changed nothing it can know of.
     @app.errorhandler(ConnectionFailure)
     def database_unreachable(exc):
+        web_database.failed()  # others in this process need not wait to find out (see outage)
         log.warning("database unreachable on %s: %s", request.path, type(exc).__name__)
         _show_as_visitor()
         if wants_json():

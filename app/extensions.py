@@ -75,7 +75,8 @@ def register_extensions(app):
     bootstrap.init_app(app)
     login_manager.init_app(app)
 
-    storage = app.config.get("RATELIMIT_STORAGE_URI") or app.config["MONGO_URI"]
+    own = app.config.get("RATELIMIT_STORAGE_URI") or ""
+    storage = own or app.config["MONGO_URI"]
     if storage.startswith("mongomock://"):
         storage = "memory://"
     if storage.startswith("mongodb"):
@@ -87,9 +88,12 @@ def register_extensions(app):
             "database_name": database_for(app.config["MONGO_URI"]).name,
             "counter_collection_name": "ratelimit_counters",
             "window_collection_name": "ratelimit_windows",
+            # In the app's own database, the limiter and the app share what they know of its outages.
+            "shared_outage": own in ("", app.config["MONGO_URI"]),
         }
     app.config["RATELIMIT_STORAGE_URI"] = storage
     limiter.init_app(app)
+    app.after_request(ratelimits.mark_answered)  # runs before the limiter's own (reverse order)
     app.register_error_handler(RateLimitExceeded, too_many)
 
     @login_manager.user_loader
