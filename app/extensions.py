@@ -52,6 +52,11 @@ def too_many(exc: RateLimitExceeded):
         wait = max(1, int(current.reset_at - time.time())) if current else 60
     except Exception:  # the storage went away between the check and this answer
         wait = 60
+    return refused(wait)
+
+
+def refused(wait: int):
+    """The answer to a request over a limit, which may try again in `wait` seconds."""
     message = f"Too many attempts. Please wait {_wait_words(wait)} and try again."
     if wants_json():
         response, status = api_error(429, "rate_limited", message, retry_after_seconds=wait)
