@@ -106,7 +106,7 @@ def test_pages_answer_503_quickly_while_the_database_is_down_and_recover(tmp_pat
         # Strangers' forged callbacks, 100 at once, must not stall the app: while the outage is
         # known, a rejected post is neither counted, stored nor logged.
         flood_ids = [str(ObjectId()) for _ in range(FLOOD)]
-        with ThreadPoolExecutor(max_workers=25) as pool:
+        with ThreadPoolExecutor(max_workers=FLOOD) as pool:  # all at once, as a flood comes
             answers = pool.map(lambda pid: requests.post(
                 f"{stack.web_url}/payments/callback/{pid}/not-a-hex-secret", data=b'{"Body": {}}',
                 headers={"Content-Type": "application/json"}, timeout=40), flood_ids)
