@@ -91,3 +91,14 @@ def test_exit_does_not_open_a_client_to_close_it():
     store = LimitStorage("lipia+mongodb://127.0.0.1:1/x")
     store.__del__()
     assert store._storage is None
+
+
+def test_exit_never_raises_even_when_the_driver_is_half_torn_down():
+    class Dying:
+        def close(self):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+    store = LimitStorage("lipia+mongodb://127.0.0.1:1/x")
+    store._storage = Dying()
+    store.__del__()  # nothing raised
+    del store.__dict__["_local"], store.__dict__["_storage"]
+    store.__del__()  # nor on a half-built object
