@@ -19,13 +19,13 @@ import threading
 import time
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from .. import ledger
 from ..db import database_for, utcnow
+from ..mpesa.callback import CallbackError, parse_callback
 from ..outage import web_database
 from ..ratelimits import FAIL_CLOSED
-from ..mpesa.callback import CallbackError, parse_callback
 from . import callback_signing, outcomes, records, spool
 
 log = logging.getLogger("lipia.callbacks")
@@ -124,8 +124,10 @@ def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) ->
             records.store_rejected(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
                                    content_type=content_type, effect=effect,
                                    keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
-    except PyMongoError:
+    except ConnectionFailure:
         web_database.failed()  # the next forgeries do not wait for it: see _may_keep_rejected
+    except PyMongoError:
+        pass  # a forgery is not worth waiting for, nor spooling
     else:
         web_database.ok()
     return effect
@@ -138,6 +140,7 @@ def _parsed_limit(text: str):
 
 
 _quiet_outage = 0  # the outage whose unkept rejections have been summed up in the log
+_quiet_lock = threading.Lock()
 
 
 def _may_keep_rejected(settings, remote_addr) -> bool:
@@ -163,8 +166,10 @@ def _may_keep_rejected(settings, remote_addr) -> bool:
             allowed = False
         if not web_database.down:  # counting may have just found the database down
             return allowed
-    if _quiet_outage != web_database.outages:
+    with _quiet_lock:
+        first = _quiet_outage != web_database.outages
         _quiet_outage = web_database.outages
+    if first:
         log.warning("database unreachable: rejected callback posts are neither kept nor logged until it is back")
     return False
 
