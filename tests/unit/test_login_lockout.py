@@ -2,7 +2,7 @@
 addresses cannot keep its owner, who knows the password, out."""
 import pytest
 
-from tests.unit.test_account_security import GOOD, login, logout, quick_bcrypt, register  # noqa: F401
+from tests.unit.test_account_security import login, logout, quick_bcrypt, register  # noqa: F401 (fixture)
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from bson import ObjectId
 from pymongo.errors import ServerSelectionTimeoutError
 
 from app.outage import RecentFailure, web_database
-from app.payments import callbacks, records
-from tests.unit.test_callback_route import body, customer, payment, post, settings, signed  # noqa: F401
+from app.payments import records
+# Fixtures (customer, payment, settings) shared with the callback route tests.
+from tests.unit.test_callback_route import body, customer, payment, post, settings, signed  # noqa: F401,F811
 
 
 def test_recent_failure_is_remembered_briefly_and_counts_outages(monkeypatch):
