@@ -17,7 +17,7 @@ from flask import current_app
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from . import ledger
-from .config import ConfigError
+from .config import ConfigError, announce_warnings
 from .db import get_db
 from .logs import escape_controls
 
@@ -96,6 +96,10 @@ def repair_ledger_command():
 
 def register_cli(app):
     from .mpesa.cli import mpesa_cli
+    if click.get_current_context(silent=True) is not None:
+        # A `flask` command (init-db in a deploy, check-ledger) says what the web app and the
+        # worker say at start: an operator should see the sandbox warning wherever they look.
+        announce_warnings(app.config)
     # Keep the commands registered so far; any registered later join the guarded group too.
     guarded = GuardedGroup(app.cli.name)
     guarded.commands.update(app.cli.commands)

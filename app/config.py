@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -296,6 +297,12 @@ def _c2b_secret_problems(secret: str) -> list[str]:
 
 
 def _is_local_host(host: str | None) -> bool:
+    """Whether a URL's host is this machine, in every spelling a resolver accepts.
+
+    "localhost." is localhost (a trailing dot only makes a name absolute), and the C
+    resolver reads the short and numeric IPv4 forms too ("127.1", "0x7f.1", "2130706433").
+    """
+    host = (host or "").strip().rstrip(".").lower()
     if not host:
         return False
     if host == "localhost" or host.endswith(".localhost"):
@@ -303,7 +310,12 @@ def _is_local_host(host: str | None) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        try:
+            address = ipaddress.ip_address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    address = mapped or address
     return address.is_loopback or address.is_unspecified
 
 

@@ -9,6 +9,7 @@ from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException, NotFound
 
 from .logs import request_path
+from .outage import web_database
 
 log = logging.getLogger("lipia.errors")
 
@@ -56,6 +57,7 @@ def register_errors(app):
     # was doing, the database did not answer, so the request changed nothing it can know of.
     @app.errorhandler(ConnectionFailure)
     def database_unreachable(exc):
+        web_database.failed()  # others in this process need not wait to find out (see outage)
         log.warning("database unreachable on %s: %s", request_path(), type(exc).__name__)
         _show_as_visitor()
         if wants_json():

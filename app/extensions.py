@@ -55,6 +55,11 @@ def too_many(exc: RateLimitExceeded):
         wait = max(1, int(current.reset_at - time.time())) if current else 60
     except Exception:  # the storage went away between the check and this answer
         wait = 60
+    return refused(wait)
+
+
+def refused(wait: int):
+    """The answer to a request over a limit, which may try again in `wait` seconds."""
     message = f"Too many attempts. Please wait {wait_words(wait)} and try again."
     if wants_json():
         response, status = api_error(429, "rate_limited", message, retry_after_seconds=wait)
@@ -78,7 +83,8 @@ def register_extensions(app):
     bootstrap.init_app(app)
     login_manager.init_app(app)
 
-    storage = app.config.get("RATELIMIT_STORAGE_URI") or app.config["MONGO_URI"]
+    own = app.config.get("RATELIMIT_STORAGE_URI") or ""
+    storage = own or app.config["MONGO_URI"]
     if storage.startswith("mongomock://"):
         storage = "memory://"
     if storage.startswith("mongodb"):
@@ -90,9 +96,12 @@ def register_extensions(app):
             "database_name": database_for(app.config["MONGO_URI"]).name,
             "counter_collection_name": "ratelimit_counters",
             "window_collection_name": "ratelimit_windows",
+            # In the app's own database, the limiter and the app share what they know of its outages.
+            "shared_outage": own in ("", app.config["MONGO_URI"]),
         }
     app.config["RATELIMIT_STORAGE_URI"] = storage
     limiter.init_app(app)
+    app.after_request(ratelimits.mark_answered)  # runs before the limiter's own (reverse order)
     app.register_error_handler(RateLimitExceeded, too_many)
 
     @login_manager.user_loader

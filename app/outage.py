@@ -60,3 +60,50 @@ class Outage:
         down by up to half, so it never exceeds the cap."""
         delay = min(self.backoff_cap, FIRST_BACKOFF * 2 ** max(0, self._failures - 1))
         return delay * random.uniform(0.5, 1.0)
+
+
+class RecentFailure:
+    """Whether this process saw the database fail moments ago: for code that should not wait
+    to find out again.
+
+    A web request waits WEB_DB_TIMEOUT_SECONDS for an unreachable database before it answers
+    503. Anything else in the same process that would wait too (the rate limiter's counters,
+    the keeping of rejected callback posts) reads this first, so an outage costs one wait per
+    request, not one per thing the request touches, and a flood of strangers' posts costs none.
+    Failures are remembered for `remember` seconds after the last one; a failure after a
+    success (or after `quiet` seconds without any) starts a new outage.
+    """
+
+    def __init__(self, remember: float = 5.0, quiet: float = 60.0):
+        self.remember, self.quiet = remember, quiet
+        self._lock = threading.Lock()
+        self._last_failure: float | None = None
+        self.outages = 0  # counts outages seen, so a caller can say something once per outage
+
+    @property
+    def down(self) -> bool:
+        last = self._last_failure
+        return last is not None and time.monotonic() - last < self.remember
+
+    def failed(self) -> bool:
+        """Note a failure; True when it starts a new outage."""
+        now = time.monotonic()
+        with self._lock:
+            new = self._last_failure is None or now - self._last_failure > self.quiet
+            if new:
+                self.outages += 1
+            self._last_failure = now
+        return new
+
+    def ok(self) -> bool:
+        """Note a success; True when it ends an outage."""
+        if self._last_failure is None:  # the common case: no lock
+            return False
+        with self._lock:
+            ended, self._last_failure = self._last_failure is not None, None
+        return ended
+
+
+# The web process's one view of its database (MONGO_URI): the error handler that answers 503,
+# the rate limiter when it counts there, and the callback route's rejected posts all share it.
+web_database = RecentFailure()

@@ -18,25 +18,38 @@ When the database cannot be reached, each limit follows its own policy, chosen b
   check — still bound the harm), rather than refusing paying customers because a counter
   is unreachable.
 
-Either way a dead database costs one short timeout, not one per request: after a failure
-the storage does not try again for `RETRY_AFTER_FAILURE` seconds.
+Either way a dead database costs one short wait, not one per request: after a failure
+the storage does not try again for `RETRY_AFTER_FAILURE` seconds. When the counters live
+in the app's own database (the default), "the database failed moments ago" is one shared
+fact (`outage.web_database`): the limiter does not probe while the app has just seen the
+database fail, and when the limiter is the first to find it down, the request answers 503
+at once (`DatabaseFoundDown`) instead of waiting a second time in the view. So an outage
+answer takes one short wait, never two in a row.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
 
 from limits.storage import MemoryStorage, MongoDBStorage
+from pymongo.errors import ConnectionFailure
+
+from .outage import RecentFailure, web_database
 
 log = logging.getLogger("lipia.ratelimits")
 
 SCHEME = "lipia+mongodb"
 FAIL_CLOSED = "closed~"
-# Short client timeouts: a request waits at most about this long for the limiter to give up.
-CLIENT_OPTIONS = {"serverSelectionTimeoutMS": 1200, "connectTimeoutMS": 1000, "socketTimeoutMS": 1500}
+# Short client timeouts: a request waits at most about this long for the limiter to give up
+# (no longer than the web app's own wait for its database, WEB_DB_TIMEOUT_SECONDS' default).
+CLIENT_OPTIONS = {"serverSelectionTimeoutMS": 1000, "connectTimeoutMS": 1000, "socketTimeoutMS": 1000}
 RETRY_AFTER_FAILURE = 5.0
+ANSWERED = "_lipia_limits_answered"
+
+
+class DatabaseFoundDown(ConnectionFailure):
+    """The limiter found the database unreachable while checking this request's limits."""
 
 
 def fail_closed(key_func):
@@ -55,12 +68,13 @@ def storage_uri(mongo_uri: str) -> str:
 class LimitStorage(MongoDBStorage):
     STORAGE_SCHEME = ["lipia+mongodb", "lipia+mongodb+srv"]
 
-    def __init__(self, uri: str, **options):
+    def __init__(self, uri: str, shared_outage: bool = False, **options):
+        """`shared_outage`: the counters are in the app's own database, so the app's knowledge
+        that it is down (`outage.web_database`) is the limiter's too."""
         from .db import heartbeat_option  # the same driver-monitoring interval as the app's own clients
         super().__init__(uri.removeprefix("lipia+"), **{**CLIENT_OPTIONS, **heartbeat_option(uri), **options})
         self._local = MemoryStorage()
-        self._down_until = 0.0
-        self._lock = threading.Lock()
+        self.outage = web_database if shared_outage else RecentFailure(remember=RETRY_AFTER_FAILURE)
 
     def _init_mongo_client(self, uri, **options):
         return self.lib.MongoClient(uri, tz_aware=True, appname="lipia-ratelimit", **options)
@@ -68,20 +82,15 @@ class LimitStorage(MongoDBStorage):
     # ------------------------------------------------------------ fault handling
 
     def _usable(self) -> bool:
-        return time.monotonic() >= self._down_until
+        return not self.outage.down
 
     def _failed(self, exc: Exception) -> None:
-        with self._lock:
-            first = self._down_until == 0.0
-            self._down_until = time.monotonic() + RETRY_AFTER_FAILURE
-        if first:
+        if self.outage.failed():
             log.warning("rate-limit storage unreachable (%s); log-in limits count per process, "
                         "other limits are open until it is back", type(exc).__name__)
 
     def _recovered(self) -> None:
-        if self._down_until:
-            with self._lock:
-                self._down_until = 0.0
+        if self.outage.ok():
             log.info("rate-limit storage reachable again")
 
     def _guarded(self, key: str, call, fallback_closed, fallback_open):
@@ -90,6 +99,9 @@ class LimitStorage(MongoDBStorage):
                 result = call()
             except Exception as exc:  # any driver error: the policy below decides
                 self._failed(exc)
+                if self.outage is web_database and isinstance(exc, ConnectionFailure) and _checking_a_request():
+                    # The app's own database: the view would only wait for it again. 503 now.
+                    raise DatabaseFoundDown(f"rate-limit counters: {type(exc).__name__}") from exc
             else:
                 self._recovered()
                 return result
@@ -140,7 +152,29 @@ class LimitStorage(MongoDBStorage):
             return False
 
     def __del__(self):
-        # The base class opens a client here just to close it, at interpreter exit.
-        client = getattr(self, "_storage", None)
-        if client is not None:
-            client.close()
+        # The base class opens a client here just to close it, at interpreter exit. Never
+        # raises: at exit the driver may be half torn down, and a finaliser's error is only
+        # an "Exception ignored" traceback on an operator's screen.
+        try:
+            client = self.__dict__.get("_storage")
+            if client is not None:
+                client.close()
+        except BaseException:  # noqa: BLE001 - nothing useful can happen to it here
+            pass
+
+
+def _checking_a_request() -> bool:
+    """Whether a request's limits are being checked now (its view has not answered yet)."""
+    try:
+        from flask import g, has_request_context
+        return has_request_context() and not g.get(ANSWERED, False)
+    except Exception:  # outside Flask (tests, scripts)
+        return False
+
+
+def mark_answered(response):
+    """An after_request hook, run before the limiter's: counts taken from here on (a deduction
+    for a failed log-in) follow the policy quietly, as the answer is already made."""
+    from flask import g
+    setattr(g, ANSWERED, True)
+    return response

@@ -1,11 +1,12 @@
 import time
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
+from limits import parse
 
 from ..db import get_db
-from ..extensions import limiter
+from ..extensions import limiter, refused
 from ..ratelimits import fail_closed
 from ..security import safe_next
 from .. import notices, users
@@ -18,10 +19,13 @@ NEW_KEY_SESSION = "new_api_key"
 NEW_KEY_SHOWN_FOR_SECONDS = 300
 
 
-# Log-in limits. Counting per account alone would let anyone lock an owner out by typing
-# wrong passwords for them, so the tight limit counts per (account, address) pair; one
-# address is also limited across accounts (guessing many accounts), and one account across
-# addresses has a higher ceiling (guessing from many addresses). All fail closed: see ratelimits.
+# Log-in limits. Counting every attempt per account would let anyone lock an owner out by
+# typing wrong passwords for them. So only FAILED attempts count toward the account's limits:
+# the tight one per (account, address) pair, checked before the password, and a higher
+# ceiling per account across all addresses (guessing from many addresses), which refuses
+# only wrong passwords: the owner's right password still gets in from any address whose own
+# pair is under its limit. One address is also limited across accounts, every attempt
+# counted (guessing many accounts). All fail closed: see ratelimits.
 def _typed_account() -> str:
     return users.username_key(request.form.get("username") or "")[:64]
 
@@ -39,6 +43,32 @@ def _pair_key():
 @fail_closed
 def _account_key():
     return "login-account:" + _typed_account()
+
+
+def _login_failed(response) -> bool:
+    """Whether this log-in attempt counts: a password was checked and was wrong."""
+    return bool(g.get("login_failed"))
+
+
+class _AccountCeiling:
+    """LOGIN_ACCOUNT_RATE_LIMIT, counted by hand: a route limit would refuse before the
+    password is checked, the right one included."""
+
+    def __init__(self):
+        self.item = parse(current_app.config["LOGIN_ACCOUNT_RATE_LIMIT"])
+        self.key = _account_key()
+
+    def reached(self) -> bool:
+        return not limiter.limiter.test(self.item, self.key)
+
+    def count_failure(self) -> None:
+        limiter.limiter.hit(self.item, self.key)
+
+    def wait_seconds(self) -> int:
+        try:
+            return max(1, int(limiter.limiter.get_window_stats(self.item, self.key).reset_time - time.time()))
+        except Exception:  # the storage went away meanwhile
+            return 60
 
 
 def _setting(name):
@@ -77,17 +107,22 @@ def register_view():
 
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
-@limiter.limit(_setting("LOGIN_RATE_LIMIT"), methods=["POST"], key_func=_pair_key)
-@limiter.limit(_setting("LOGIN_ACCOUNT_RATE_LIMIT"), methods=["POST"], key_func=_account_key)
+@limiter.limit(_setting("LOGIN_RATE_LIMIT"), methods=["POST"], key_func=_pair_key, deduct_when=_login_failed)
 def login():
     if current_user.is_authenticated:
         return _after_login(request.args.get("next"))
     form = LoginForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
+        ceiling = _AccountCeiling()
+        reached = ceiling.reached()
         user = authenticate(get_db(), form.username.data.strip(), form.password.data)
         if user:
             _log_in(user, remember=form.remember.data)
             return _after_login(form.next.data)
+        g.login_failed = True  # counts toward the pair's limit (see _login_failed)
+        ceiling.count_failure()
+        if reached:
+            return refused(ceiling.wait_seconds())
         form.password.errors.append("Incorrect username or password.")
     return render_template("auth/login.html", form=form), (400 if request.method == "POST" else 200)
 

@@ -5,7 +5,7 @@ from flask_login import current_user, login_required
 
 from ..db import get_db
 from ..errors import api_error
-from ..extensions import wait_words
+from ..extensions import refused as over_limit
 from ..jsonbody import UnsafeJson, loads_bounded
 from ..ledger import IdempotencyConflict, InsufficientWords
 from . import api, api_limit, bp
@@ -57,10 +57,7 @@ def _api_caller():
     else:
         wait = caller.retry_after
     if wait is not None:
-        response, status = api_error(429, "rate_limited", f"Too many attempts. Please wait {wait_words(wait)} and "
-                                     "try again.", retry_after_seconds=wait)
-        response.headers["Retry-After"] = str(wait)
-        return None, (response, status)
+        return None, over_limit(wait)
     return caller.user, None
 
 

@@ -24,11 +24,13 @@ import threading
 import time
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from .. import ledger
 from ..db import database_for, utcnow
 from ..mpesa.callback import CallbackError, parse_callback
+from ..outage import web_database
+from ..ratelimits import FAIL_CLOSED
 from . import callback_signing, outcomes, records, spool
 
 log = logging.getLogger("lipia.callbacks")
@@ -172,15 +174,20 @@ def keep_rejected(db, settings, effect: str, label: str, raw: bytes, remote_addr
 def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
     if not _may_keep_rejected(settings, remote_addr):
         # Not logged either: a flood must not fill the log instead of the database.
-        return effect + " (not kept: too many from this address)"
+        return effect + (" (not kept: database away)" if web_database.down
+                         else " (not kept: too many from this address)")
     log.warning("callback for payment %r from %s: %s", payment_id[:32], remote_addr, effect)
     try:
         with pymongo.timeout(DB_WAIT_SECONDS):
             records.store_rejected(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
                                    content_type=content_type, effect=effect,
                                    keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
+    except ConnectionFailure:
+        web_database.failed()  # the next forgeries do not wait for it: see _may_keep_rejected
     except PyMongoError:
         pass  # a forgery is not worth waiting for, nor spooling
+    else:
+        web_database.ok()
     return effect
 
 
@@ -190,20 +197,39 @@ def _parsed_limit(text: str):
     return parse(text)
 
 
+_quiet_outage = 0  # the outage whose unkept rejections have been summed up in the log
+_quiet_lock = threading.Lock()
+
+
 def _may_keep_rejected(settings, remote_addr) -> bool:
-    """Counts in Flask-Limiter's storage; fails closed: when it cannot count, nothing is kept.
+    """Counts in Flask-Limiter's storage, and fails closed: when it cannot count, nothing is kept.
 
     Not the route decorator: that would answer 429 (to Daraja too, should it share an
     address with a flood) and fail the whole request, genuine callbacks included, when the
     limiter's storage is away. Here only the keeping of a rejected post is limited.
+
+    While this process has just seen the database fail, a rejected post is neither counted,
+    stored nor logged (one line per outage says so): a stranger's flood then costs no wait
+    at all, where each post would otherwise hold a web thread for the database's timeout.
+    Genuine callbacks never come here; they are stored or spooled.
     """
+    global _quiet_outage
     from ..extensions import limiter
-    try:
-        with pymongo.timeout(1):
-            return limiter.limiter.hit(_parsed_limit(settings["CALLBACK_FORGED_RATE_LIMIT"]),
-                                       "callback-rejected", remote_addr or "unknown")
-    except Exception:
-        return False
+    if not web_database.down:
+        try:
+            with pymongo.timeout(1):
+                allowed = limiter.limiter.hit(_parsed_limit(settings["CALLBACK_FORGED_RATE_LIMIT"]),
+                                              FAIL_CLOSED + "callback-rejected", remote_addr or "unknown")
+        except Exception:
+            allowed = False
+        if not web_database.down:  # counting may have just found the database down
+            return allowed
+    with _quiet_lock:
+        first = _quiet_outage != web_database.outages
+        _quiet_outage = web_database.outages
+    if first:
+        log.warning("database unreachable: rejected callback posts are neither kept nor logged until it is back")
+    return False
 
 
 # ---------------------------------------------------------------- processing a stored callback

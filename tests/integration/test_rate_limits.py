@@ -16,6 +16,7 @@ from tests.support.web import Customer
 pytestmark = pytest.mark.integration
 
 WINDOW_SECONDS = 3
+CEILING = 4
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def limited(mongo_base):
     """A web app (no worker needed) with a short log-in window, behind one trusted proxy so
     tests can speak from different addresses."""
     stack = start_stack(mongo_base, workers=0, LOGIN_RATE_LIMIT=f"2 per {WINDOW_SECONDS} seconds",
-                        LOGIN_ACCOUNT_RATE_LIMIT="1000 per minute", LOGIN_ADDRESS_RATE_LIMIT="1000 per minute",
+                        LOGIN_ACCOUNT_RATE_LIMIT=f"{CEILING} per minute", LOGIN_ADDRESS_RATE_LIMIT="1000 per minute",
                         TRUSTED_PROXY_COUNT="1")
     yield stack
     stack.stop()
@@ -62,6 +63,23 @@ def test_log_in_limit_answers_in_words_and_resets_when_its_window_ends(limited):
     assert _login(owner, owner.password, "198.51.100.7").status_code == 302
     time.sleep(WINDOW_SECONDS + 0.5)
     assert _login(stranger, owner.password, "203.0.113.9").status_code == 302  # the window ended
+    assert_money_invariants(limited.db)
+
+
+def test_a_stranger_who_fills_the_accounts_ceiling_from_many_addresses_cannot_lock_the_owner_out(limited):
+    owner = Customer(limited.web_url)
+    assert owner.register().status_code == 302
+    owner.http.cookies.clear()
+    stranger = Customer(limited.web_url, username=owner.username)
+    # Two wrong passwords from each of three addresses: each pair stays within its limit (2),
+    # the account's ceiling (4 failures) fills.
+    codes = [_login(stranger, "wrong password!", f"203.0.113.{a}").status_code for a in (21, 22, 23) for _ in range(2)]
+    assert codes == [400] * CEILING + [303] * (6 - CEILING)
+    # Over the ceiling a wrong password is still refused, from a fresh address too ...
+    assert _login(stranger, "another guess!!", "203.0.113.24").status_code == 303
+    # ... and the owner, from their own address, with the right password, gets in.
+    assert _login(owner, owner.password, "198.51.100.8").status_code == 302
+    assert owner.get("/profile", allow_redirects=False).status_code == 200
     assert_money_invariants(limited.db)
 
 

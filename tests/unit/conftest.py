@@ -22,3 +22,13 @@ def as_admin(app, client, admin):
     app.config["WTF_CSRF_ENABLED"] = False
     login(client, admin)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_remembered():
+    """The process-wide memory of a database outage (app.outage.web_database) starts clean in
+    each test: one test's simulated outage must not change how the next one runs."""
+    from app.outage import web_database
+    web_database.ok()
+    yield
+    web_database.ok()

@@ -31,6 +31,8 @@ def test_the_storage_is_chosen_for_a_mongodb_uri_with_short_timeouts(app):
     assert store._storage_uri == "mongodb://127.0.0.1:1/x"
     assert store._storage_options["serverSelectionTimeoutMS"] <= 2000
     assert store._storage_options["socketTimeoutMS"] <= 2000
+    assert store.outage is not ratelimits.web_database  # its own server: its own outages
+    assert LimitStorage("lipia+mongodb://127.0.0.1:1/x", shared_outage=True).outage is ratelimits.web_database
 
 
 def test_the_window_end_is_computed_here_not_by_the_server(storage, monkeypatch):
@@ -70,13 +72,13 @@ def test_a_dead_database_is_tried_once_per_pause_and_each_policy_holds(storage, 
     assert len(calls) == 1  # one try, then a pause
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1  # one line, not one per request
     # After the pause the database is tried again, and its counts are used once it answers.
-    storage._down_until = 1.0
+    monkeypatch.setattr(storage.outage, "remember", 0.0)
     monkeypatch.setattr(storage, "_incr", lambda key, expiry, amount: 7)
-    assert storage.incr("api", 60) == 7 and storage._down_until == 0.0
+    assert storage.incr("api", 60) == 7 and not storage.outage.down
 
 
 def test_header_reads_follow_the_policy_too(storage, monkeypatch):
-    storage._down_until = float("inf")
+    storage.outage.failed()
     assert storage.get("api") == 0
     assert storage.get_expiry("api") > 0
     storage.incr(FAIL_CLOSED + "x", 60)
@@ -89,3 +91,14 @@ def test_exit_does_not_open_a_client_to_close_it():
     store = LimitStorage("lipia+mongodb://127.0.0.1:1/x")
     store.__del__()
     assert store._storage is None
+
+
+def test_exit_never_raises_even_when_the_driver_is_half_torn_down():
+    class Dying:
+        def close(self):
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+    store = LimitStorage("lipia+mongodb://127.0.0.1:1/x")
+    store._storage = Dying()
+    store.__del__()  # nothing raised
+    del store.__dict__["_local"], store.__dict__["_storage"]
+    store.__del__()  # nor on a half-built object
