@@ -127,6 +127,9 @@ def test_database_killed_for_twenty_seconds_with_payments_in_every_phase(bare, d
     assert payment(db, queued_id)["status"] == "queued"
     settle_then_die(db, unbooked_id, unbooked.phone)  # the repair pass waits 5 s before finishing it
     assert payment(db, unbooked_id)["status"] == "completed" and payment(db, unbooked_id)["credited"] is False
+    # The state this phase models must be on disk before the server dies: a second (still
+    # inside the repair pass's grace) rather than racing the embedded server's own sync.
+    time.sleep(1)
 
     disk_db.kill()
     time.sleep(OUTAGE_SECONDS)

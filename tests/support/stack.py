@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 
@@ -100,6 +101,9 @@ def stack_env(mongo_uri: str, sim_url: str, web_url: str, **overrides) -> dict:
         "LOGIN_RATE_LIMIT": "1000 per minute", "PAYMENT_RATE_LIMIT": "1000 per minute",
         "LOGIN_ADDRESS_RATE_LIMIT": "1000 per minute", "LOGIN_ACCOUNT_RATE_LIMIT": "1000 per minute",
         "SIMULATOR_PROMPT_TIMEOUT": "6", "PYTHONUNBUFFERED": "1",
+        # Each stack its own callback spool: a spool belongs to one deployment's database,
+        # and a web process replays whatever it finds there into its own.
+        "CALLBACK_SPOOL_DIR": tempfile.mkdtemp(prefix="lipia-spool-"),
         **overrides,
     }
 
