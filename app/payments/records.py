@@ -280,7 +280,7 @@ def claim_stale_callback(db, now, *, older_than: int, retry_in: int) -> dict | N
     after, and its leftovers may be forgeries (STK Query settles their payments).
     """
     return db.callbacks.find_one_and_update(
-        {"effect": RECEIVED, "verified": True, "received_at": {"$lt": now - timedelta(seconds=older_than)},
+        {"effect": RECEIVED, "verified": True, "received_at": {"$lte": now - timedelta(seconds=older_than)},
          "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
         {"$set": {"retry_at": now + timedelta(seconds=retry_in)}, "$inc": {"attempts": 1}},
         sort=[("received_at", 1)], return_document=ReturnDocument.AFTER)
