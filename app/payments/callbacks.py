@@ -22,6 +22,7 @@ import re
 import signal
 import threading
 import time
+from datetime import timedelta
 
 import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -341,7 +342,12 @@ def replay_spool(db, settings, limit: int = REPLAY_BATCH) -> int:
             continue
         doc = records.callback_doc(payment_id=fields["payment_id"], raw=raw, remote_addr=fields["remote_addr"],
                                    content_type=fields["content_type"], received_at=fields["received_at"])
-        doc.update(_id=fields["_id"], spooled=True, **fields["extra"])
+        # Its received_at is the outage's, so it already looks stale: the worker's reprocessing
+        # would settle it at the same time as this replay. It is this replay's to process for
+        # now; only if this process dies before finishing does reprocessing take it over.
+        doc.update(_id=fields["_id"], spooled=True, retry_at=utcnow() + timedelta(
+            seconds=settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or REPROCESS_AFTER_SECONDS),
+                   **fields["extra"])
         if entry.get("truncated"):
             doc.update(truncated=True, size=entry.get("size"))
         fresh = records.insert_callback(db, doc)
