@@ -105,14 +105,22 @@ def _post(url: str, body: dict, timeout: float) -> None:
         log.info("status result not delivered: %s", type(exc).__name__)
 
 
+def _authorised_body():
+    """(the JSON object, None), or (None, Daraja's answer to a bad token or a body that is no object)."""
+    if not bearer_ok():
+        return None, daraja_error(404, "404.001.03", "Invalid Access Token")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return None, bad_request("Initiator")
+    return body, None
+
+
 @bp.post("/mpesa/transactionstatus/v1/query")
 def transaction_status():
     engine = current_app.extensions["simulator"]
-    if not bearer_ok():
-        return daraja_error(404, "404.001.03", "Invalid Access Token")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return bad_request("Initiator")
+    body, refusal = _authorised_body()
+    if refusal:
+        return refusal
     for key in REQUIRED:
         if not isinstance(body.get(key), str) or not body[key].strip():
             return bad_request(key)
@@ -174,11 +182,9 @@ INVALID_ORIGINAL = ("R000002", "The OriginalTransactionID is invalid.")
 @bp.post("/mpesa/reversal/v1/request")
 def reversal():
     engine = current_app.extensions["simulator"]
-    if not bearer_ok():
-        return daraja_error(404, "404.001.03", "Invalid Access Token")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return bad_request("Initiator")
+    body, refusal = _authorised_body()
+    if refusal:
+        return refusal
     for key in REVERSAL_REQUIRED:
         # The live API spells it "Reciever" and refuses the correct spelling.
         if body.get(key) in (None, "") or isinstance(body.get(key), (dict, list, bool)):
