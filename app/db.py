@@ -27,6 +27,18 @@ _lock = threading.Lock()
 _clients: dict[tuple[int, str], pymongo.MongoClient] = {}
 
 DEFAULT_SELECTION_TIMEOUT_MS = 5000
+
+BY_ID = [("_id", ASCENDING)]
+
+
+def find_by_id(collection, query: dict, projection=None) -> dict | None:
+    """One document by its _id, if it also matches the rest of `query` (its owner, a session).
+
+    The _id index alone answers such a read; the hint spares the planner weighing it against
+    the other indexes the extra fields are in (MongoDB caches its pick; the embedded server
+    weighs them on every read, and a status poll makes two such reads).
+    """
+    return next(collection.find(query, projection).hint(BY_ID).limit(-1), None)
 _selection_timeout_ms = DEFAULT_SELECTION_TIMEOUT_MS
 
 

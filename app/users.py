@@ -12,7 +12,7 @@ from bson.errors import InvalidId
 from flask_login import UserMixin
 from pymongo.errors import DuplicateKeyError
 
-from .db import utcnow
+from .db import find_by_id, utcnow
 
 USERNAME_MAX = 32
 # The user read on every request (session or API key) leaves out the ledger's bookkeeping:
@@ -128,7 +128,7 @@ def get_by_session(db, session_key: str) -> User | None:
     if not session_id or len(session_id) > 64:
         return None
     try:
-        doc = db.users.find_one({"_id": ObjectId(user_id), "sessions": session_id}, REQUEST_PROJECTION)
+        doc = find_by_id(db.users, {"_id": ObjectId(user_id), "sessions": session_id}, REQUEST_PROJECTION)
     except (InvalidId, TypeError):
         return None
     if doc is None:

@@ -15,7 +15,7 @@ from bson.errors import InvalidId
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from ..db import utcnow
+from ..db import find_by_id, utcnow
 from ..ledger import PENDING, QUEUED
 
 EXCHANGES_KEPT = 50
@@ -84,7 +84,7 @@ def get(db, payment_id) -> dict | None:
 def get_for_owner(db, payment_id, username: str) -> dict | None:
     """Every customer-facing lookup goes through here, so nobody sees another's payment."""
     key = oid(payment_id)
-    return db.payments.find_one({"_id": key, "username": username}) if key else None
+    return find_by_id(db.payments, {"_id": key, "username": username}) if key else None
 
 
 def holding_slot(db, username: str) -> dict | None:

@@ -10,15 +10,15 @@ from tests.unit.admin_support import login, make_user, new_payment
 def _fail_user_loads(monkeypatch, error):
     """Every read of the users collection fails as pymongo fails when the server is gone."""
     calls = []
-    real_find_one = MongomockCollection.find_one
+    real_find = MongomockCollection.find  # find_one reads through find too
 
-    def find_one(self, *args, **kwargs):
+    def find(self, *args, **kwargs):
         if self.name == "users":
             calls.append(args)
             raise error
-        return real_find_one(self, *args, **kwargs)
+        return real_find(self, *args, **kwargs)
 
-    monkeypatch.setattr(MongomockCollection, "find_one", find_one)
+    monkeypatch.setattr(MongomockCollection, "find", find)
     return calls
 
 
