@@ -29,6 +29,7 @@ ENVIRONMENTS = ("development", "test", "production")
 # A process started with no LIPIA_ENV at all is a deployment someone forgot to configure,
 # not a laptop: it gets production's checks, so it cannot run on the public development key.
 DEFAULT_ENVIRONMENT = "production"
+MIN_PRODUCTION_HASH_ROUNDS = 12
 
 
 class ConfigError(Exception):
@@ -50,6 +51,13 @@ def _int(minimum: int = 0) -> Callable[[str], int]:
             raise ValueError(f"must be at least {minimum}")
         return number
     return parse
+
+
+def _hash_rounds(value: str) -> int:
+    number = _int(4)(value)
+    if number > 16:
+        raise ValueError("is at most 16 (every step doubles the time of each log-in)")
+    return number
 
 
 def _float(value: str) -> float:
@@ -151,6 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEB_GRACEFUL_TIMEOUT", _int(1), "20",
             "seconds gunicorn lets requests finish after SIGTERM; keep it below the host's draining time"),
     Setting("RATELIMIT_STORAGE_URI", _str, "", "Flask-Limiter storage; empty means the MongoDB of MONGO_URI"),
+    Setting("PASSWORD_HASH_ROUNDS", _hash_rounds, "12",
+            "bcrypt cost of new password hashes (each step doubles the work); at least 12 in production"),
     Setting("LOGIN_RATE_LIMIT", _str, "10 per minute", "log-in attempts allowed per account from one address"),
     Setting("LOGIN_ADDRESS_RATE_LIMIT", _str, "30 per minute",
             "log-in and registration attempts allowed per address, whatever the account"),
@@ -261,6 +271,9 @@ def load_config(environ: Mapping[str, str] | None = None, overrides: Mapping[str
                 problems.append(f"{name} is the development value; set a real secret in production")
         if config.get("SECRET_KEY") and len(config["SECRET_KEY"]) < 32:
             problems.append("SECRET_KEY must be at least 32 characters in production")
+        if (config.get("PASSWORD_HASH_ROUNDS") or MIN_PRODUCTION_HASH_ROUNDS) < MIN_PRODUCTION_HASH_ROUNDS:
+            problems.append(f"PASSWORD_HASH_ROUNDS must be at least {MIN_PRODUCTION_HASH_ROUNDS} in production "
+                            "(lower costs are for tests, where every log-in hashes)")
         if (config.get("PUBLIC_BASE_URL") or "").startswith("http://"):
             problems.append("PUBLIC_BASE_URL must be https in production (Daraja requires an HTTPS callback)")
         if config.get("MPESA_ENVIRONMENT") != "sandbox":
@@ -368,4 +381,5 @@ def flask_settings(config: Mapping[str, Any]) -> dict:
         "MAX_CONTENT_LENGTH": 256 * 1024,
         "WTF_CSRF_TIME_LIMIT": None,
         "BOOTSTRAP_SERVE_LOCAL": True,
+        "BCRYPT_LOG_ROUNDS": config.get("PASSWORD_HASH_ROUNDS") or MIN_PRODUCTION_HASH_ROUNDS,
     }

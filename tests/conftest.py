@@ -7,7 +7,8 @@ from app import create_app
 from app.db import database_for, init_db
 from app.plans.service import seed_plans
 
-TEST_ENV = {"LIPIA_ENV": "test", "LOG_FORMAT": "text"}
+# Cost 4 bcrypt: the suite logs in thousands of times; production refuses below 12.
+TEST_ENV = {"LIPIA_ENV": "test", "LOG_FORMAT": "text", "PASSWORD_HASH_ROUNDS": "4"}
 # A missing LIPIA_ENV means production; every process a test starts says test explicitly.
 os.environ["LIPIA_ENV"] = "test"
 

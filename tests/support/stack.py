@@ -100,7 +100,7 @@ def stack_env(mongo_uri: str, sim_url: str, web_url: str, **overrides) -> dict:
         "PAYMENT_EXPIRE_AFTER_SECONDS": "60", "PROMPT_TIMEOUT_SECONDS": "20",
         "LOGIN_RATE_LIMIT": "1000 per minute", "PAYMENT_RATE_LIMIT": "1000 per minute",
         "LOGIN_ADDRESS_RATE_LIMIT": "1000 per minute", "LOGIN_ACCOUNT_RATE_LIMIT": "1000 per minute",
-        "SIMULATOR_PROMPT_TIMEOUT": "6", "PYTHONUNBUFFERED": "1",
+        "SIMULATOR_PROMPT_TIMEOUT": "6", "PYTHONUNBUFFERED": "1", "PASSWORD_HASH_ROUNDS": "4",
         # Each stack its own callback spool: a spool belongs to one deployment's database,
         # and a web process replays whatever it finds there into its own.
         "CALLBACK_SPOOL_DIR": tempfile.mkdtemp(prefix="lipia-spool-"),
