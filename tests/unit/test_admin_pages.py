@@ -225,3 +225,19 @@ def test_the_outcome_names_the_reconciler_and_the_query(as_admin, db, world):
     assert "Expired" in outcome_cell(gone) and "the reconciler" in outcome_cell(gone)
     waiting = text(as_admin.get(f"/admin/payments/{world['waiting']['_id']}"))
     assert 'data-ending="open"' in waiting and "Not ended yet" in outcome_cell(waiting)
+
+
+def test_audit_rows_keep_names_whole(as_admin, db, customer):
+    """Operator and user names sit in cells the console's style sheet keeps on one line."""
+    from pathlib import Path
+
+    from app.admin import store as admin_store
+    admin_store.record_audit(db, actor="operations.desk.long-name", action="credit_words", target_type="user",
+                             target_id=customer.username, reason="a fix", after={"words_remaining": 5})
+    page = text(as_admin.get("/admin/audit"))
+    assert '<td class="audit-actor">operations.desk.long-name</td>' in page
+    assert re.search(rf'<a class="audit-name" href="/admin/users/{customer.username}">{customer.username}</a>', page)
+    css = (Path(__file__).resolve().parents[2] / "app" / "static" / "css" / "admin.css").read_text()
+    rule = re.search(r"([^{}]*)\{\s*white-space:\s*nowrap;\s*\}", css)
+    assert rule and ".audit-actor" in rule.group(1) and ".audit-name" in rule.group(1)
+    assert "break-all" not in css  # it broke names anywhere, mid-word
