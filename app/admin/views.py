@@ -34,6 +34,12 @@ def _no_store(response):
     return response
 
 
+@bp.errorhandler(404)
+def _not_found_in_the_console(exc):
+    """An unknown payment, user or job: said inside the console (only an operator gets this far)."""
+    return render_template("admin/not_found.html", message=exc.description), 404
+
+
 def _actor() -> str:
     return current_user.username
 

@@ -29,6 +29,8 @@ from app.payments import outcomes
 from tests.support.invariants import assert_money_invariants
 from tests.support.web import Customer
 
+from .a11y import audit
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,9 +82,10 @@ def shot(page, name: str) -> Path:
     return path
 
 
-def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator, payments):
+def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator, payments, axe_script):
     context = browser.new_context(**DESKTOP, base_url=stack.web_url)
     context.set_default_timeout(10_000)
+    context.add_init_script(path=str(axe_script))
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
@@ -103,6 +106,7 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         expect(page.get_by_role("navigation", name="Main")).to_have_count(0)
         expect(page.locator(".nav-balance-badge")).to_have_count(0)
         expect(page.get_by_role("link", name="Spend words")).to_have_count(0)
+        audit(page, "dashboard")
         expect(page.get_by_text("Success rate").first).to_be_visible()
         expect(page.locator("#review-heading")).to_contain_text("1")
         expect(page.locator("main")).to_contain_text("KES 100")
@@ -148,6 +152,7 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         expect(preview).to_contain_text("KES 40")
         assert stack.db.ledger.count_documents({"_id": f"refund:{payments['paid']}"}) == 0  # nothing yet
         preview.scroll_into_view_if_needed()
+        audit(page, "refund preview")
         shot(page, "refund-preview")
         preview.get_by_role("button", name="Confirm: take back 4,000 words, KES 40").click()
         expect(page.locator(".alert-success")).to_contain_text("Refund recorded: 4,000 words taken back")
@@ -195,6 +200,7 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         page.locator("#date_from").fill(today)
         page.locator("#date_to").fill(today)
         page.locator("#username").fill(customer.username)
+        audit(page, "exports")
         shot(page, "exports")
         with page.expect_download() as download:
             page.get_by_role("button", name="Download payments CSV").click()
@@ -220,6 +226,7 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         lines = page.evaluate("""() => [...document.querySelectorAll('.audit-actor, .audit-name, .audit-target .font-monospace')]
             .map(el => { const r = document.createRange(); r.selectNodeContents(el); return [el.textContent.trim(), r.getClientRects().length]; })""")
         assert lines and all(count == 1 for _text, count in lines), lines
+        audit(page, "audit log")
         shot(page, "audit")
         widths = page.locator(".table-responsive").first.evaluate(
             "el => [el.scrollWidth, el.clientWidth, [...el.querySelectorAll('thead th')].map(th => th.offsetWidth)]")

@@ -241,3 +241,16 @@ def test_audit_rows_keep_names_whole(as_admin, db, customer):
     rule = re.search(r"([^{}]*)\{\s*white-space:\s*nowrap;\s*\}", css)
     assert rule and ".audit-actor" in rule.group(1) and ".audit-name" in rule.group(1)
     assert "break-all" not in css  # it broke names anywhere, mid-word
+
+
+def test_an_unknown_record_is_not_found_inside_the_console(as_admin, client, customer):
+    response = as_admin.get("/admin/payments/0123456789abcdef01234567")
+    assert response.status_code == 404
+    page = text(response)
+    assert "There is no such payment." in page and 'aria-label="Operator console"' in page
+    assert 'aria-label="Main"' not in page
+    # A customer is still turned away with the shop's own page, before any lookup.
+    from tests.unit.admin_support import login
+    login(client, customer)
+    refused = client.get("/admin/payments/0123456789abcdef01234567")
+    assert refused.status_code == 403 and 'aria-label="Operator console"' not in text(refused)
