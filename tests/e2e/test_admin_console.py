@@ -156,7 +156,7 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         shot(page, "refund-preview")
         preview.get_by_role("button", name="Confirm: take back 4,000 words, KES 40").click()
         expect(page.locator(".alert-success")).to_contain_text("Refund recorded: 4,000 words taken back")
-        expect(page.locator("#refund-heading + p")).to_contain_text(f"Refund recorded by {operator}")
+        expect(page.locator("#refund-heading + p")).to_contain_text(f"Refund recorded by {operator} (applied): 4,000 words")
         shot(page, "refund-recorded")
 
         # A prompt nobody answered ended timed out, as the callback said: not "settled".

@@ -370,7 +370,7 @@ def test_a_refund_takes_the_words_back_once_linked_to_the_payment(as_admin, db, 
     assert again.status_code == 400 and "already recorded" in text(again)
     assert ledger.balance(db, customer.username) == 0 and len(audits(db)) == 1
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
-    assert "Refund recorded by" in page
+    assert "Refund recorded by" in page and "10,000 words taken back" in page
 
 
 def test_a_refund_of_more_words_than_are_left_is_refused(as_admin, db, customer):
