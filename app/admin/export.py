@@ -1,7 +1,9 @@
-"""CSV exports, streamed row by row from a database cursor.
+"""CSV exports, streamed row by row from a database cursor, each one in the audit log.
 
 Nothing is collected in memory: each row is written to a small buffer, handed to the
 client and forgotten, so exporting a year of payments costs what exporting one does.
+Times are Kenyan time with their offset (2026-11-26T20:15:00+03:00), as the console
+shows them, so a spreadsheet and the screen agree on which day a payment belongs to.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Iterable
 from flask import Response, stream_with_context
 
 from ..db import as_utc, utcnow
-from . import periods
+from ..mpesa.redact import mask_phone
+from . import periods, store
 
 PAYMENT_COLUMNS = (
     "_id", "created_at", "username", "phone", "plan_code", "subscription_type", "amount", "words", "status",
@@ -27,8 +30,9 @@ LEDGER_COLUMNS = (
 )
 # Never exported whatever a column list says: they would let a reader forge callbacks.
 NEVER_EXPORTED = frozenset({"callback_secret", "password", "api_key_hash"})
+EXPORT_ACTIONS = {"payments": "export_payments", "ledger": "export_ledger"}
 AUDIT_ACTIONS = frozenset({"ask_daraja", "requeue_job", "approve_review", "reject_review", "clear_review_flag",
-                           "credit_words", "debit_words", "refund"})
+                           "credit_words", "debit_words", "refund", *EXPORT_ACTIONS.values()})
 # A cell starting with one of these is a formula to a spreadsheet; customer text must not run.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -41,7 +45,7 @@ def cell(value) -> str | int | float:
     if isinstance(value, (int, float)):
         return value
     if isinstance(value, datetime):
-        return as_utc(value).isoformat()
+        return as_utc(value).astimezone(periods.EAT).isoformat(timespec="seconds")
     text = str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
 
@@ -79,3 +83,22 @@ def ledger_query(date_from: str | None, date_to: str | None, username: str | Non
     if username and username.strip():
         query["username"] = username.strip()[:64]
     return query
+
+
+def record(db, *, actor: str, what: str, date_from: str | None, date_to: str | None, filters: dict,
+           rows: int) -> dict:
+    """Write the export to the audit log: who, what, which range (before the first row is sent).
+
+    Exports carry customers' phone numbers, so each one is accounted for. A phone typed
+    as a filter is kept masked, as the logs keep it.
+    """
+    kept = {name: (mask_phone(value) if name == "phone" else str(value)[:64])
+            for name, value in sorted(filters.items()) if value}
+    span = f"{date_from or 'the first day'} to {date_to or 'today'} (EAT days)"
+    detail = f"{what.capitalize()} CSV, created {span}"
+    if kept:
+        detail += "; " + ", ".join(f"{name} {value}" for name, value in kept.items())
+    return store.record_audit(db, actor=actor, action=EXPORT_ACTIONS[what], target_type="export", target_id=what,
+                              reason=detail, after={"from": date_from or None, "to": date_to or None,
+                                                    "filters": kept, "rows": rows},
+                              result=f"{rows:,} row{'' if rows == 1 else 's'}")

@@ -59,6 +59,8 @@ class RefundForm(FlaskForm):
         InputRequired(message="Enter the KES sent back (0 if none)."),
         NumberRange(min=0, message="The KES refunded cannot be negative.")], render_kw={"inputmode": "numeric"})
     reason = reason_field()
+    # Empty on the first post (the console then shows what will happen); "yes" from the confirm button.
+    confirmed = HiddenField()
 
 
 class ReverseForm(FlaskForm):

@@ -238,18 +238,37 @@ def adjust_words(db, username: str, delta: int, *, actor: str, reason: str, requ
 
 # ---------------------------------------------------------------- (e) refund a payment
 
-def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amount_kes: int) -> RepairResult:
-    """Record a refund: take back the payment's words, once, linked to the payment.
+@dataclass(frozen=True)
+class RefundPreview:
+    """What a refund will do, shown to the operator before it is confirmed."""
+    payment_id: str
+    username: str
+    words: int
+    amount_kes: int
+    balance_before: int
+    balance_after: int
+    paid_words: int
+    paid_kes: int
 
-    The money itself goes back through M-Pesa (outside this app); this books the
-    words and keeps the KES amount in the reason and the audit log.
-    """
-    reason = _reason(reason)
+    @property
+    def whole(self) -> bool:
+        return self.words == self.paid_words and self.amount_kes == self.paid_kes
+
+
+def preview_refund(db, payment_id, *, words: int, amount_kes: int) -> RefundPreview:
+    """Check a refund as typed and say what it would do; changes nothing (RepairError if refused)."""
     payment = _payment(db, payment_id)
+    before = _refund_checks(db, payment, words, amount_kes)
+    return RefundPreview(payment_id=str(payment["_id"]), username=payment["username"], words=words,
+                         amount_kes=amount_kes, balance_before=before, balance_after=before - words,
+                         paid_words=int(payment["words"]), paid_kes=int(payment["amount"]))
+
+
+def _refund_checks(db, payment: dict, words, amount_kes) -> int:
+    """Every reason to refuse a refund of `payment`; returns the customer's balance now."""
     if payment["status"] != ledger.COMPLETED or not payment.get("credited"):
         raise RepairError(f"Only a completed, credited payment can be refunded; this one is {payment['status']}.")
-    key = f"refund:{payment['_id']}"
-    existing = store.ledger_entry(db, key)
+    existing = store.ledger_entry(db, f"refund:{payment['_id']}")
     if existing:
         raise RepairError(f"A refund was already recorded for this payment by {existing.get('actor')} "
                           f"({existing.get('state')}).")
@@ -257,11 +276,25 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
         raise RepairError(f"Words to take back must be from 1 to {payment['words']:,} (what this payment bought).")
     if not isinstance(amount_kes, int) or not 0 <= amount_kes <= int(payment["amount"]):
         raise RepairError(f"The KES refunded must be from 0 to {payment['amount']:,} (what was paid).")
-    username = payment["username"]
-    before = ledger.balance(db, username)
+    before = ledger.balance(db, payment["username"])
     if before < words:
-        raise RepairError(f"{username} has {before:,} words left, fewer than the {words:,} to take back. "
+        raise RepairError(f"{payment['username']} has {before:,} words left, fewer than the {words:,} to take back. "
                           "Enter a smaller number of words.")
+    return before
+
+
+def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amount_kes: int) -> RepairResult:
+    """Record a refund: take back the payment's words, once, linked to the payment.
+
+    The money itself goes back through M-Pesa (outside this app); this books the
+    words and keeps the KES amount in the reason and the audit log. The console shows
+    preview_refund's account of it first; every check runs again here, as things stand now.
+    """
+    reason = _reason(reason)
+    payment = _payment(db, payment_id)
+    before = _refund_checks(db, payment, words, amount_kes)
+    key = f"refund:{payment['_id']}"
+    username = payment["username"]
     full_reason = f"{reason} (KES {amount_kes:,} refunded)"
     try:
         entry = ledger.adjust(db, username, -words, actor=actor, reason=full_reason, kind="refund",

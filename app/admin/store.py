@@ -158,6 +158,10 @@ def payment_cursor(db, query: dict):
     return db.payments.find(query, PAYMENT_LIST_HIDDEN).sort("created_at", ASCENDING).batch_size(500)
 
 
+def count_payments(db, query: dict) -> int:
+    return db.payments.count_documents(query)
+
+
 def payment_detail(db, payment_id) -> dict | None:
     key = records.oid(payment_id)
     payment = db.payments.find_one({"_id": key}, PAYMENT_HIDDEN) if key else None
@@ -282,6 +286,10 @@ def ledger_entry(db, key: str) -> dict | None:
 
 def ledger_cursor(db, query: dict):
     return db.ledger.find(query).sort("created_at", ASCENDING).batch_size(500)
+
+
+def count_ledger(db, query: dict) -> int:
+    return db.ledger.count_documents(query)
 
 
 # ---------------------------------------------------------------- audit log

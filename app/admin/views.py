@@ -9,7 +9,7 @@ from flask_login import current_user
 from ..db import get_db
 from ..pagination import paginate, requested_page
 from ..security import safe_next
-from . import bp, export, repairs, store
+from . import bp, export, labels, repairs, store
 from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
@@ -32,6 +32,12 @@ def _no_store(response):
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Robots-Tag"] = "noindex"
     return response
+
+
+@bp.errorhandler(404)
+def _not_found_in_the_console(exc):
+    """An unknown payment, user or job: said inside the console (only an operator gets this far)."""
+    return render_template("admin/not_found.html", message=exc.description), 404
 
 
 def _actor() -> str:
@@ -90,7 +96,7 @@ def payments():
                            page=page, pages=pages), (200 if query is not None else 400)
 
 
-def _payment_page(payment_id, status: int = 200, **forms):
+def _payment_page(payment_id, status: int = 200, refund_preview=None, **forms):
     detail = store.payment_detail(get_db(), payment_id)
     if detail is None:
         abort(404, "There is no such payment.")
@@ -98,14 +104,15 @@ def _payment_page(payment_id, status: int = 200, **forms):
     defaults = {
         "ask": AskDarajaForm(prefix="ask", formdata=None),
         "review": ReviewForm(prefix="review", formdata=None),
-        "refund": RefundForm(prefix="refund", formdata=None,
-                             data={"words": payment.get("words"), "amount_kes": payment.get("amount")}),
+        # Empty on purpose: the operator types what goes back, it is never one click from a full refund.
+        "refund": RefundForm(prefix="refund", formdata=None),
         "requeue": RequeueJobForm(prefix="requeue", formdata=None),
         "reverse": ReverseForm(prefix="reverse", formdata=None),
     }
     defaults.update(forms)
     return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
-                           refresh=store.awaiting_query_answer(payment)), status
+                           ending=labels.ending(payment), via_label=labels.short_source,
+                           refund_preview=refund_preview, refresh=store.awaiting_query_answer(payment)), status
 
 
 @bp.route("/payments/<payment_id>")
@@ -135,9 +142,18 @@ def review(payment_id):
 
 @bp.route("/payments/<payment_id>/refund", methods=["POST"])
 def refund(payment_id):
+    """Record a refund in two steps: the figures as typed, then what will happen, confirmed."""
     form = RefundForm(prefix="refund")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, refund=form)
+    if form.confirmed.data != "yes":
+        try:
+            preview = repairs.preview_refund(get_db(), payment_id, words=form.words.data,
+                                             amount_kes=form.amount_kes.data)
+        except repairs.RepairError as exc:
+            flash(f"{exc} Nothing was changed.", "danger")
+            return _payment_page(payment_id, 400, refund=form)
+        return _payment_page(payment_id, refund=form, refund_preview=preview)
     return _run(lambda: repairs.refund_payment(get_db(), payment_id, actor=_actor(), reason=form.reason.data,
                                                words=form.words.data, amount_kes=form.amount_kes.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, refund=form))
@@ -261,22 +277,43 @@ def audit():
 
 # ---------------------------------------------------------------- CSV exports
 
+def _exports_page(status: int = 200, form: PaymentFilterForm | None = None, ledger_args: dict | None = None,
+                  ledger_error: str | None = None):
+    return render_template("admin/exports.html", form=form or PaymentFilterForm(formdata=None),
+                           ledger=ledger_args or {}, ledger_error=ledger_error), status
+
+
+@bp.route("/exports")
+def exports():
+    """The two CSV exports, each with the Kenyan days to pick."""
+    return _exports_page()
+
+
 @bp.route("/export/payments.csv")
 def export_payments():
-    _form, filters, query = _payment_filter(request.args)
+    """Payments matching the search as CSV; the export is audited before its first row."""
+    form, filters, query = _payment_filter(request.args)
     if query is None:
-        abort(400, "Those filters are not valid; fix them on the payments page and export again.")
+        return _exports_page(400, form=form)
+    db = get_db()
+    export.record(db, actor=_actor(), what="payments", date_from=filters.date_from, date_to=filters.date_to,
+                  filters={k: v for k, v in filters.args().items() if k not in ("date_from", "date_to")},
+                  rows=store.count_payments(db, query))
     # Which filters, not their values: a phone number typed as 07... would escape the log's masking.
     log.info("operator %s exported payments filtered by %s", _actor(), sorted(filters.args()) or "nothing")
-    return export.csv_response("payments", export.PAYMENT_COLUMNS, store.payment_cursor(get_db(), query))
+    return export.csv_response("payments", export.PAYMENT_COLUMNS, store.payment_cursor(db, query))
 
 
 @bp.route("/export/ledger.csv")
 def export_ledger():
+    """Ledger entries of the chosen Kenyan days as CSV; the export is audited before its first row."""
+    args = {name: (request.args.get(name) or "").strip()[:64] for name in ("from", "to", "username")}
     try:
-        query = export.ledger_query(request.args.get("from"), request.args.get("to"), request.args.get("username"))
+        query = export.ledger_query(args["from"], args["to"], args["username"])
     except ValueError as exc:
-        abort(400, f"Cannot export the ledger: {exc}.")
-    log.info("operator %s exported the ledger from %s to %s", _actor(), request.args.get("from"),
-             request.args.get("to"))
-    return export.csv_response("ledger", export.LEDGER_COLUMNS, store.ledger_cursor(get_db(), query))
+        return _exports_page(400, ledger_args=args, ledger_error=f"Cannot export the ledger: {exc}.")
+    db = get_db()
+    export.record(db, actor=_actor(), what="ledger", date_from=args["from"], date_to=args["to"],
+                  filters={"username": args["username"]}, rows=store.count_ledger(db, query))
+    log.info("operator %s exported the ledger from %s to %s", _actor(), args["from"] or "-", args["to"] or "-")
+    return export.csv_response("ledger", export.LEDGER_COLUMNS, store.ledger_cursor(db, query))

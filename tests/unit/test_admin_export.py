@@ -2,6 +2,7 @@
 import csv
 import datetime as dt
 import io
+import re
 
 import pytest
 
@@ -65,6 +66,7 @@ def test_ledger_export_refuses_bad_dates(as_admin, query):
     response = as_admin.get(f"/admin/export/ledger.csv?{query}")
     assert response.status_code == 400
     assert "Cannot export the ledger" in response.get_data(as_text=True)
+    assert 'type="date"' in response.get_data(as_text=True)  # the exports page again, to fix the dates
 
 
 def test_rows_are_written_one_at_a_time():
@@ -76,5 +78,69 @@ def test_rows_are_written_one_at_a_time():
             yield {"_id": n, "delta": -n, "note": "@sum", "created_at": dt.datetime(2025, 1, 1)}
     lines = export.rows_as_csv(("_id", "delta", "note", "created_at", "callback_secret"), endless())
     assert next(lines) == b"_id,delta,note,created_at\r\n"
-    assert next(lines) == b"1,-1,'@sum,2025-01-01T00:00:00+00:00\r\n"
+    assert next(lines) == b"1,-1,'@sum,2025-01-01T03:00:00+03:00\r\n"  # Kenyan time, as on screen
     assert next(lines).startswith(b"2,-2,")
+
+
+# ---------------------------------------------------------------- times, pickers, audit
+
+def test_export_times_are_kenyan_time_with_the_offset(as_admin, db, customer):
+    done = paid(db, customer)
+    noon_utc = dt.datetime(2026, 11, 26, 17, 15, 0, 123456)
+    db.payments.update_one({"_id": done["_id"]}, {"$set": {"created_at": noon_utc}})
+    [row] = read_csv(as_admin.get("/admin/export/payments.csv"))
+    assert row["created_at"] == "2026-11-26T20:15:00+03:00"
+    assert row["settled_at"].endswith("+03:00")
+    entries = read_csv(as_admin.get("/admin/export/ledger.csv"))
+    assert entries and all(e["created_at"].endswith("+03:00") for e in entries)
+
+
+def test_the_exports_page_offers_date_pickers_for_both_exports(as_admin):
+    page = as_admin.get("/admin/exports").get_data(as_text=True)
+    payments_form = page[page.index('action="/admin/export/payments.csv"'):]
+    payments_form = payments_form[:payments_form.index("</form>")]
+    ledger_form = page[page.index('action="/admin/export/ledger.csv"'):]
+    ledger_form = ledger_form[:ledger_form.index("</form>")]
+    for name in ("date_from", "date_to"):
+        assert re.search(rf'<input[^>]*name="{name}"[^>]*type="date"|<input[^>]*type="date"[^>]*name="{name}"',
+                         payments_form), name
+    for name in ("from", "to"):
+        assert re.search(rf'<input[^>]*type="date"[^>]*name="{name}"', ledger_form), name
+    assert re.search(r'<form[^>]*method="get" action="/admin/export/payments.csv"', page)
+    assert re.search(r'<form[^>]*method="get" action="/admin/export/ledger.csv"', page)
+
+
+def exports(db):
+    return list(db.audit_log.find({"target.type": "export"}).sort("at", 1))
+
+
+def test_every_export_is_in_the_audit_log_with_who_what_and_which_range(as_admin, db, admin, customer):
+    paid(db, customer)
+    paid(db, customer)
+    today = (utcnow() + dt.timedelta(hours=3)).date().isoformat()
+    read_csv(as_admin.get(f"/admin/export/payments.csv?date_from=2026-01-01&date_to={today}&status=completed"
+                          f"&phone={customer.phone_number}"))
+    read_csv(as_admin.get(f"/admin/export/ledger.csv?from={today}&username={customer.username}"))
+    read_csv(as_admin.get("/admin/export/ledger.csv"))
+    first, second, third = exports(db)
+    assert first["actor"] == admin.username and first["action"] == "export_payments"
+    assert first["after"]["from"] == "2026-01-01" and first["after"]["to"] == today and first["after"]["rows"] == 2
+    assert first["after"]["filters"]["status"] == "completed"
+    assert customer.phone_number not in str(first)  # the phone filter is kept masked, as in the logs
+    assert first["after"]["filters"]["phone"].startswith(customer.phone_number[:4]) and "*" in first["after"]["filters"]["phone"]
+    assert f"2026-01-01 to {today}" in first["reason"] and first["result"] == "2 rows"
+    assert second["action"] == "export_ledger" and second["after"]["from"] == today and second["after"]["to"] is None
+    assert second["after"]["filters"] == {"username": customer.username} and second["after"]["rows"] == 2
+    assert third["after"]["from"] is None and "the first day to today" in third["reason"]
+    page = as_admin.get("/admin/audit?action=export_payments").get_data(as_text=True)
+    assert "export_payments" in page and f"Range: 2026-01-01 → {today}" in page and "export_ledger</span>" not in page
+
+
+@pytest.mark.parametrize("url", ["/admin/export/payments.csv?date_from=2025-02-02&date_to=2025-02-01",
+                                 "/admin/export/payments.csv?status=bogus",
+                                 "/admin/export/ledger.csv?from=yesterday"])
+def test_a_refused_export_sends_nothing_and_is_not_audited(as_admin, db, customer, url):
+    paid(db, customer)
+    response = as_admin.get(url)
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert exports(db) == []

@@ -177,4 +177,80 @@ def test_pages_cope_with_sparse_records(as_admin, db, customer):
     from app.payments import outcomes
     ledger.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="query"))
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
-    assert "M-Pesa confirmed" not in page and "via query" in page
+    assert "M-Pesa confirmed" not in page and "found by an STK Query" in page
+
+
+# ---------------------------------------------------------------- the console's own layout
+
+CONSOLE_PAGES = ["/admin/", "/admin/payments", "/admin/users", "/admin/audit", "/admin/exports", "/admin/menu-payments"]
+
+
+@pytest.mark.parametrize("path", CONSOLE_PAGES)
+def test_console_pages_have_the_operators_menu_not_the_customers(as_admin, admin, path):
+    page = text(as_admin.get(path))
+    assert 'aria-label="Operator console"' in page and 'aria-label="Main"' not in page
+    for customer_only in ("Spend words", "History", "nav-balance", "words<span", "/notices", "Plans</a>"):
+        assert customer_only not in page, customer_only
+    assert f"Signed in as <strong" in page and admin.username in page
+    logout = re.search(r'<form method="post" action="/logout"[^>]*>\s*<input type="hidden" name="csrf_token" value="[^"]+">'
+                       r'\s*<button[^>]*>Log out</button>', page)
+    assert logout, "operators still reach log-out"
+    assert 'href="/admin/exports"' in page
+
+
+def test_a_customer_page_still_shows_the_customer_menu_to_an_admin(as_admin):
+    page = text(as_admin.get("/plans"))
+    assert 'aria-label="Main"' in page and 'href="/admin/"' in page
+
+
+# ---------------------------------------------------------------- how a payment ended
+
+def outcome_cell(page: str) -> str:
+    return re.search(r'<dd class="col-sm-8" data-ending="[^"]*">(.*?)</dd>', page, re.S).group(1)
+
+
+def test_a_timed_out_payment_is_not_called_settled(as_admin, db, customer):
+    from app.payments import outcomes
+    payment = pushed(db, new_payment(db, customer))
+    ledger.settle(db, payment["_id"], outcomes.from_result("1037", "DS timeout user cannot be reached", via="callback"))
+    page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
+    cell = outcome_cell(page)
+    assert "Timed out" in cell and "reported by M-Pesa&#39;s callback" in cell
+    assert "Settled" not in page and "Paid" not in cell
+    assert "<td>M-Pesa callback</td>" in page  # the status history's Via column, in words
+
+
+def test_the_outcome_names_the_reconciler_and_the_query(as_admin, db, world):
+    gone = text(as_admin.get(f"/admin/payments/{world['gone']['_id']}"))
+    assert "Expired" in outcome_cell(gone) and "the reconciler" in outcome_cell(gone)
+    waiting = text(as_admin.get(f"/admin/payments/{world['waiting']['_id']}"))
+    assert 'data-ending="open"' in waiting and "Not ended yet" in outcome_cell(waiting)
+
+
+def test_audit_rows_keep_names_whole(as_admin, db, customer):
+    """Operator and user names sit in cells the console's style sheet keeps on one line."""
+    from pathlib import Path
+
+    from app.admin import store as admin_store
+    admin_store.record_audit(db, actor="operations.desk.long-name", action="credit_words", target_type="user",
+                             target_id=customer.username, reason="a fix", after={"words_remaining": 5})
+    page = text(as_admin.get("/admin/audit"))
+    assert '<td class="audit-actor">operations.desk.long-name</td>' in page
+    assert re.search(rf'<a class="audit-name" href="/admin/users/{customer.username}">{customer.username}</a>', page)
+    css = (Path(__file__).resolve().parents[2] / "app" / "static" / "css" / "admin.css").read_text()
+    rule = re.search(r"([^{}]*)\{\s*white-space:\s*nowrap;\s*\}", css)
+    assert rule and ".audit-actor" in rule.group(1) and ".audit-name" in rule.group(1)
+    assert "break-all" not in css  # it broke names anywhere, mid-word
+
+
+def test_an_unknown_record_is_not_found_inside_the_console(as_admin, client, customer):
+    response = as_admin.get("/admin/payments/0123456789abcdef01234567")
+    assert response.status_code == 404
+    page = text(response)
+    assert "There is no such payment." in page and 'aria-label="Operator console"' in page
+    assert 'aria-label="Main"' not in page
+    # A customer is still turned away with the shop's own page, before any lookup.
+    from tests.unit.admin_support import login
+    login(client, customer)
+    refused = client.get("/admin/payments/0123456789abcdef01234567")
+    assert refused.status_code == 403 and 'aria-label="Operator console"' not in text(refused)

@@ -2,6 +2,8 @@
 
 After every one the money invariants must still hold.
 """
+import re
+
 import pytest
 
 from app import ledger, queue
@@ -295,9 +297,64 @@ def test_adjusting_an_unknown_user_is_not_found(as_admin, db):
 
 # ---------------------------------------------------------------- (e) refunds
 
-def refund(client, payment, words=10_000, kes=100, reason="customer asked"):
+def refund(client, payment, words=10_000, kes=100, reason="customer asked", confirmed=True):
+    """The confirming post (the preview's button); confirmed=False is the first post, the figures as typed."""
     return client.post(f"/admin/payments/{payment['_id']}/refund", data={
-        "refund-words": str(words), "refund-amount_kes": str(kes), "refund-reason": reason})
+        "refund-words": str(words), "refund-amount_kes": str(kes), "refund-reason": reason,
+        **({"refund-confirmed": "yes"} if confirmed else {})})
+
+
+def hidden_fields(page: str, form_id_fragment: str = "refund-") -> dict:
+    """The hidden inputs of the preview's confirm form, as a browser would send them."""
+    preview = page[page.index('id="refund-preview"'):]
+    preview = preview[:preview.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(' + form_id_fragment + r'[\w-]+)" value="([^"]*)"', preview))
+
+
+def test_the_refund_form_starts_empty_and_names_what_was_paid(as_admin, db, customer):
+    payment = paid(db, customer)
+    page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
+    words = re.search(r'<input[^>]*id="refund-words"[^>]*>', page).group(0)
+    amount = re.search(r'<input[^>]*id="refund-amount_kes"[^>]*>', page).group(0)
+    assert 'value=""' in words or "value=" not in words, words
+    assert 'value=""' in amount or "value=" not in amount, amount
+    assert "This payment bought 10,000 words for KES 100" in page
+    assert "Check the refund" in page and 'id="refund-preview"' not in page
+
+
+def test_a_refund_is_shown_before_it_is_recorded_then_confirmed(as_admin, db, admin, customer):
+    payment = paid(db, customer)
+    ledger.spend(db, customer.username, 2_000, "k-pre", channel="web")
+    shown = refund(as_admin, payment, words=4_000, kes=40, reason="half the essays failed", confirmed=False)
+    assert shown.status_code == 200
+    page = text(shown)
+    assert "Take back <strong>4,000 words</strong>" in page and customer.username in page
+    assert "balance 8,000 → 4,000 words" in page and "KES 40</strong>" in page and "a partial refund" in page
+    # Nothing is booked or audited by looking.
+    assert db.ledger.count_documents({"kind": "refund"}) == 0 and audits(db) == []
+    assert ledger.balance(db, customer.username) == 8_000
+    sent = hidden_fields(page)
+    assert sent["refund-confirmed"] == "yes" and sent["refund-words"] == "4000" and sent["refund-amount_kes"] == "40"
+    assert sent["refund-reason"] == "half the essays failed" and sent["refund-csrf_token"]
+    done = as_admin.post(f"/admin/payments/{payment['_id']}/refund", data=sent)
+    assert done.status_code == 302
+    assert ledger.balance(db, customer.username) == 4_000
+    [record] = audits(db)
+    assert record["action"] == "refund" and record["after"]["amount_kes"] == 40 and record["actor"] == admin.username
+
+
+def test_a_whole_refund_says_so(as_admin, db, customer):
+    payment = paid(db, customer)
+    page = text(refund(as_admin, payment, confirmed=False))
+    assert "That is the whole payment." in page and "balance 10,000 → 0 words" in page
+
+
+def test_a_refund_that_cannot_be_made_is_refused_at_the_preview(as_admin, db, customer):
+    payment = paid(db, customer)
+    ledger.spend(db, customer.username, 9_000, "k-big", channel="web")
+    response = refund(as_admin, payment, confirmed=False)
+    assert response.status_code == 400 and "fewer than" in text(response) and 'id="refund-preview"' not in text(response)
+    assert db.ledger.count_documents({"kind": "refund"}) == 0 and audits(db) == []
 
 
 def test_a_refund_takes_the_words_back_once_linked_to_the_payment(as_admin, db, admin, customer):
@@ -313,7 +370,7 @@ def test_a_refund_takes_the_words_back_once_linked_to_the_payment(as_admin, db, 
     assert again.status_code == 400 and "already recorded" in text(again)
     assert ledger.balance(db, customer.username) == 0 and len(audits(db)) == 1
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
-    assert "Refund recorded by" in page
+    assert "Refund recorded by" in page and "10,000 words taken back" in page
 
 
 def test_a_refund_of_more_words_than_are_left_is_refused(as_admin, db, customer):
