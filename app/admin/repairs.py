@@ -19,7 +19,7 @@ from ..logs import bind
 from ..mpesa.client import DarajaClient
 from ..mpesa.errors import DarajaError
 from ..ops import metrics
-from ..payments import outcomes, records
+from ..payments import outcomes, records, refunds
 from . import store
 
 log = logging.getLogger("lipia.admin")
@@ -268,10 +268,9 @@ def _refund_checks(db, payment: dict, words, amount_kes) -> int:
     """Every reason to refuse a refund of `payment`; returns the customer's balance now."""
     if payment["status"] != ledger.COMPLETED or not payment.get("credited"):
         raise RepairError(f"Only a completed, credited payment can be refunded; this one is {payment['status']}.")
-    existing = store.ledger_entry(db, f"refund:{payment['_id']}")
-    if existing:
-        raise RepairError(f"A refund was already recorded for this payment by {existing.get('actor')} "
-                          f"({existing.get('state')}).")
+    refusal = refunds.second_refund_refusal(db, payment["_id"])
+    if refusal:
+        raise RepairError(refusal)
     if not isinstance(words, int) or not 1 <= words <= int(payment["words"]):
         raise RepairError(f"Words to take back must be from 1 to {payment['words']:,} (what this payment bought).")
     if not isinstance(amount_kes, int) or not 0 <= amount_kes <= int(payment["amount"]):
@@ -318,7 +317,7 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
 
 def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mode: str) -> RepairResult:
     """Ask Daraja to reverse the payment; the words are taken back when the result confirms it."""
-    from ..payments import claims, refunds
+    from ..payments import claims
 
     reason = _reason(reason)
     payment = _payment(db, payment_id)
@@ -366,7 +365,7 @@ def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: st
 
 def reverse_menu_payment(db, config, trans_id: str, *, actor: str, reason: str) -> RepairResult:
     """Send an unmatched menu payment back to the payer through M-Pesa (no words were credited)."""
-    from ..payments import claims, refunds
+    from ..payments import claims
 
     reason = _reason(reason)
     if not claims.enabled(config):

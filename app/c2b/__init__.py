@@ -18,7 +18,7 @@ def register_c2b(app):
 
     from flask import current_app
     from ..db import get_db
-    from ..payments import claims
+    from ..payments import claims, refunds
     from ..payments.c2b import manual_instructions
     from .forms import ReceiptClaimForm
     # The payment page shows how to pay from the M-Pesa menu when the prompt does not come,
@@ -31,3 +31,4 @@ def register_c2b(app):
     app.add_template_global(lambda payment: get_db().reversals.find_one({"_id": f"reversal:{payment['_id']}"}),
                             "reversal_for")
     app.add_template_global(lambda: claims.enabled(current_app.config), "reversals_enabled")
+    app.add_template_global(lambda payment: refunds.second_refund_refusal(get_db(), payment["_id"]), "refund_refusal")

@@ -40,6 +40,22 @@ def key_for(payment_id) -> str:
     return f"reversal:{payment_id}"
 
 
+def second_refund_refusal(db, payment_id) -> str | None:
+    """Why this payment cannot be refunded again, or None.
+
+    One refund per payment, whichever way it goes: a ledger-only refund means the money
+    went back by hand, so a reversal after it would send it twice (and the other way round).
+    Their words share one ledger key, so the words could never go twice; the money could.
+    """
+    entry = db.ledger.find_one({"_id": f"refund:{payment_id}"}, {"actor": 1, "state": 1})
+    if entry:
+        return f"A refund was already recorded for this payment by {entry.get('actor')} ({entry.get('state')})."
+    reversal = db.reversals.find_one({"_id": key_for(payment_id), "state": {"$ne": FAILED}}, {"actor": 1, "state": 1})
+    if reversal:
+        return f"A reversal was already requested by {reversal.get('actor')} ({reversal.get('state')})."
+    return None
+
+
 def request_unmatched(db, config: Mapping[str, Any], client, trans_id: str, *, actor: str, reason: str) -> dict:
     """Send back a menu payment that credited nothing (under review, no order): no words to take back."""
     # Taken out of review first, so no operator or receipt claim can credit it while its money goes back.
@@ -70,6 +86,9 @@ def request(db, config: Mapping[str, Any], client, payment: dict, *, actor: str,
         raise RefundRefused("Choose whether to take back the unspent words or the whole purchase.")
     if payment["status"] != ledger.COMPLETED or not payment.get("mpesa_receipt"):
         raise RefundRefused("Only a completed payment with an M-Pesa receipt can be sent back.")
+    refusal = second_refund_refusal(db, payment["_id"])
+    if refusal:
+        raise RefundRefused(refusal)
     words = int(payment["words"])
     unspent = min(words, ledger.balance(db, payment["username"]))
     amount = int(payment["amount"]) if words_mode == "whole" else int(payment["amount"]) * unspent // words

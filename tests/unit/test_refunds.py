@@ -143,3 +143,28 @@ def test_console_sends_an_unmatched_menu_payment_back(app, db, paid, as_admin, m
     assert reply.status_code == 302
     assert db.reversals.find_one({"_id": "reversal:c2b:RKL51ZDR4F"})["state"] == "sent"
     assert db.audit_log.count_documents({"action": "reversal", "target.type": "c2b_payment"}) == 1
+
+
+def test_one_refund_per_payment_whichever_way_so_the_money_never_goes_back_twice(app, db, paid):
+    repairs.refund_payment(db, paid["_id"], actor="ops", reason="paid back by hand", words=10_000, amount_kes=100)
+    daraja = FakeDaraja()
+    with pytest.raises(refunds.RefundRefused, match="refund was already recorded"):
+        refunds.request(db, app.config, daraja, records.get(db, paid["_id"]), actor="ops", reason="again",
+                        words_mode="whole")
+    assert daraja.bodies == [] and db.reversals.count_documents({}) == 0
+
+
+def test_a_reversal_under_way_refuses_a_ledger_only_refund(app, db, paid):
+    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
+    with pytest.raises(repairs.RepairError, match="reversal was already requested"):
+        repairs.refund_payment(db, paid["_id"], actor="ops2", reason="by hand", words=10_000, amount_kes=100)
+    assert ledger.balance(db, "alice") == 10_000
+    assert deliver(app, db, paid, result()) == "completed"
+    assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
+
+
+def test_after_a_ledger_only_refund_the_console_offers_no_reversal(app, db, paid, as_admin):
+    repairs.refund_payment(db, paid["_id"], actor="ops", reason="paid back by hand", words=10_000, amount_kes=100)
+    page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
+    assert "A refund was already recorded for this payment by ops" in page
+    assert "Send the money back</button>" not in page
