@@ -16,10 +16,10 @@ from flask.cli import AppGroup
 
 from . import c2b
 from .client import DarajaClient
-from .payloads import BANNED_CALLBACK_WORDS, TRANSACTION_TYPES, check_callback_url
-from .settings import SANDBOX_BASE_URL, DarajaSettings
 from .errors import DarajaConfigError, DarajaError
+from .payloads import BANNED_CALLBACK_WORDS, TRANSACTION_TYPES, check_callback_url
 from .redact import mask_secret
+from .settings import SANDBOX_BASE_URL, DarajaSettings
 
 mpesa_cli = AppGroup("mpesa", help="M-Pesa (Daraja) settings and connectivity.")
 

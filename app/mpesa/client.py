@@ -29,6 +29,7 @@ from .settings import PRODUCTION_BASE_URL, SANDBOX_BASE_URL, DarajaSettings
 from .tokens import TOKENS, Bearer
 from .verdict import TOKEN_REFUSED, PushAccepted, QueryResult, Reply
 
+# Names callers import from here; each lives in the part named above.
 __all__ = [
     "DarajaClient", "DarajaSettings", "PushAccepted", "QueryResult", "check_callback_url", "eat_timestamp",
     "stk_password", "BANNED_CALLBACK_WORDS", "TRANSACTION_TYPES", "SANDBOX_BASE_URL", "PRODUCTION_BASE_URL",
@@ -37,7 +38,7 @@ __all__ = [
 log = logging.getLogger("lipia.mpesa")
 
 # (endpoint, HTTP status or None, error code or None, seconds): one call per HTTP exchange, for metrics.
-OnCall = Callable[[str, "int | None", "str | None", float], None]
+OnCall = Callable[[str, int | None, str | None, float], None]
 
 
 def new_session() -> requests.Session:
@@ -55,7 +56,7 @@ class DarajaClient:
     """Talks to one Daraja app with settings the application has already parsed.
 
     session, clock (monotonic seconds) and now (aware datetime) are for tests; on_call
-    feeds metrics and may never break a payment.
+    feeds metrics, and its failures are logged, never raised into a payment.
     """
 
     def __init__(self, settings: DarajaSettings, *, session: requests.Session | None = None,
