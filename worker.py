@@ -30,7 +30,7 @@ from app import ledger, notices, queue
 from app.config import ConfigError, load_config
 from app.db import database_for, init_db
 from app.logs import bind, clear, configure_logging
-from app.mpesa.client import DarajaClient
+from app.mpesa.client import DarajaClient, DarajaSettings
 from app.ops import metrics
 from app.outage import Outage, is_outage
 from app.payments import c2b, callbacks, claims, records, tasks
@@ -338,8 +338,8 @@ def main() -> int:
     configure_logging(settings["LOG_FORMAT"])
     try:
         db = database_for(settings["MONGO_URI"])
-        client = DarajaClient.from_config(settings, on_call=metrics.daraja_on_call)
-        housekeeping_client = DarajaClient.from_config(settings, on_call=metrics.daraja_on_call)
+        client = DarajaClient(DarajaSettings.from_config(settings), on_call=metrics.daraja_on_call)
+        housekeeping_client = DarajaClient(DarajaSettings.from_config(settings), on_call=metrics.daraja_on_call)
     except Exception as exc:  # a URI or Daraja setting the parsers let through
         print(f"Lipia worker cannot start; fix the settings: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -150,7 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_PASSKEY", _str, SANDBOX_PASSKEY, "Lipa na M-Pesa Online passkey", secret=True),
     Setting("MPESA_TRANSACTION_TYPE", _choice("CustomerPayBillOnline", "CustomerBuyGoodsOnline"),
             "CustomerPayBillOnline", "CustomerPayBillOnline (paybill) or CustomerBuyGoodsOnline (till)"),
-    Setting("MPESA_PARTY_B", _str, "", "till number for CustomerBuyGoodsOnline; empty means the shortcode"),
+    Setting("MPESA_PARTY_B", _digits, "", "till number for CustomerBuyGoodsOnline; empty means the shortcode"),
     Setting("MPESA_CONNECT_TIMEOUT", _float, "3.05", "seconds to wait for a connection to Daraja"),
     Setting("MPESA_READ_TIMEOUT", _float, "15", "seconds to wait for Daraja's answer"),
     Setting("MPESA_ACCOUNT_REFERENCE", _str, "LIPIA", "prefix shown in the PIN prompt (12 characters with the payment number)"),

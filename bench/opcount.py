@@ -157,7 +157,7 @@ class Probe:
 
     def _measure(self) -> dict:
         from app import ledger
-        from app.mpesa.client import DarajaClient
+        from app.mpesa.client import DarajaClient, DarajaSettings
         from app.users import rotate_api_key
         from worker import Worker
 
@@ -168,7 +168,8 @@ class Probe:
         users = prepare.make_customers(self.db, f"ops{salt}-", 2, salt)
         test = self.app.test_client(use_cookies=False)
         test.environ_base = {"REMOTE_ADDR": "127.0.0.1"}
-        worker = Worker(self.db, DarajaClient.from_config(self.settings), self.settings, worker_id="opcount")
+        daraja = DarajaClient(DarajaSettings.from_config(self.settings))
+        worker = Worker(self.db, daraja, self.settings, worker_id="opcount")
         # Warm up: the first request of a process and the first Daraja token are one-offs.
         self._paid_payment(test, worker, users[1], record=False)
         self.steps = []

@@ -179,10 +179,11 @@ class Bench:
 
     def _count_worker(self, plan: dict) -> None:
         """A push job and an idle poll of the real Worker, run in this process."""
-        from app.mpesa.client import DarajaClient
+        from app.mpesa.client import DarajaClient, DarajaSettings
         from worker import Worker
         counter = roundtrips.install()
-        worker = Worker(self.db, DarajaClient.from_config(self.settings), self.settings, worker_id="bench-probe")
+        daraja = DarajaClient(DarajaSettings.from_config(self.settings))
+        worker = Worker(self.db, daraja, self.settings, worker_id="bench-probe")
         if not worker.run_once():
             raise RuntimeError("probe: no push job to run (the checkout probes enqueue two)")
         counter.start()

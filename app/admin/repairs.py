@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .. import ledger, queue, users
 from ..logs import bind
-from ..mpesa.client import DarajaClient
+from ..mpesa.client import DarajaClient, DarajaSettings
 from ..mpesa.errors import DarajaError
 from ..ops import metrics
 from ..payments import outcomes, records, refunds
@@ -67,7 +67,7 @@ def daraja_client(config: Mapping[str, Any]) -> DarajaClient:
             return cap
     settings = {**config, "MPESA_CONNECT_TIMEOUT": capped("MPESA_CONNECT_TIMEOUT", QUERY_CONNECT_TIMEOUT),
                 "MPESA_READ_TIMEOUT": capped("MPESA_READ_TIMEOUT", QUERY_READ_TIMEOUT)}
-    return DarajaClient.from_config(settings, on_call=metrics.daraja_on_call)
+    return DarajaClient(DarajaSettings.from_config(settings), on_call=metrics.daraja_on_call)
 
 
 # ---------------------------------------------------------------- (a) ask Daraja now

@@ -16,9 +16,10 @@ from .errors import (
 )
 from .phone import mask_phone, normalize_phone
 from .result_codes import ResultOutcome, classify, strip_desc_prefix
+from .settings import DarajaSettings
 
 __all__ = [
-    "CallbackError", "DarajaClient", "DarajaConfigError", "DarajaError", "DarajaNotAccepted",
+    "CallbackError", "DarajaClient", "DarajaConfigError", "DarajaSettings", "DarajaError", "DarajaNotAccepted",
     "DarajaOutcomeUnknown", "DarajaRejected", "InvalidPhoneNumber", "PushAccepted", "QueryResult",
     "ResultOutcome", "StkCallback", "check_callback_url", "classify", "mask_phone", "normalize_phone",
     "parse_callback", "strip_desc_prefix",

@@ -1,11 +1,16 @@
 """One error hierarchy for everything that can go wrong talking to Daraja.
 
 The split that matters to a payment is not "which HTTP status" but "could Daraja
-have accepted this request?". A queue worker reads two class attributes to decide:
+have accepted this request?". Two class attributes answer it, and they are the one
+place a caller (the queue worker) looks to decide on a retry:
 
-- ``retryable``: sending the same request again cannot cause a second charge.
+- ``retryable``: sending the same request again is safe (it cannot cause a second
+  charge) and may succeed.
 - ``outcome_unknown``: the request may have reached Daraja; never push again for
   this payment, resolve it by callback or STK query instead.
+
+A configuration error is neither: nothing was sent, and the same settings would
+fail the same way, so it is never retried.
 """
 from __future__ import annotations
 
@@ -84,7 +89,7 @@ class DarajaOutcomeUnknown(DarajaError):
 
 
 class DarajaConfigError(DarajaError):
-    """Settings are missing or malformed; nothing was sent."""
+    """Settings are missing or unusable; nothing was sent, and retrying cannot help until they are fixed."""
 
     retryable = False
     outcome_unknown = False

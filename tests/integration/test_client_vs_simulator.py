@@ -4,7 +4,7 @@ import time
 import pytest
 import requests
 
-from app.mpesa.client import DarajaClient
+from app.mpesa.client import DarajaClient, DarajaSettings
 from app.mpesa.errors import DarajaNotAccepted, DarajaOutcomeUnknown, DarajaRejected
 from tests.support.procs import free_port
 from tests.support.web import random_phone
@@ -29,7 +29,7 @@ def client(stack, **overrides):
                 "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
                 "MPESA_TRANSACTION_TYPE": "CustomerPayBillOnline", "MPESA_CONNECT_TIMEOUT": 1.0,
                 "MPESA_READ_TIMEOUT": 2.0, **overrides}
-    return DarajaClient.from_config(settings)
+    return DarajaClient(DarajaSettings.from_config(settings))
 
 
 def push(c, phone=None, amount=100):
@@ -93,7 +93,7 @@ def test_bad_credentials_and_bad_fields_are_final(sim):
 
 def test_nobody_listening_is_surely_not_accepted():
     DarajaClient.clear_token_cache()
-    c = DarajaClient(base_url=f"http://127.0.0.1:{free_port()}", consumer_key="k", consumer_secret="s",
-                     shortcode="174379", passkey="p", connect_timeout=0.5, read_timeout=0.5)
+    c = DarajaClient(DarajaSettings(base_url=f"http://127.0.0.1:{free_port()}", consumer_key="k", consumer_secret="s",
+                                    shortcode="174379", passkey="p", connect_timeout=0.5, read_timeout=0.5))
     with pytest.raises(DarajaNotAccepted):
         push(c)

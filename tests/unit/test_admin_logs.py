@@ -11,7 +11,7 @@ from requests.structures import CaseInsensitiveDict
 from app import ledger
 from app.config import SANDBOX_PASSKEY
 from app.logs import configure_logging
-from app.mpesa.client import DarajaClient
+from app.mpesa.client import DarajaClient, DarajaSettings
 from app.payments import records, tasks
 from app.queue import claim
 from tests.unit.admin_support import login
@@ -66,7 +66,8 @@ def test_a_whole_payment_logs_no_secret_and_no_full_phone(app, client, db, admin
         payment_id = response.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
         session = requests.Session()
         session.mount("https://", FakeDaraja())
-        daraja = DarajaClient.from_config({**app.config, "MPESA_BASE_URL": "https://daraja.test"}, session=session)
+        daraja = DarajaClient(DarajaSettings.from_config({**app.config, "MPESA_BASE_URL": "https://daraja.test"}),
+                              session=session)
         DarajaClient.clear_token_cache()
         job = claim(db, "w1", 30)
         assert tasks.run_push(db, daraja, app.config, job) == "prompt sent"
