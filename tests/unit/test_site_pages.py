@@ -178,6 +178,18 @@ def test_registering_continues_to_the_chosen_plans_checkout(shop):
     assert "Premium" in client.get("/checkout/premium").text
 
 
+def test_logging_in_continues_to_the_chosen_plans_checkout(shop):
+    client = shop.test_client()
+    client.post("/register", data={"username": "wanjiku", "password": "mvua ya jioni 7",
+                                   "confirm": "mvua ya jioni 7", "phone_number": "0712345678"})
+    client.post("/logout")
+    login_page = client.get("/login?next=/checkout/premium").text
+    assert 'name="next" type="hidden" value="/checkout/premium"' in login_page
+    response = client.post("/login", data={"username": "wanjiku", "password": "mvua ya jioni 7",
+                                           "next": "/checkout/premium"})
+    assert response.status_code == 302 and response.headers["Location"] == "/checkout/premium"
+
+
 # ---------------------------------------------------------------- 404 and 405
 
 def test_an_unknown_address_gets_the_shops_404_with_ways_back(shop):
