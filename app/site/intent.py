@@ -4,6 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from flask import current_app
+from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from ..db import get_db
@@ -28,4 +29,8 @@ def plan_from_next(next_url: str | None) -> dict | None:
         return None
     if endpoint != CHECKOUT_ENDPOINT:
         return None
-    return get_plan(get_db(), args.get("plan_code"), max_age=current_app.config["PLAN_CACHE_SECONDS"])
+    try:
+        return get_plan(get_db(), args.get("plan_code"), max_age=current_app.config["PLAN_CACHE_SECONDS"])
+    except PyMongoError:
+        # Naming the plan is a courtesy: the log-in page works without the database's answer.
+        return None

@@ -162,6 +162,17 @@ def test_anything_but_a_real_plan_checkout_gives_the_plain_heading(shop, next_ur
     assert _h1(shop.test_client().get("/login", query_string={"next": next_url}).text) == "Log in"
 
 
+def test_the_log_in_page_still_opens_when_the_plan_cannot_be_read(shop, monkeypatch):
+    from pymongo.errors import ServerSelectionTimeoutError
+    import app.site.intent as intent
+
+    def unreachable(*args, **kwargs):
+        raise ServerSelectionTimeoutError("no database")
+    monkeypatch.setattr(intent, "get_plan", unreachable)
+    response = shop.test_client().get("/login?next=/checkout/premium")
+    assert response.status_code == 200 and _h1(response.text) == "Log in"
+
+
 def test_a_direct_checkout_visit_lands_on_a_log_in_page_naming_the_plan(shop):
     client = shop.test_client()
     response = client.get("/checkout/premium")
