@@ -35,6 +35,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .cli import register_cli
     from .templating import register_templating
     from .assets import register_static
+    from .site import register_site
 
     register_logging(app)
     register_db(app)
@@ -52,6 +53,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_cli(app)
     register_templating(app)
     register_static(app)
+    register_site(app)
 
     from .logs import learn_secret_routes
     # Every route is known now: their secret segments are masked in every log line from here on.

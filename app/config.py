@@ -125,6 +125,33 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _text(limit: int) -> Callable[[str], str]:
+    """Plain text shown to customers: one line, bounded."""
+    def parse(value: str) -> str:
+        value = value.strip()
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError("must be one line of text")
+        return value
+    return parse
+
+
+def _email(value: str) -> str:
+    value = value.strip()
+    if len(value) > 254 or value.count("@") != 1 or " " in value or "." not in value.split("@")[1]:
+        raise ValueError("must be an e-mail address")
+    return value
+
+
+def _kra_pin(value: str) -> str:
+    """A KRA PIN: a letter, nine digits and a letter (e.g. P051234567X)."""
+    value = value.strip().upper()
+    if len(value) != 11 or not value[0].isalpha() or not value[1:10].isdigit() or not value[10].isalpha():
+        raise ValueError("must be a KRA PIN: a letter, nine digits and a letter (e.g. P051234567X)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -231,6 +258,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
     Setting("PLAN_CACHE_SECONDS", _int(0), "60",
             "how long a web process reuses a plan's price at checkout; a price change takes up to this long (0: never)"),
+    # The seller, as the landing page, the footer, the terms and every receipt name it.
+    Setting("MERCHANT_LEGAL_NAME", _text(120), "", "registered name of the business selling the words (receipts, terms)"),
+    Setting("MERCHANT_TRADING_NAME", _text(60), "Lipia", "name the shop trades under"),
+    Setting("MERCHANT_CONTACT_PHONE", _text(32), "", "phone number customers call about a payment"),
+    Setting("MERCHANT_CONTACT_EMAIL", _email, "", "e-mail address customers write to about a payment"),
+    Setting("MERCHANT_KRA_PIN", _kra_pin, "", "the business's KRA PIN, shown on receipts; empty leaves it out"),
+    Setting("REFUND_WINDOW_DAYS", _int(1), "14", "days after a payment in which a customer may ask for a refund"),
+    Setting("SITE_TEMPLATES_DIR", _str, "instance/templates",
+            "folder of the operator's own page templates (e.g. site/about.html); they win over the built-in ones"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

@@ -6,14 +6,14 @@ import logging
 from flask import g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .logs import request_path
 from .outage import web_database
 
 log = logging.getLogger("lipia.errors")
 
-TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "Not allowed",
+TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "That page cannot do this",
           413: "Too large", 429: "Too many requests", 500: "Something went wrong",
           503: "Back in a moment"}
 
@@ -23,6 +23,13 @@ DATABASE_RETRY_AFTER_SECONDS = 15
 # Werkzeug's own 404 text speaks of servers and URLs; a mistyped link gets the shop's words.
 NOT_FOUND_MESSAGE = ("We could not find that page. The link may be mistyped or out of date: "
                      "start again from the plans page, or see your payments under History.")
+# A 405 is what a bookmarked or reloaded form address gives (a POST-only action opened as a page).
+METHOD_NOT_ALLOWED_MESSAGE = ("That address is for a button on one of our pages, not a page to open. "
+                              "Nothing was changed: go back to the page you were on, or start again from the plans.")
+# Werkzeug's own wording for these speaks of servers, URLs and methods; ours replaces it
+# unless a view gave a reason of its own (e.g. "We could not find that payment on your account.").
+GENERIC_REPLACED = {404: (NotFound.description, NOT_FOUND_MESSAGE),
+                    405: (MethodNotAllowed.description, METHOD_NOT_ALLOWED_MESSAGE)}
 DATABASE_DOWN_MESSAGE = "Lipia cannot reach its database right now. Nothing was changed or charged; please try again shortly."
 
 
@@ -48,7 +55,8 @@ def register_errors(app):
         status = exc.code or 500
         if wants_json():
             return api_error(status, (exc.name or "error").lower().replace(" ", "_"), exc.description)
-        message = NOT_FOUND_MESSAGE if status == 404 and exc.description == NotFound.description else exc.description
+        generic, ours = GENERIC_REPLACED.get(status, (None, None))
+        message = ours if ours and exc.description == generic else exc.description
         return render_template("errors/error.html", status=status, title=TITLES.get(status, exc.name),
                                message=message), status
 

@@ -4,6 +4,7 @@ from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optio
 
 from ..mpesa.phone import InvalidPhoneNumber, NotMpesaLine, check_mpesa_line, display_phone, normalize_phone
 from . import passwords
+from .retype import RetypedPasswords
 from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
 USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message="Use letters, digits, dots, dashes or underscores only.")
@@ -50,7 +51,7 @@ def phone_field(label="M-Pesa phone number"):
                       render_kw={"inputmode": "tel", "autocomplete": "tel", "placeholder": "0712 345 678"})
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(RetypedPasswords, FlaskForm):
     username = StringField("Username", validators=[
         DataRequired(message="Choose a username."),
         Length(min=3, max=32, message="A username has 3 to 32 characters."), USERNAME_RULE],
@@ -102,7 +103,7 @@ class ProfileForm(FlaskForm):
     email_low_balance = BooleanField(EMAIL_CATEGORIES["low_balance"], default=True)
 
 
-class PasswordChangeForm(FlaskForm):
+class PasswordChangeForm(RetypedPasswords, FlaskForm):
     current_password = PasswordField("Current password", validators=[
         DataRequired(message="Enter your current password.")], render_kw={"autocomplete": "current-password"})
     new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],

@@ -16,7 +16,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.support.stack import start_database, start_stack
 
-from .pages import DEVICES, PROMPT_TIMEOUT, SCREENSHOTS
+from .pages import DEVICES, MERCHANT, PROMPT_TIMEOUT, SCREENSHOTS
 
 # Playwright never downloads a browser here: it drives the system's Chromium.
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,7 +29,7 @@ def stack():
     base, database = start_database()
     try:
         stack = start_stack(base, SIMULATOR_PROMPT_TIMEOUT=str(PROMPT_TIMEOUT),
-                            PROMPT_TIMEOUT_SECONDS=str(PROMPT_TIMEOUT))
+                            PROMPT_TIMEOUT_SECONDS=str(PROMPT_TIMEOUT), **MERCHANT)
     except Exception:
         if database:
             database.stop()

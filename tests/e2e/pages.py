@@ -19,6 +19,10 @@ PROMPT_TIMEOUT = 8
 PASSWORD = "correct horse battery"
 CORRECT_PIN = "1234"
 
+# The seller's details, as a real shop sets them: the footer and receipts show them.
+MERCHANT = {"MERCHANT_LEGAL_NAME": "Maneno Bora Ltd", "MERCHANT_CONTACT_PHONE": "0722 000 111",
+            "MERCHANT_CONTACT_EMAIL": "help@maneno.example", "MERCHANT_KRA_PIN": "P051234567X"}
+
 DEVICES = {
     "phone": {"viewport": {"width": 360, "height": 740}, "is_mobile": True, "has_touch": True,
               "device_scale_factor": 2},

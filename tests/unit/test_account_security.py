@@ -238,7 +238,7 @@ def test_a_password_change_ends_every_other_login_and_keeps_this_one(app, client
     ({"new_password": "12345678", "confirm": "12345678"}, "most common passwords"),
     ({"new_password": "wanjiku.m-2024", "confirm": "wanjiku.m-2024"}, "must not be your username"),
     ({"new_password": "ü" * 40, "confirm": "ü" * 40}, "at most 72 bytes"),
-    ({"confirm": "something else"}, "The passwords do not match."),
+    ({"confirm": "something else"}, "The two passwords you typed were different."),
 ])
 def test_a_bad_password_change_says_why_and_changes_nothing(client, db, fields, message):
     register(client)

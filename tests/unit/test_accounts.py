@@ -34,7 +34,7 @@ def test_register_normalises_kenyan_numbers(client, db, raw, stored):
     ({"username": "x" * 10_000}, "A username has 3 to 32 characters."),
     ({"username": "bad name!"}, "Use letters, digits"),
     ({"password": "short"}, "A password has at least 8 characters."),
-    ({"confirm": "different1"}, "The passwords do not match."),
+    ({"confirm": "different1"}, "The two passwords you typed were different."),
     ({"phone": "12345"}, "0712 345 678"),
     ({"phone": ""}, "Enter your M-Pesa phone number."),
 ])
