@@ -1,6 +1,6 @@
 import pytest
 
-from simulator.testing import CallbackSink
+from tests.support.simulator_harness import CallbackSink
 from tests.support.stack import start_database, start_stack
 
 
