@@ -1,9 +1,14 @@
-"""Fixtures for the operator console's unit tests: an admin, a customer, a logged-in client."""
+"""Fixtures for every unit test (on top of `app`, `db` and `client` from tests/conftest.py).
+
+An admin, a customer and a client logged in as the admin; and a clean slate for the
+process-wide memory of a database outage, before and after each test. The builders behind
+them (users, logins, payments in each state) are in tests/support/factories.py.
+"""
 import uuid
 
 import pytest
 
-from tests.unit.admin_support import login, make_user
+from tests.support.factories import login, make_user
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from app import ledger
 from app.admin import periods, store
 from app.db import utcnow
 from app.payments import records
-from tests.unit.admin_support import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
+from tests.support.factories import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
 
 
 def text(response):

@@ -11,7 +11,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 from app import ledger
 from app.db import as_utc, utcnow
 from app.payments import callback_signing, callbacks, records, spool
-from tests.unit.admin_support import login, make_user, new_payment, pushed
+from tests.support.factories import login, make_user, new_payment, pushed
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 

@@ -1,4 +1,8 @@
-"""Helpers for the operator console's unit tests: users, logins and payments in any state."""
+"""Builders for unit tests: users, logins, and payments in each state a test needs.
+
+Payments are plain dicts as `records.get` returns them; outcomes (what M-Pesa says about a
+payment, before it is settled) are named `*_outcome` so the two are never confused.
+"""
 from __future__ import annotations
 
 import uuid
@@ -12,14 +16,25 @@ from app.plans.service import get_plan
 FAKE_HASH = "$2b$12$" + "x" * 53  # never checked: tests log in through the session
 
 
-def make_user(db, name: str | None = None, *, role: str = "customer", phone: str | None = None) -> users.User:
+# ---------------------------------------------------------------- users and logins
+
+def make_user(db, name: str | None = None, *, role: str = "customer", phone: str | None = None,
+              email: str | None = None, threshold: int | None = None, opt_out=None) -> users.User:
+    """An account; a random name and phone unless given (an admin has no phone unless given)."""
     name = name or "u" + uuid.uuid4().hex[:8]
-    phone = phone if phone is not None else "2547" + str(uuid.uuid4().int)[:8]
-    return users.create_user(db, name, FAKE_HASH, phone if role != "admin" else None, role=role)
+    if phone is None and role != "admin":
+        phone = "2547" + str(uuid.uuid4().int)[:8]
+    user = users.create_user(db, name, FAKE_HASH, phone, role=role)
+    fields = {k: v for k, v in {"email": email, "low_words_threshold": threshold,
+                                 "email_opt_out": opt_out}.items() if v is not None}
+    if fields:
+        db.users.update_one({"username": name}, {"$set": fields})
+        user = users.get_by_username(db, name)
+    return user
 
 
 def login(client, user: users.User) -> None:
-    # A real log-in of the account: the user loader accepts only open sessions.
+    """Log the test client in as `user`, as a real log-in would (the user loader accepts only open sessions)."""
     from app.db import database_for
     from app.users import open_session
     open_session(database_for(client.application.config["MONGO_URI"]), user)
@@ -28,7 +43,15 @@ def login(client, user: users.User) -> None:
         session["_fresh"] = True
 
 
+# ---------------------------------------------------------------- payments, from queued to settled
+
+def receipt() -> str:
+    """A fresh M-Pesa receipt number."""
+    return "S" + uuid.uuid4().hex[:9].upper()
+
+
 def new_payment(db, user: users.User, plan: str = "basic", *, with_job: bool = True) -> dict:
+    """A queued payment, with its push job unless `with_job=False`."""
     payment, _ = records.create(db, user=user, plan=get_plan(db, plan), phone=user.phone_number or "254700000001",
                                 idempotency_key=uuid.uuid4().hex, reference_prefix="LIPIA")
     if with_job:
@@ -37,7 +60,7 @@ def new_payment(db, user: users.User, plan: str = "basic", *, with_job: bool = T
 
 
 def pushed(db, payment: dict) -> dict:
-    """As if Daraja accepted the push: pending, with Daraja's ids."""
+    """As if Daraja accepted the push: pending, with Daraja's ids and the exchange on record."""
     checkout = "ws_CO_" + uuid.uuid4().hex[:16]
     records.record_push_accepted(db, payment["_id"], merchant_request_id="mr-" + uuid.uuid4().hex[:8],
                                  checkout_request_id=checkout)
@@ -50,8 +73,9 @@ def pushed(db, payment: dict) -> dict:
     return records.get(db, payment["_id"])
 
 
-def receipt() -> str:
-    return "S" + uuid.uuid4().hex[:9].upper()
+def prompted(db, user: users.User, plan: str = "basic") -> dict:
+    """A payment whose prompt is on the phone, as the worker leaves it (its push job done)."""
+    return pushed(db, new_payment(db, user, plan, with_job=False))
 
 
 def paid(db, user: users.User, plan: str = "basic", **outcome_fields) -> dict:
@@ -75,6 +99,7 @@ def under_review(db, user: users.User) -> dict:
 
 
 def expired(db, user: users.User) -> dict:
+    """No answer from the phone in time: expired, nothing credited."""
     payment = pushed(db, new_payment(db, user))
     return ledger.settle(db, payment["_id"], outcomes.expired("no answer")).payment
 
@@ -88,3 +113,17 @@ def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:
         tasks.give_up_push(db, job, "could not connect to Daraja")
     return job.id
 
+
+# ---------------------------------------------------------------- outcomes (not yet settled)
+
+def paid_outcome(payment: dict, receipt: str | None = None) -> ledger.Outcome:
+    """The callback of a successful payment, matching it in amount and phone."""
+    return ledger.Outcome(status=ledger.COMPLETED, via="callback", result_code="0",
+                          receipt=receipt or "R" + uuid.uuid4().hex[:9].upper(),
+                          amount=payment["amount"], phone=payment["phone"])
+
+
+def ended_outcome(status: str, message: str | None = None) -> ledger.Outcome:
+    """The callback of a payment that ended without money (cancelled, failed...)."""
+    return ledger.Outcome(status=status, via="callback", result_code="1032", reason=status,
+                          customer_message=message)
