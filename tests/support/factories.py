@@ -127,3 +127,21 @@ def ended_outcome(status: str, message: str | None = None) -> ledger.Outcome:
     """The callback of a payment that ended without money (cancelled, failed...)."""
     return ledger.Outcome(status=status, via="callback", result_code="1032", reason=status,
                           customer_message=message)
+
+
+# ---------------------------------------------------------------- through checkout, as a customer starts one
+
+CHECKOUT_SETTINGS = {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA", "JOB_MAX_ATTEMPTS": 5}
+
+
+def checkout_payment(db, user: users.User, key: str = "k-00000001", plan: str = "basic") -> dict:
+    """A payment started by the customer's checkout (queued, with its push job)."""
+    from app.payments import checkout
+    return checkout.start(db, CHECKOUT_SETTINGS, user=user, plan=get_plan(db, plan), phone=user.phone_number,
+                          idempotency_key=key).payment
+
+
+def success_outcome(receipt: str = "ABC1234567", amount=100, phone: str = "254712345678",
+                    via: str = "callback") -> ledger.Outcome:
+    """M-Pesa's word that a payment succeeded, before it is matched to one (defaults fit a basic plan)."""
+    return outcomes.from_result(0, "ok", via=via, receipt=receipt, amount=Decimal(amount), phone=phone)
