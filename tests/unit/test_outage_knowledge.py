@@ -87,10 +87,10 @@ def test_genuine_callbacks_still_spool_while_the_database_is_known_down(client, 
 
 
 def test_the_503_handler_tells_the_rest_of_the_process(client, db, monkeypatch):
-    from app.credits import api_limit
+    from app.api import rate_limit
     def down(*args, **kwargs):
         raise ServerSelectionTimeoutError("connection refused")
-    monkeypatch.setattr(api_limit, "look_up", down)
+    monkeypatch.setattr(rate_limit, "look_up", down)
     response = client.get("/api/v1/balance", headers={"Authorization": "Bearer lip_nope"})
     assert response.status_code == 503 and web_database.down
 
