@@ -33,3 +33,17 @@ def only_callback(db, payment_id) -> dict:
 def spooled_files(settings) -> list[str]:
     """The callbacks waiting in the local spool, oldest first."""
     return sorted(p for p in os.listdir(settings["CALLBACK_SPOOL_DIR"]) if p.endswith(spool.SUFFIX))
+
+
+def signed(settings, payment: dict) -> str:
+    """The secret Lipia signs into the payment's callback URL."""
+    from app.payments import callback_signing
+    return callback_signing.token(settings, payment["_id"])
+
+
+def post_callback(client, payment_id, secret: str, raw: bytes, **kw):
+    """POST a callback to the route; Daraja always gets its 200 and Accepted, whatever happens inside."""
+    response = client.post(f"/payments/callback/{payment_id}/{secret}", data=raw,
+                           content_type="application/json", **kw)
+    assert response.status_code == 200 and response.get_json() == ACCEPTED
+    return response

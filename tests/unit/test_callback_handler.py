@@ -15,21 +15,10 @@ from tests.support.stk_callbacks import only_callback, spooled_files, stk_body
 SAFARICOM = "196.201.214.200"
 
 
-@pytest.fixture
-def settings(app, tmp_path):
-    app.config["CALLBACK_SPOOL_DIR"] = str(tmp_path / "spool")
+@pytest.fixture(autouse=True)
+def app_context(app):
     with app.app_context():  # the forged-record limiter counts in the app's storage
-        yield app.config
-
-
-@pytest.fixture
-def customer(db):
-    return make_user(db)
-
-
-@pytest.fixture
-def payment(db, customer):
-    return pushed(db, new_payment(db, customer))
+        yield
 
 
 def receive(db, settings, payment, *, secret=None, raw=None, remote_addr="127.0.0.1", payment_id=None):

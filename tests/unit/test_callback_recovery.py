@@ -9,31 +9,9 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from app import ledger
 from app.db import utcnow
-from app.payments import callback_signing, callbacks, records, spool
+from app.payments import callbacks, records, spool
 from tests.support.factories import new_payment, pushed
-from tests.support.stk_callbacks import ACCEPTED, only_callback, spooled_files, stk_body
-
-
-@pytest.fixture
-def settings(app, tmp_path):
-    app.config["CALLBACK_SPOOL_DIR"] = str(tmp_path / "spool")
-    return app.config
-
-
-@pytest.fixture
-def payment(db, customer):  # customer: tests/unit/conftest.py
-    return pushed(db, new_payment(db, customer))
-
-
-def post(client, payment_id, secret, raw, **kw):
-    response = client.post(f"/payments/callback/{payment_id}/{secret}", data=raw,
-                           content_type="application/json", **kw)
-    assert response.status_code == 200 and response.get_json() == ACCEPTED
-    return response
-
-
-def signed(settings, payment):
-    return callback_signing.token(settings, payment["_id"])
+from tests.support.stk_callbacks import only_callback, spooled_files, post_callback, signed, stk_body
 
 
 def words(db, customer):
@@ -99,7 +77,7 @@ def database_away(monkeypatch):
 def test_signed_callback_during_an_outage_is_spooled_then_replayed_exactly_once(
         client, db, settings, payment, customer, database_away):
     raw = stk_body(payment)
-    post(client, payment["_id"], signed(settings, payment), raw)
+    post_callback(client, payment["_id"], signed(settings, payment), raw)
     assert len(spooled_files(settings)) == 1 and db.callbacks.count_documents({}) == 0
     database_away.undo()
     assert callbacks.replay_spool(db, settings) == 1
@@ -112,7 +90,7 @@ def test_signed_callback_during_an_outage_is_spooled_then_replayed_exactly_once(
 
 def test_replay_after_a_crash_between_insert_and_delete_stores_once(client, db, settings, payment, customer,
                                                                     database_away):
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     database_away.undo()
     (name,) = spooled_files(settings)
     entry = json.loads((spool.Path(settings["CALLBACK_SPOOL_DIR"]) / name).read_bytes())
@@ -128,21 +106,21 @@ def test_replay_after_a_crash_between_insert_and_delete_stores_once(client, db, 
 
 
 def test_replay_stops_while_the_database_is_still_away(client, db, settings, payment, database_away):
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     with pytest.raises(ServerSelectionTimeoutError):
         callbacks.replay_spool(db, settings)
     assert len(spooled_files(settings)) == 1
 
 
 def test_forged_callback_during_an_outage_is_not_spooled(client, db, settings, payment, database_away):
-    post(client, payment["_id"], "wrong-secret", stk_body(payment))
+    post_callback(client, payment["_id"], "wrong-secret", stk_body(payment))
     assert not os.path.exists(settings["CALLBACK_SPOOL_DIR"]) or spooled_files(settings) == []
 
 
 def test_unchecked_legacy_secret_is_spooled_and_checked_on_replay(client, db, settings, payment, customer,
                                                                  database_away):
-    post(client, payment["_id"], "f" * 40, stk_body(payment))  # looks like an old secret; cannot be checked now
-    post(client, payment["_id"], payment["callback_secret"], stk_body(payment))
+    post_callback(client, payment["_id"], "f" * 40, stk_body(payment))  # looks like an old secret; cannot be checked now
+    post_callback(client, payment["_id"], payment["callback_secret"], stk_body(payment))
     assert len(spooled_files(settings)) == 2
     database_away.undo()
     assert callbacks.replay_spool(db, settings) == 1
@@ -156,7 +134,7 @@ def test_spool_is_bounded_in_total_and_per_body(client, db, settings, payment, d
     settings["CALLBACK_SPOOL_MAX_BYTES"] = 4000
     token = signed(settings, payment)
     for _ in range(10):
-        post(client, payment["_id"], token, b"y" * 50_000)
+        post_callback(client, payment["_id"], token, b"y" * 50_000)
     directory = settings["CALLBACK_SPOOL_DIR"]
     assert 1 <= len(spooled_files(settings)) < 10 and spool.used_bytes(directory) <= 4000
     database_away.undo()
@@ -176,7 +154,7 @@ def test_unreadable_spool_entry_is_set_aside(db, settings):
 
 def test_worker_catch_up_replays_a_local_spool_and_reprocesses(client, db, settings, payment, customer,
                                                               database_away):
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     database_away.undo()
     callbacks.catch_up(db, settings)
     assert spooled_files(settings) == [] and words(db, customer) == payment["words"]

@@ -12,30 +12,8 @@ from bson import ObjectId
 from app import ledger
 from app.db import as_utc, utcnow
 from app.payments import callback_signing, callbacks, records
-from tests.support.factories import login, make_user, new_payment, pushed
-from tests.support.stk_callbacks import ACCEPTED, only_callback, stk_body
-
-
-@pytest.fixture
-def settings(app, tmp_path):
-    app.config["CALLBACK_SPOOL_DIR"] = str(tmp_path / "spool")
-    return app.config
-
-
-@pytest.fixture
-def payment(db, customer):  # customer: tests/unit/conftest.py
-    return pushed(db, new_payment(db, customer))
-
-
-def post(client, payment_id, secret, raw, **kw):
-    response = client.post(f"/payments/callback/{payment_id}/{secret}", data=raw,
-                           content_type="application/json", **kw)
-    assert response.status_code == 200 and response.get_json() == ACCEPTED
-    return response
-
-
-def signed(settings, payment):
-    return callback_signing.token(settings, payment["_id"])
+from tests.support.factories import login, make_user, new_payment
+from tests.support.stk_callbacks import only_callback, post_callback, signed, stk_body
 
 
 def words(db, customer):
@@ -46,8 +24,8 @@ def words(db, customer):
 
 def test_signed_callback_is_stored_whole_and_credits_once_with_its_receipt(client, db, settings, payment, customer):
     raw = stk_body(payment)
-    post(client, payment["_id"], signed(settings, payment), raw)
-    post(client, payment["_id"], signed(settings, payment), raw)  # Daraja repeats itself
+    post_callback(client, payment["_id"], signed(settings, payment), raw)
+    post_callback(client, payment["_id"], signed(settings, payment), raw)  # Daraja repeats itself
     rows = list(db.callbacks.find({"payment_id": str(payment["_id"])}).sort("received_at", 1))
     assert [r["raw"] for r in rows] == [raw.decode()] * 2 and rows[0]["size"] == len(raw)
     assert rows[0]["effect"] == "credited" and rows[1]["effect"].startswith("ignored")
@@ -65,7 +43,7 @@ def test_token_depends_on_the_key_and_the_payment(settings):
 
 
 def test_payment_made_before_signed_urls_still_accepts_its_stored_secret(client, db, settings, payment, customer):
-    post(client, payment["_id"], payment["callback_secret"], stk_body(payment))
+    post_callback(client, payment["_id"], payment["callback_secret"], stk_body(payment))
     assert only_callback(db, payment["_id"])["effect"] == "credited"
     assert words(db, customer) == payment["words"]
 
@@ -73,7 +51,7 @@ def test_payment_made_before_signed_urls_still_accepts_its_stored_secret(client,
 @pytest.mark.parametrize("secret", ["not-the-secret", "0" * 40])
 def test_wrong_secret_keeps_only_a_bounded_expiring_trace(client, db, settings, payment, customer, secret):
     raw = stk_body(payment)[:-1] + b" " * 200_000 + b"}"
-    post(client, payment["_id"], secret, raw)
+    post_callback(client, payment["_id"], secret, raw)
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "forged: unknown payment or wrong secret"
     assert len(row["raw"]) == records.REJECTED_HEAD_BYTES and row["truncated"] and row["size"] == len(raw)
@@ -84,27 +62,27 @@ def test_wrong_secret_keeps_only_a_bounded_expiring_trace(client, db, settings, 
 
 @pytest.mark.parametrize("payment_id", ["not-an-id", "0" * 25, "ZZ" * 12])
 def test_a_path_that_is_no_payment_id_is_refused_before_the_database(client, db, settings, payment_id):
-    post(client, payment_id, "x", b'{"Body": {}}')
+    post_callback(client, payment_id, "x", b'{"Body": {}}')
     (row,) = list(db.callbacks.find())
     assert row["effect"] == "forged: not a payment id" and "expires_at" in row
 
 
 def test_a_signed_url_for_a_payment_that_does_not_exist_changes_nothing(client, db, settings):
     ghost = {"_id": ObjectId(), "amount": 100, "phone": "254700000001", "checkout_request_id": "ws_CO_x"}
-    post(client, ghost["_id"], signed(settings, ghost), stk_body(ghost))
+    post_callback(client, ghost["_id"], signed(settings, ghost), stk_body(ghost))
     assert only_callback(db, ghost["_id"])["effect"] == "ignored: no such payment"
 
 
 def test_forged_records_are_rate_limited_per_address(client, db, settings, payment):
     settings["CALLBACK_FORGED_RATE_LIMIT"] = "3 per minute"
     for _ in range(6):
-        post(client, payment["_id"], "wrong", b"x" * 10_000)
+        post_callback(client, payment["_id"], "wrong", b"x" * 10_000)
     for _ in range(2):
-        post(client, payment["_id"], "wrong", b"x", environ_base={"REMOTE_ADDR": "10.1.1.1"})
+        post_callback(client, payment["_id"], "wrong", b"x", environ_base={"REMOTE_ADDR": "10.1.1.1"})
     by_address = {a: db.callbacks.count_documents({"remote_addr": a}) for a in ("127.0.0.1", "10.1.1.1")}
     assert by_address == {"127.0.0.1": 3, "10.1.1.1": 2}
     # A genuine callback from the flooding address is still kept and settles.
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     assert db.callbacks.count_documents({"effect": "credited"}) == 1
 
 
@@ -112,10 +90,10 @@ def test_forged_records_are_rate_limited_per_address(client, db, settings, payme
 
 def test_allow_list_refuses_other_addresses_even_with_the_right_secret(client, db, settings, payment, customer):
     settings["CALLBACK_ALLOWED_IPS"] = ("196.201.214.200",)
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     assert only_callback(db, payment["_id"])["effect"] == "refused: address not allowed"
     assert words(db, customer) == 0
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment),
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment),
          environ_base={"REMOTE_ADDR": "196.201.214.200"})
     assert db.callbacks.count_documents({"effect": "credited"}) == 1 and words(db, customer) == payment["words"]
 
@@ -123,7 +101,7 @@ def test_allow_list_refuses_other_addresses_even_with_the_right_secret(client, d
 # ---------------------------------------------------------------- what the body says
 
 def test_callback_naming_another_checkout_request_changes_nothing(client, db, settings, payment, customer):
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment, checkout_id="ws_CO_someone_else"))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment, checkout_id="ws_CO_someone_else"))
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "ignored: CheckoutRequestID does not match the payment"
     assert records.get(db, payment["_id"])["status"] == "pending" and words(db, customer) == 0
@@ -141,7 +119,7 @@ def count_payment_reads(db, monkeypatch):
 def test_a_matching_callback_settles_without_reading_the_payment_first(client, db, settings, payment, customer,
                                                                         monkeypatch, result_code, effect):
     reads = count_payment_reads(db, monkeypatch)
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment, result_code=result_code))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment, result_code=result_code))
     assert only_callback(db, payment["_id"])["effect"] == effect and reads == []
     assert records.get(db, payment["_id"])["callbacks_received"] == 1
     assert words(db, customer) == (payment["words"] if result_code == 0 else 0)
@@ -151,7 +129,7 @@ def test_a_callback_that_overtakes_the_push_reply_still_settles_in_one_write(cli
                                                                            monkeypatch):
     waiting = new_payment(db, customer)  # no CheckoutRequestID recorded yet
     reads = count_payment_reads(db, monkeypatch)
-    post(client, waiting["_id"], signed(settings, waiting), stk_body({**waiting, "checkout_request_id": "ws_CO_early"}))
+    post_callback(client, waiting["_id"], signed(settings, waiting), stk_body({**waiting, "checkout_request_id": "ws_CO_early"}))
     assert only_callback(db, waiting["_id"])["effect"] == "credited" and reads == []
     assert records.get(db, waiting["_id"])["checkout_request_id"] == "ws_CO_early"
 
@@ -165,7 +143,7 @@ def test_a_callback_that_does_not_match_is_decided_on_the_payment_as_read(client
                                                                           change, status):
     phone = change.pop("phone", None)
     raw = stk_body({**payment, "phone": phone} if phone else payment, **change)
-    post(client, payment["_id"], signed(settings, payment), raw)
+    post_callback(client, payment["_id"], signed(settings, payment), raw)
     stored = records.get(db, payment["_id"])
     assert stored["status"] == status and words(db, customer) == 0
     assert stored.get("callbacks_received") == 1 and ledger.check_invariants(db) == []
@@ -179,13 +157,13 @@ def test_a_callback_that_does_not_match_is_decided_on_the_payment_as_read(client
 ])
 def test_hostile_bodies_are_malformed_and_change_nothing(client, db, settings, payment, customer, raw, reason):
     raw = raw if raw is not None else stk_body(payment, amount=2 ** 63)
-    post(client, payment["_id"], signed(settings, payment), raw)
+    post_callback(client, payment["_id"], signed(settings, payment), raw)
     assert only_callback(db, payment["_id"])["effect"] == reason
     assert records.get(db, payment["_id"])["status"] == "pending" and words(db, customer) == 0
 
 
 def test_absurd_amount_goes_to_review(client, db, settings, payment, customer):
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment, amount=2 ** 62))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment, amount=2 ** 62))
     assert records.get(db, payment["_id"])["status"] == "review" and words(db, customer) == 0
     assert ledger.check_invariants(db) == []
 
@@ -196,7 +174,7 @@ def test_an_error_while_settling_still_answers_accepted_and_leaves_it_for_the_wo
         raise RuntimeError("a bug")
     monkeypatch.setattr(ledger, "settle", broken)
     monkeypatch.setattr(ledger, "settle_matching", broken)
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "received"
     monkeypatch.undo()
@@ -235,8 +213,8 @@ def test_crash_point_is_ignored_outside_tests(client, db, settings, payment, tmp
     crash = tmp_path / "crash"
     crash.touch()
     settings.update(TEST_CRASH_FILE=str(crash), LIPIA_ENV="production")
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     assert killed == [] and crash.exists()
     settings["LIPIA_ENV"] = "test"
-    post(client, payment["_id"], signed(settings, payment), stk_body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     assert len(killed) == 1 and not crash.exists()
