@@ -39,6 +39,7 @@ def _api_caller():
 
 @api.route("/balance")
 def api_balance():
+    """The caller's word balance, as JSON."""
     user, refused = _api_caller()
     if refused:
         return refused
@@ -48,6 +49,7 @@ def api_balance():
 
 @api.route("/usage", methods=["POST"])
 def api_usage():
+    """Spend words from the caller's balance, once per Idempotency-Key; answers the new balance."""
     user, refused = _api_caller()
     if refused:
         return refused

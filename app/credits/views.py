@@ -14,6 +14,7 @@ from .service import charge, count_words
 @bp.route("/spend", methods=["GET", "POST"])
 @login_required
 def spend():
+    """The spending page: paste a text and pay its words from the balance."""
     form = SpendForm(data={"idempotency_key": uuid.uuid4().hex})
     if form.validate_on_submit():
         words = count_words(form.text.data)
