@@ -29,6 +29,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .payments import register_payments
     from .c2b import register_c2b
     from .credits import register_credits
+    from .api import register_api
     from .admin import register_admin
     from .ops import register_ops
     from .notices import register_notices
@@ -47,6 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     register_payments(app)
     register_c2b(app)
     register_credits(app)
+    register_api(app)
     register_admin(app)
     register_ops(app)
     register_notices(app)

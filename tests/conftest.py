@@ -1,4 +1,8 @@
-"""Shared fixtures. Unit tests run on mongomock; integration tests start real processes."""
+"""Fixtures for every test directory: an `app` on a fresh mongomock database, its `db` and a test `client`.
+
+Unit tests use these; integration and browser tests start real processes instead (their
+own conftest). Every test, and every process a test starts, runs with LIPIA_ENV=test.
+"""
 import os
 
 import pytest

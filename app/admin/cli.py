@@ -14,7 +14,7 @@ from flask.cli import with_appcontext
 
 from .. import users
 from ..auth import passwords
-from ..auth.forms import USERNAME_RULE
+from ..fields import USERNAME_RULE
 from ..auth.service import hash_password
 from ..db import as_utc, get_db
 from ..mpesa.redact import mask_phone

@@ -200,6 +200,32 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     return RepairResult(message)
 
 
+def _post_words(db, username: str, delta: int, *, actor: str, reason: str, kind: str, key: str, too_few: str,
+                audit: dict, audit_after: dict, entry_reason: str | None = None, payment_id: str | None = None) -> int:
+    """Book an operator's change of words on the ledger and in the audit log; the balance after it.
+
+    A debit larger than the balance is refused up front with `too_few` (formatted with
+    username, before and words), in words the operator can act on; the ledger refuses it
+    again should the balance drop in between. `entry_reason` (default `reason`) goes on the
+    ledger entry, `reason` in the audit log, with `audit_after` added to its `after`.
+    """
+    before = ledger.balance(db, username)
+    if delta < 0 and before < -delta:
+        raise RepairError(too_few.format(username=username, before=before, words=-delta))
+    try:
+        entry = ledger.adjust(db, username, delta, actor=actor, reason=entry_reason or reason, kind=kind,
+                              payment_id=payment_id, key=key)
+    except ledger.InsufficientWords as exc:
+        raise RepairError(f"{username} has only {exc.available:,} words now; nothing was taken.") from None
+    except (ledger.IdempotencyConflict, ValueError) as exc:
+        raise RepairError(f"Not recorded: {exc}.") from None
+    after = ledger.balance(db, username)
+    store.record_audit(db, actor=actor, **audit, reason=reason, before={"words_remaining": before},
+                       after={"words_remaining": after, "ledger_entry": entry["_id"], **audit_after},
+                       result=entry["state"])
+    return after
+
+
 # ---------------------------------------------------------------- (d) credit or debit words
 
 def adjust_words(db, username: str, delta: int, *, actor: str, reason: str, request_key: str) -> RepairResult:
@@ -217,20 +243,10 @@ def adjust_words(db, username: str, delta: int, *, actor: str, reason: str, requ
     key = f"adjustment:{username}:{request_key}"
     if store.ledger_entry(db, key):
         return RepairResult("This adjustment was already recorded (the form was sent twice).", "info")
-    before = ledger.balance(db, username)
-    if delta < 0 and before < -delta:
-        raise RepairError(f"{username} has {before:,} words; taking {-delta:,} would make the balance negative.")
-    try:
-        entry = ledger.adjust(db, username, delta, actor=actor, reason=reason, kind="adjustment", key=key)
-    except ledger.InsufficientWords as exc:
-        raise RepairError(f"{username} has only {exc.available:,} words now; nothing was taken.") from None
-    except (ledger.IdempotencyConflict, ValueError) as exc:
-        raise RepairError(f"Not recorded: {exc}.") from None
-    after = ledger.balance(db, username)
-    store.record_audit(db, actor=actor, action="credit_words" if delta > 0 else "debit_words", target_type="user",
-                       target_id=username, reason=reason, before={"words_remaining": before},
-                       after={"words_remaining": after, "ledger_entry": entry["_id"], "delta": delta},
-                       result=entry["state"])
+    after = _post_words(db, username, delta, actor=actor, reason=reason, kind="adjustment", key=key,
+                        too_few="{username} has {before:,} words; taking {words:,} would make the balance negative.",
+                        audit={"action": "credit_words" if delta > 0 else "debit_words", "target_type": "user",
+                               "target_id": username}, audit_after={"delta": delta})
     log.info("operator %s adjusted %s by %s words", actor, username, delta)
     verb = "Credited" if delta > 0 else "Debited"
     return RepairResult(f"{verb} {abs(delta):,} words; {username} now has {after:,}.")
@@ -291,23 +307,14 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
     """
     reason = _reason(reason)
     payment = _payment(db, payment_id)
-    before = _refund_checks(db, payment, words, amount_kes)
-    key = f"refund:{payment['_id']}"
+    _refund_checks(db, payment, words, amount_kes)
     username = payment["username"]
-    full_reason = f"{reason} (KES {amount_kes:,} refunded)"
-    try:
-        entry = ledger.adjust(db, username, -words, actor=actor, reason=full_reason, kind="refund",
-                              payment_id=str(payment["_id"]), key=key)
-    except ledger.InsufficientWords as exc:
-        raise RepairError(f"{username} has only {exc.available:,} words now; nothing was taken.") from None
-    except (ledger.IdempotencyConflict, ValueError) as exc:
-        raise RepairError(f"Not recorded: {exc}.") from None
-    after = ledger.balance(db, username)
-    store.record_audit(db, actor=actor, action="refund", target_type="payment", target_id=payment["_id"],
-                       reason=reason, before={"words_remaining": before},
-                       after={"words_remaining": after, "ledger_entry": entry["_id"], "words": -words,
-                              "amount_kes": amount_kes},
-                       result=entry["state"])
+    _post_words(db, username, -words, actor=actor, reason=reason, kind="refund", key=f"refund:{payment['_id']}",
+                entry_reason=f"{reason} (KES {amount_kes:,} refunded)", payment_id=str(payment["_id"]),
+                too_few="{username} has {before:,} words left, fewer than the {words:,} to take back. "
+                        "Enter a smaller number of words.",
+                audit={"action": "refund", "target_type": "payment", "target_id": payment["_id"]},
+                audit_after={"words": -words, "amount_kes": amount_kes})
     log.info("operator %s recorded a refund of payment %s", actor, payment["_id"])
     return RepairResult(f"Refund recorded: {words:,} words taken back from {username} (KES {amount_kes:,}). "
                         "Send the money back through M-Pesa if you have not yet.")

@@ -63,6 +63,7 @@ def _run(action, success_url: str, failure):
 
 @bp.route("/")
 def dashboard(status: int = 200):
+    """The console's front page: payments by state, the queue and its dead letters, what needs an operator."""
     return render_template("admin/dashboard.html", d=store.dashboard(get_db()),
                            requeue_form=RequeueJobForm(prefix="requeue", formdata=None)), status
 
@@ -87,6 +88,7 @@ def _payment_filter(args) -> tuple[PaymentFilterForm, store.PaymentFilter, dict 
 
 @bp.route("/payments")
 def payments():
+    """Payments searched by status, phone, receipt, user or date, a page at a time."""
     form, filters, query = _payment_filter(request.args)
     rows, total, page, pages = [], 0, 1, 1
     if query is not None:
@@ -117,11 +119,13 @@ def _payment_page(payment_id, status: int = 200, refund_preview=None, **forms):
 
 @bp.route("/payments/<payment_id>")
 def payment(payment_id):
+    """One payment in full: its history, Daraja's exchanges, its callbacks and the operator's actions."""
     return _payment_page(payment_id)
 
 
 @bp.route("/payments/<payment_id>/ask-daraja", methods=["POST"])
 def ask_daraja(payment_id):
+    """Ask Daraja about a payment now (STK Query), with the operator's reason."""
     form = AskDarajaForm(prefix="ask")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, ask=form)
@@ -132,6 +136,7 @@ def ask_daraja(payment_id):
 
 @bp.route("/payments/<payment_id>/review", methods=["POST"])
 def review(payment_id):
+    """Approve or reject a payment held for review (the words are credited only on approval)."""
     form = ReviewForm(prefix="review")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, review=form)
@@ -161,6 +166,7 @@ def refund(payment_id):
 
 @bp.route("/payments/<payment_id>/reverse", methods=["POST"])
 def reverse(payment_id):
+    """Send M-Pesa a Reversal of a paid payment, taking back its words as the operator chose."""
     form = ReverseForm(prefix="reverse")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, reverse=form)
@@ -187,6 +193,7 @@ def menu_payments():
 
 @bp.route("/menu-payments/assign", methods=["POST"])
 def assign_menu_payment():
+    """Settle a menu (C2B) payment under review against the order the operator names."""
     form = AssignMenuPaymentForm()
     if not form.validate_on_submit():
         return _menu_payments_page(400, form)
@@ -197,6 +204,7 @@ def assign_menu_payment():
 
 @bp.route("/menu-payments/reverse", methods=["POST"])
 def reverse_menu_payment():
+    """Send an unmatched menu (C2B) payment back to the payer through a Reversal."""
     form = ReverseMenuPaymentForm()
     if not form.validate_on_submit():
         return _menu_payments_page(400)
@@ -209,6 +217,7 @@ def reverse_menu_payment():
 
 @bp.route("/jobs/<job_id>/requeue", methods=["POST"])
 def requeue(job_id):
+    """Give a dead job a fresh set of attempts (not when its payment has moved on)."""
     form = RequeueJobForm(prefix="requeue")
     job = store.get_job(get_db(), job_id)
     if job is None:
@@ -230,6 +239,7 @@ def requeue(job_id):
 
 @bp.route("/users")
 def users():
+    """Accounts searched by name or phone, a page at a time."""
     q = (request.args.get("q") or "").strip()[:64]
     rows, total, page, pages = paginate(
         lambda p: store.search_users(get_db(), q, page=p, per_page=PER_PAGE), _page(), PER_PAGE)
@@ -249,11 +259,13 @@ def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None 
 
 @bp.route("/users/<username>")
 def user(username):
+    """One account: its balance, payments and ledger entries, and the form to adjust its words."""
     return _user_page(username)
 
 
 @bp.route("/users/<username>/adjust", methods=["POST"])
 def adjust(username):
+    """Credit or debit an account's words by hand, with a reason for the audit log."""
     form = AdjustForm(prefix="adjust")
     if not form.validate_on_submit():
         return _user_page(username, 400, form)
@@ -267,6 +279,7 @@ def adjust(username):
 
 @bp.route("/audit")
 def audit():
+    """The operators' audit log, filtered by action, operator or target."""
     args = {name: (request.args.get(name) or "").strip()[:100] for name in ("action", "actor", "target")}
     rows, total, page, pages = paginate(
         lambda p: store.audit_page(get_db(), **args, page=p, per_page=PER_PAGE), _page(), PER_PAGE)

@@ -89,6 +89,7 @@ def _log_in(user, remember=False):
 @bp.route("/register", methods=["GET", "POST"])
 @limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
 def register_view():
+    """The sign-up form: a new customer account, logged in at once."""
     if current_user.is_authenticated:
         return redirect(url_for("plans.index"))
     form = RegisterForm(next=request.args.get("next", ""))
@@ -109,6 +110,7 @@ def register_view():
 @limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
 @limiter.limit(_setting("LOGIN_RATE_LIMIT"), methods=["POST"], key_func=_pair_key, deduct_when=_login_failed)
 def login():
+    """The log-in form; failures are limited per address, per name and address, and per account."""
     if current_user.is_authenticated:
         return _after_login(request.args.get("next"))
     form = LoginForm(next=request.args.get("next", ""))
@@ -129,6 +131,7 @@ def login():
 
 @bp.route("/logout", methods=["POST"])
 def logout():
+    """End this log-in (in the database too, so a copied cookie stops working)."""
     if current_user.is_authenticated:
         # Ends this log-in in the database: a copy of the cookie taken before is worthless.
         users.close_session(get_db(), current_user._get_current_object())
@@ -140,6 +143,7 @@ def logout():
 @bp.route("/logout/everywhere", methods=["POST"])
 @login_required
 def logout_everywhere():
+    """End every log-in of this account, on every device."""
     if SessionsForm().validate_on_submit():
         users.close_all_sessions(get_db(), current_user.id)
         logout_user()
@@ -163,6 +167,7 @@ def _render_profile(form, password_form=None, status=200):
 @bp.route("/profile", methods=["GET", "POST"])
 @login_required
 def profile():
+    """The customer's profile: phone, e-mail, low-balance threshold and which e-mails they want."""
     form = _profile_form(current_user.doc)
     if form.validate_on_submit():
         users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data,
@@ -178,6 +183,7 @@ def profile():
 @login_required
 @limiter.limit(_setting("LOGIN_RATE_LIMIT"), key_func=fail_closed(lambda: "password-change:" + current_user.id))
 def password():
+    """Change the password (the current one is asked); every log-in ends and this one starts afresh."""
     form = PasswordChangeForm(username=current_user.username)
     if form.validate_on_submit():
         if not password_matches(current_user.doc.get("password"), form.current_password.data):

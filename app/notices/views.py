@@ -22,6 +22,7 @@ class MarkReadForm(FlaskForm):
 @bp.route("/notices")
 @login_required
 def index():
+    """The customer's notices (payments, balance changes), newest first."""
     rows, _total, page, pages = paginate(
         lambda p: open_page(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args), PER_PAGE)
@@ -32,6 +33,7 @@ def index():
 @bp.route("/notices/read", methods=["POST"])
 @login_required
 def mark_read():
+    """Mark the notices shown on the page as read (not any that arrived since)."""
     form = MarkReadForm()
     if form.validate_on_submit():
         try:
@@ -48,6 +50,7 @@ def mark_read():
 @bp.route("/payments/<payment_id>/receipt")
 @login_required
 def receipt(payment_id):
+    """A printable receipt for one of the customer's paid payments."""
     data = receipt_for(get_db(), payment_id[:64], current_user)
     if data is None:
         abort(404, "There is no receipt for that payment on your account.")

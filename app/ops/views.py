@@ -18,17 +18,20 @@ def _no_store(response):
 
 @bp.route("/healthz")
 def healthz():
+    """Liveness for the host: answers without the database, so an outage never restarts healthy web processes."""
     return _no_store(jsonify({"status": "ok"}))
 
 
 @bp.route("/readyz")
 def readyz():
+    """Readiness for monitoring: the database answers and the queue is not too far behind."""
     ready, report = health.readiness(get_db(), current_app.config["READY_MAX_QUEUE_LAG_SECONDS"])
     return _no_store(jsonify(report)), (200 if ready else 503)
 
 
 @bp.route("/metrics")
 def metrics_view():
+    """Prometheus metrics (this process's timings, the database's counts), for the METRICS_TOKEN bearer only."""
     token = current_app.config.get("METRICS_TOKEN") or ""
     if not token:
         abort(404)

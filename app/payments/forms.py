@@ -2,7 +2,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms.validators import AnyOf, DataRequired, Length, Regexp
 
-from ..auth.forms import moved_field, phone_field
+from ..fields import moved_field, phone_field
 
 
 class CheckoutForm(FlaskForm):

@@ -29,6 +29,7 @@ def _user_key():
 @login_required
 @limiter.limit(_payment_limit, methods=["POST"], key_func=_user_key)
 def checkout_view(plan_code):
+    """The checkout form for a plan: the phone to pay from; starts the payment and its STK push."""
     db = get_db()
     plan = get_plan(db, plan_code, max_age=current_app.config["PLAN_CACHE_SECONDS"])
     if plan is None:
@@ -62,6 +63,7 @@ def _describe(payment):
 @bp.route("/payments/<payment_id>")
 @login_required
 def show(payment_id):
+    """One of the customer's payments: the waiting page while it is open, its outcome once settled."""
     payment = _owned(payment_id)
     return render_template("payments/show.html", payment=payment, state=_describe(payment),
                            action_form=PaymentActionForm(), cancel_form=CancelForm())
@@ -70,6 +72,7 @@ def show(payment_id):
 @bp.route("/payments/<payment_id>/status.json")
 @login_required
 def status(payment_id):
+    """The payment's state as JSON, polled by its waiting page."""
     payment = records.get_for_owner(get_db(), payment_id, current_user.username)
     if payment is None:
         return api_error(404, "payment_not_found", "No such payment on your account.")
@@ -85,6 +88,7 @@ def status(payment_id):
 @bp.route("/payments/<payment_id>/check", methods=["POST"])
 @login_required
 def check_again(payment_id):
+    """The customer asks us to ask M-Pesa about the payment now (STK Query, at most every few seconds)."""
     payment = _owned(payment_id)
     if PaymentActionForm().validate_on_submit():
         asked = records.request_query(get_db(), payment["_id"], current_user.username, min_gap=10)
@@ -149,6 +153,7 @@ bp.before_app_request(callbacks.ensure_replayer)
 @bp.route("/history")
 @login_required
 def history():
+    """The customer's payments and word usage, a page of each at a time."""
     rows, _total, page, pages = paginate(
         lambda p: records.list_for_user(get_db(), current_user.username, page=p, per_page=PER_PAGE),
         requested_page(request.args), PER_PAGE)

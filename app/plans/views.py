@@ -7,4 +7,5 @@ from .service import list_plans
 
 @bp.route("/")
 def index():
+    """The plans on sale, with their words and prices."""
     return render_template("plans/index.html", plans=list_plans(get_db()))

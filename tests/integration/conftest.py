@@ -1,6 +1,12 @@
+"""Fixtures for the integration tests: real processes on loopback, shared per session or module.
+
+`mongo_base` is one database server for the session (each stack names its own database),
+`stack` the shared simulator + gunicorn + worker, and `sink` a merchant stand-in that
+catches the simulator's callbacks.
+"""
 import pytest
 
-from simulator.testing import CallbackSink
+from tests.support.simulator_harness import CallbackSink
 from tests.support.stack import start_database, start_stack
 
 

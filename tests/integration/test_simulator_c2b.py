@@ -9,7 +9,7 @@ import time
 import pytest
 
 from simulator import create_app
-from simulator.testing import CallbackSink
+from tests.support.simulator_harness import CallbackSink
 from tests.support.daraja_fixtures import basic
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from simulator.testing import SimulatorProcess
-
 from .procs import ROOT, free_port
+from .simulator_harness import SimulatorProcess
 
 FIXTURES = ROOT / "tests" / "fixtures" / "daraja"
 SHORTCODE = "174379"

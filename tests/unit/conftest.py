@@ -1,9 +1,15 @@
-"""Fixtures for the operator console's unit tests: an admin, a customer, a logged-in client."""
+"""Fixtures for every unit test (on top of `app`, `db` and `client` from tests/conftest.py).
+
+An admin, a customer, a pending payment of the customer's, the app's settings with a
+spool of the test's own, a client logged in as the admin; and a clean slate for the
+process-wide memory of a database outage, before and after each test. The builders behind
+them (users, logins, payments in each state) are in tests/support/factories.py.
+"""
 import uuid
 
 import pytest
 
-from tests.unit.admin_support import login, make_user
+from tests.support.factories import login, make_user, new_payment, pushed
 
 
 @pytest.fixture
@@ -14,6 +20,19 @@ def admin(db):
 @pytest.fixture
 def customer(db):
     return make_user(db)
+
+
+@pytest.fixture
+def payment(db, customer):
+    """The customer's payment with its prompt on the phone (pending, with Daraja's ids)."""
+    return pushed(db, new_payment(db, customer))
+
+
+@pytest.fixture
+def settings(app, tmp_path):
+    """The app's settings, with a callback spool of the test's own."""
+    app.config["CALLBACK_SPOOL_DIR"] = str(tmp_path / "spool")
+    return app.config
 
 
 @pytest.fixture

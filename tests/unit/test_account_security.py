@@ -8,7 +8,7 @@ import pytest
 from app import users
 from app.db import init_db
 from app.users import get_by_username
-from tests.unit.admin_support import make_user
+from tests.support.factories import make_user
 
 GOOD = "kahawa chungu 42"
 

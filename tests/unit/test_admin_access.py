@@ -2,7 +2,7 @@
 import pytest
 
 from app import ledger, users
-from tests.unit.admin_support import login, paid
+from tests.support.factories import login, paid
 
 PAGES = ["/admin/", "/admin/payments", "/admin/users", "/admin/audit",
          "/admin/export/payments.csv", "/admin/export/ledger.csv"]

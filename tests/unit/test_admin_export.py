@@ -10,7 +10,7 @@ from app import ledger
 from app.admin import export
 from app.db import utcnow
 from app.payments import records
-from tests.unit.admin_support import paid, under_review
+from tests.support.factories import paid, under_review
 
 
 def read_csv(response) -> list[dict]:

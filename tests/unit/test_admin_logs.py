@@ -14,7 +14,7 @@ from app.logs import configure_logging
 from app.mpesa.client import DarajaClient, DarajaSettings
 from app.payments import records, tasks
 from app.queue import claim
-from tests.unit.admin_support import login
+from tests.support.factories import login
 
 PHONE = "254712345678"
 LOCAL_PHONE = "0712345678"

@@ -11,7 +11,7 @@ from app import ledger
 from app.db import utcnow
 from app.ops import health, metrics
 from tests.support.procs import free_port
-from tests.unit.admin_support import new_payment, paid, under_review
+from tests.support.factories import new_payment, paid, under_review
 
 TOKEN = "scrape-token-for-tests-0123456789"
 

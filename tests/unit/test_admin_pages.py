@@ -8,7 +8,7 @@ from app import ledger
 from app.admin import periods, store
 from app.db import utcnow
 from app.payments import records
-from tests.unit.admin_support import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
+from tests.support.factories import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
 
 
 def text(response):
@@ -250,7 +250,7 @@ def test_an_unknown_record_is_not_found_inside_the_console(as_admin, client, cus
     assert "There is no such payment." in page and 'aria-label="Operator console"' in page
     assert 'aria-label="Main"' not in page
     # A customer is still turned away with the shop's own page, before any lookup.
-    from tests.unit.admin_support import login
+    from tests.support.factories import login
     login(client, customer)
     refused = client.get("/admin/payments/0123456789abcdef01234567")
     assert refused.status_code == 403 and 'aria-label="Operator console"' not in text(refused)

@@ -12,7 +12,7 @@ from app.mpesa.client import QueryResult
 from app.mpesa.errors import DarajaNotAccepted
 from app.ops import metrics
 from app.payments import records
-from tests.unit.admin_support import dead_push_job, expired, new_payment, paid, pushed, under_review
+from tests.support.factories import dead_push_job, expired, new_payment, paid, pushed, under_review
 
 
 @pytest.fixture(autouse=True)

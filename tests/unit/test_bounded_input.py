@@ -9,7 +9,7 @@ from app.admin import periods
 from app.db import utcnow
 from app.jsonbody import UnsafeJson, loads_bounded
 from app.pagination import MAX_PAGE, paginate, requested_page
-from tests.unit.admin_support import login, make_user, new_payment
+from tests.support.factories import login, make_user, new_payment
 
 TWENTY_DIGITS = "98765432109876543210"
 ODD_PAGES = [TWENTY_DIGITS, "-" + TWENTY_DIGITS, "-3", "0", "abc", "1e9", " 2 ", "+2", "٣", "9" * 5000, ""]

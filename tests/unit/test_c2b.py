@@ -224,7 +224,7 @@ def test_a_copy_that_finds_its_order_already_settled_by_another_copy_credits_it(
 # ---------------------------------------------------------------- the "pay manually" panel
 
 def _page(app, db, status, **config):
-    from tests.unit.admin_support import login, make_user, new_payment
+    from tests.support.factories import login, make_user, new_payment
     app.config.update(config)
     user = make_user(db)
     payment = new_payment(db, user, with_job=False)

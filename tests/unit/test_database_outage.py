@@ -4,7 +4,7 @@ from mongomock.collection import Collection as MongomockCollection
 from pymongo.errors import AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
 
 from app import db as app_db
-from tests.unit.admin_support import login, make_user, new_payment
+from tests.support.factories import login, make_user, new_payment
 
 
 def _fail_user_loads(monkeypatch, error):

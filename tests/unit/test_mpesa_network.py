@@ -3,7 +3,7 @@ import pytest
 
 from app.db import init_db
 from app.mpesa.phone import NotMpesaLine, check_mpesa_line, network_of
-from tests.unit.admin_support import login, make_user
+from tests.support.factories import login, make_user
 
 
 @pytest.mark.parametrize("phone, network", [("254712345678", "Safaricom"), ("254110123456", "Safaricom"),

@@ -12,7 +12,7 @@ from app.notices import mailer, outbox, service
 from app.notices.mailer import PermanentMailError, SmtpSender, TransientMailError, UnknownOutcome
 from tests.support.procs import free_port
 
-from .notices_support import buy, ended, make_payment, make_user, paid
+from tests.support.factories import ended_outcome, make_user, paid, paid_outcome, prompted
 
 SETTINGS = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": 2525, "SMTP_STARTTLS": "false",
             "MAIL_FROM": "Lipia <no-reply@lipia.example>", "PUBLIC_BASE_URL": "https://lipia.example"}
@@ -50,10 +50,10 @@ def _as_utc(value):
 # ---------------------------------------------------------------- who gets an e-mail
 
 def test_events_queue_one_message_each_when_mail_is_configured(db, mail_on):
-    user = make_user(db, email="amina@example.com")
-    payment = make_payment(db, user)
-    ledger.settle(db, payment["_id"], paid(payment, receipt="RKTMAIL001"))
-    ledger.settle(db, payment["_id"], paid(payment, receipt="RKTMAIL001"))
+    user = make_user(db, "amina", email="amina@example.com")
+    payment = prompted(db, user)
+    ledger.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
+    ledger.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
     [message] = list(db.outbox.find())
     assert message["_id"] == f"payment:{payment['_id']}:completed" and message["to"] == "amina@example.com"
     assert message["status"] == "pending" and message["attempts"] == 0
@@ -63,22 +63,22 @@ def test_events_queue_one_message_each_when_mail_is_configured(db, mail_on):
 def test_no_message_without_an_address_or_without_smtp(db, app):
     with app.app_context():
         app.config["SMTP_HOST"] = "127.0.0.1"
-        buy(db, make_user(db, "no_address"))
+        paid(db, make_user(db, "no_address"))
         assert db.outbox.count_documents({}) == 0
-        buy(db, make_user(db, "with_address", email="x@example.com"))
+        paid(db, make_user(db, "with_address", email="x@example.com"))
         assert db.outbox.count_documents({}) == 1
         app.config["SMTP_HOST"] = ""
-        buy(db, make_user(db, "mail_off", email="off@example.com"))
+        paid(db, make_user(db, "mail_off", email="off@example.com"))
     assert db.outbox.count_documents({}) == 1
     assert db.notices.count_documents({}) == 3  # the in-app notices come regardless
 
 
 def test_per_event_opt_outs_are_honoured(db, mail_on):
-    user = make_user(db, email="amina@example.com", opt_out=["receipt", "low_balance"])
-    buy(db, user)
+    user = make_user(db, "amina", email="amina@example.com", opt_out=["receipt", "low_balance"])
+    paid(db, user)
     ledger.spend(db, "amina", 9_500, "k1", channel="web")            # low balance: opted out
-    failed = make_payment(db, user)
-    ledger.settle(db, failed["_id"], ended("cancelled"))             # problem: wanted
+    failed = prompted(db, user)
+    ledger.settle(db, failed["_id"], ended_outcome("cancelled"))             # problem: wanted
     ledger.adjust(db, "amina", 100, actor="ops", reason="goodwill")  # adjustment: wanted
     kinds = sorted(m["category"] for m in db.outbox.find())
     assert kinds == ["adjustment", "problem"]
@@ -86,7 +86,7 @@ def test_per_event_opt_outs_are_honoured(db, mail_on):
 
 
 def test_an_old_all_or_nothing_opt_out_means_none(db, mail_on):
-    buy(db, make_user(db, email="amina@example.com", opt_out=True))
+    paid(db, make_user(db, "amina", email="amina@example.com", opt_out=True))
     assert db.outbox.count_documents({}) == 0
 
 
@@ -105,12 +105,12 @@ def test_the_worker_process_uses_its_own_settings(db):
     stop.set()
     try:
         assert notices.start_mail_sender(db, {"SMTP_HOST": ""}, stop) is None
-        buy(db, make_user(db, "before", email="a@example.com"))
+        paid(db, make_user(db, "before", email="a@example.com"))
         assert db.outbox.count_documents({}) == 0
         thread = notices.start_mail_sender(db, SETTINGS, stop)
         thread.join(5)
         assert not thread.is_alive()
-        buy(db, make_user(db, "after", email="b@example.com"))
+        paid(db, make_user(db, "after", email="b@example.com"))
         assert db.outbox.count_documents({}) == 1
     finally:
         service.configure(None)
@@ -119,7 +119,7 @@ def test_the_worker_process_uses_its_own_settings(db):
 # ---------------------------------------------------------------- sending
 
 def _queue_one(db):
-    buy(db, make_user(db, email="amina@example.com"))
+    paid(db, make_user(db, "amina", email="amina@example.com"))
     return db.outbox.find_one()
 
 
@@ -211,8 +211,8 @@ def test_a_sender_that_died_mid_send_leaves_the_message_unknown_not_resent(db, m
 
 
 def test_one_failing_message_stops_the_batch(db, mail_on):
-    buy(db, make_user(db, "a", email="a@example.com"))
-    buy(db, make_user(db, "b", email="b@example.com"))
+    paid(db, make_user(db, "a", email="a@example.com"))
+    paid(db, make_user(db, "b", email="b@example.com"))
     sender = FakeSender(TransientMailError("connection refused"))
     result = outbox.deliver_due(db, SETTINGS, sender=sender)
     assert result["retry"] == 1 and result["sent"] == 0
@@ -221,8 +221,8 @@ def test_one_failing_message_stops_the_batch(db, mail_on):
 
 def test_mail_health_reports_counts_and_the_last_error(db, mail_on):
     assert notices.mail_health(db)["last_error"] is None
-    buy(db, make_user(db, "a", email="a@example.com"))
-    buy(db, make_user(db, "b", email="b@example.com"))
+    paid(db, make_user(db, "a", email="a@example.com"))
+    paid(db, make_user(db, "b", email="b@example.com"))
     outbox.deliver_due(db, SETTINGS, sender=FakeSender(TransientMailError("SMTP log-in refused (check ...): 535")))
     health = notices.mail_health(db)
     assert health["enabled"] is True

@@ -7,7 +7,7 @@ import pytest
 from app import ledger
 from app.notices import service
 
-from .notices_support import buy, ended, login, make_payment, make_user
+from tests.support.factories import ended_outcome, login, make_user, paid, prompted
 
 
 @pytest.fixture(autouse=True)
@@ -24,10 +24,10 @@ def _bell(html):
 # ---------------------------------------------------------------- bell and notices page
 
 def test_the_bell_counts_unread_notices_and_mark_all_read_is_a_post(client, db):
-    user = make_user(db, threshold=0)
-    first = make_payment(db, user)
-    ledger.settle(db, first["_id"], ended("cancelled"))
-    buy(db, user)
+    user = make_user(db, "amina", threshold=0)
+    first = prompted(db, user)
+    ledger.settle(db, first["_id"], ended_outcome("cancelled"))
+    paid(db, user)
     login(client, user)
     bell = _bell(client.get("/").text)
     assert 'aria-label="Notices, 2 unread"' in bell and "data-unread-count>2<" in bell
@@ -54,7 +54,7 @@ def test_the_bell_counts_unread_notices_and_mark_all_read_is_a_post(client, db):
 
 
 def test_the_count_is_capped_for_the_nav(client, db):
-    user = make_user(db)
+    user = make_user(db, "amina")
     db.notices.insert_many([{"key": f"k{i}", "username": "amina", "kind": "x", "category": "problem",
                              "title": "t", "body": "b", "created_at": ledger.utcnow(), "read_at": None}
                             for i in range(120)])
@@ -64,8 +64,8 @@ def test_the_count_is_capped_for_the_nav(client, db):
 
 def test_each_customer_sees_only_their_own_notices(client, db):
     make_user(db, "other", threshold=0)
-    buy(db, make_user(db, "other2", threshold=0))
-    me = make_user(db, threshold=0)
+    paid(db, make_user(db, "other2", threshold=0))
+    me = make_user(db, "amina", threshold=0)
     login(client, me)
     assert _bell(client.get("/").text) is not None and "data-unread-count" not in _bell(client.get("/").text)
     assert "No notices yet" in client.get("/notices").text
@@ -80,7 +80,7 @@ def test_logged_out_visitors_have_no_bell_and_no_notices_page(client):
 # ---------------------------------------------------------------- profile choices
 
 def test_the_profile_stores_the_unticked_email_choices(client, db):
-    user = make_user(db)
+    user = make_user(db, "amina")
     login(client, user)
     page = client.get("/profile").text
     for box in ("receipt", "problem", "adjustment", "low_balance"):
@@ -98,7 +98,7 @@ def test_the_profile_stores_the_unticked_email_choices(client, db):
 
 
 def test_a_bad_email_is_refused_and_changes_nothing(client, db):
-    user = make_user(db)
+    user = make_user(db, "amina")
     login(client, user)
     response = client.post("/profile", data={"phone_number": "0712345678", "email": "not-an-address"})
     assert response.status_code == 400 and "Enter a valid e-mail address" in response.text
@@ -108,8 +108,8 @@ def test_a_bad_email_is_refused_and_changes_nothing(client, db):
 # ---------------------------------------------------------------- receipts
 
 def test_the_owner_sees_a_printable_receipt(client, db):
-    user = make_user(db)
-    payment = buy(db, user)
+    user = make_user(db, "amina", phone="254712345678")
+    payment = paid(db, user)
     login(client, user)
     response = client.get(f"/payments/{payment['_id']}/receipt")
     assert response.status_code == 200
@@ -122,9 +122,9 @@ def test_the_owner_sees_a_printable_receipt(client, db):
 
 
 def test_receipts_are_linked_from_history_and_the_paid_payment_page(client, db):
-    user = make_user(db)
-    payment = buy(db, user)
-    waiting = make_payment(db, user)
+    user = make_user(db, "amina")
+    payment = paid(db, user)
+    waiting = prompted(db, user)
     login(client, user)
     link = f'href="/payments/{payment["_id"]}/receipt"'
     assert link in client.get("/history").text
@@ -136,8 +136,8 @@ def test_receipts_are_linked_from_history_and_the_paid_payment_page(client, db):
 
 
 def test_another_customer_gets_404_and_an_admin_gets_the_receipt(client, db):
-    owner = make_user(db)
-    payment = buy(db, owner)
+    owner = make_user(db, "amina")
+    payment = paid(db, owner)
     url = f"/payments/{payment['_id']}/receipt"
     login(client, make_user(db, "mallory", phone="254799999999"))
     assert client.get(url).status_code == 404
@@ -148,17 +148,17 @@ def test_another_customer_gets_404_and_an_admin_gets_the_receipt(client, db):
 
 @pytest.mark.parametrize("status", ["pending", "cancelled"])
 def test_no_receipt_for_an_unpaid_payment(client, db, status):
-    user = make_user(db)
-    payment = make_payment(db, user)
+    user = make_user(db, "amina")
+    payment = prompted(db, user)
     if status != "pending":
-        ledger.settle(db, payment["_id"], ended(status))
+        ledger.settle(db, payment["_id"], ended_outcome(status))
     login(client, user)
     assert client.get(f"/payments/{payment['_id']}/receipt").status_code == 404
 
 
 def test_nonsense_ids_and_logged_out_visitors_get_no_receipt(client, db):
-    user = make_user(db)
-    payment = buy(db, user)
+    user = make_user(db, "amina")
+    payment = paid(db, user)
     assert client.get(f"/payments/{payment['_id']}/receipt").status_code == 302
     login(client, user)
     assert client.get("/payments/not-an-id/receipt").status_code == 404

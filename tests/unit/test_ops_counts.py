@@ -4,7 +4,7 @@ import datetime as dt
 from app import queue
 from app.db import utcnow
 from app.ops import counts
-from tests.unit.admin_support import new_payment, paid, under_review
+from tests.support.factories import new_payment, paid, under_review
 
 
 def test_final_payments_count_only_within_the_recent_window(db, customer):

@@ -10,8 +10,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from app.outage import RecentFailure, web_database
 from app.payments import records
-# Fixtures (customer, payment, settings) shared with the callback route tests.
-from tests.unit.test_callback_route import body, customer, payment, post, settings, signed  # noqa: F401,F811
+from tests.support.stk_callbacks import post_callback, signed, stk_body
 
 
 def test_recent_failure_is_remembered_briefly_and_counts_outages(monkeypatch):
@@ -32,7 +31,7 @@ def test_recent_failure_is_remembered_briefly_and_counts_outages(monkeypatch):
 
 def _forged(client, n=1, **kw):
     for _ in range(n):
-        post(client, ObjectId(), "not-a-hex-secret", b"x" * 500, **kw)
+        post_callback(client, ObjectId(), "not-a-hex-secret", b"x" * 500, **kw)
 
 
 def test_while_the_database_is_known_down_rejected_posts_are_not_counted_stored_or_logged(
@@ -82,15 +81,15 @@ def test_genuine_callbacks_still_spool_while_the_database_is_known_down(client, 
         raise ServerSelectionTimeoutError("connection refused")
     monkeypatch.setattr(records, "insert_callback", down)
     web_database.failed()
-    post(client, payment["_id"], signed(settings, payment), body(payment))
+    post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     assert len(os.listdir(settings["CALLBACK_SPOOL_DIR"])) == 1
 
 
 def test_the_503_handler_tells_the_rest_of_the_process(client, db, monkeypatch):
-    from app.credits import api_limit
+    from app.api import rate_limit
     def down(*args, **kwargs):
         raise ServerSelectionTimeoutError("connection refused")
-    monkeypatch.setattr(api_limit, "look_up", down)
+    monkeypatch.setattr(rate_limit, "look_up", down)
     response = client.get("/api/v1/balance", headers={"Authorization": "Bearer lip_nope"})
     assert response.status_code == 503 and web_database.down
 

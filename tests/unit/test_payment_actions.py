@@ -10,7 +10,7 @@ from app.mpesa.phone import display_phone
 from app.payments import records
 from app.payments.outcomes import from_result
 from app.payments.status import describe
-from tests.unit.admin_support import login, make_user, new_payment, pushed
+from tests.support.factories import login, make_user, new_payment, pushed
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_made_up_codes_are_never_kept(app, db, reads):
 
 
 def test_checkout_uses_the_setting(app, db, reads):
-    from tests.unit.admin_support import login, make_user
+    from tests.support.factories import login, make_user
     app.config["WTF_CSRF_ENABLED"] = False
     client = app.test_client()
     login(client, make_user(db))

@@ -182,7 +182,7 @@ def test_claims_refused_in_plain_words(app, db, order):
 
 def test_claim_form_is_rate_limited_per_customer(app, db, order):
     from app.users import get_by_username
-    from tests.unit.admin_support import login
+    from tests.support.factories import login
     app.config.update(WTF_CSRF_ENABLED=False, RECEIPT_CLAIM_RATE_LIMIT="2 per hour")
     client = app.test_client()
     login(client, get_by_username(db, "alice"))

@@ -8,7 +8,7 @@ import requests
 
 from simulator import create_app
 from simulator.config import Refused, Settings, check_environment
-from simulator.testing import SimulatorProcess
+from tests.support.simulator_harness import SimulatorProcess
 from tests.support.procs import ROOT
 
 PHONE = "254712345678"

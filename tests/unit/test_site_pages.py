@@ -11,7 +11,8 @@ from app.db import database_for, init_db
 from app.plans.service import seed_plans
 from tests.conftest import TEST_ENV
 
-from .notices_support import buy, login, make_user
+from tests.support.factories import login, make_user
+from tests.support.factories import paid as buy
 
 MERCHANT = {"MERCHANT_LEGAL_NAME": "Maneno Bora Ltd", "MERCHANT_TRADING_NAME": "Lipia",
             "MERCHANT_CONTACT_PHONE": "0722 000 111", "MERCHANT_CONTACT_EMAIL": "help@maneno.example",

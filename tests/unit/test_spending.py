@@ -99,32 +99,32 @@ def test_limited_answers_carry_no_rate_limit_headers_but_a_refusal_says_when(app
 
 
 def test_the_api_limit_is_counted_on_the_account_by_the_key_lookup(app, db, api_key):
-    from app.credits import api_limit
+    from app.api import rate_limit
     from app.users import rotate_api_key
     minute = 60 * 1_000_000  # the start of some minute, as seconds since the epoch
-    answers = [api_limit.look_up(db, api_key, "3 per minute", now=minute + 1 + i) for i in range(5)]
+    answers = [rate_limit.look_up(db, api_key, "3 per minute", now=minute + 1 + i) for i in range(5)]
     assert [a.user.username for a in answers] == ["alice"] * 5
     assert [a.retry_after for a in answers] == [None, None, None, 56, 55]
     # A new key is the same account: no fresh allowance.
     new_key = rotate_api_key(db, answers[0].user.id)
-    assert api_limit.look_up(db, new_key, "3 per minute", now=minute + 30).retry_after == 30
+    assert rate_limit.look_up(db, new_key, "3 per minute", now=minute + 30).retry_after == 30
     # The next window starts afresh, and only one count is kept per account.
-    assert api_limit.look_up(db, new_key, "3 per minute", now=minute + 61).retry_after is None
+    assert rate_limit.look_up(db, new_key, "3 per minute", now=minute + 61).retry_after is None
     assert db.users.find_one({"username": "alice"})["api_calls"] == {"window": minute // 60 + 1, "count": 1}
 
 
 def test_an_unknown_key_writes_nothing_to_any_account(app, db, api_key):
-    from app.credits import api_limit
+    from app.api import rate_limit
     before = list(db.users.find({}, {"_id": 0}))
-    assert api_limit.look_up(db, "lip_" + "x" * 40, "3 per minute").user is None
+    assert rate_limit.look_up(db, "lip_" + "x" * 40, "3 per minute").user is None
     assert list(db.users.find({}, {"_id": 0})) == before
 
 
 def test_a_spend_looks_its_key_up_and_counts_it_in_one_write(app, client, db, api_key, monkeypatch):
-    from app.credits import api_limit
+    from app.api import rate_limit
     calls = []
-    real = api_limit.look_up
-    monkeypatch.setattr(api_limit, "look_up", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    real = rate_limit.look_up
+    monkeypatch.setattr(rate_limit, "look_up", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     hits = []
     from app.extensions import limiter
     monkeypatch.setattr(limiter.limiter, "hit", lambda *a, **k: hits.append(a) or True)
@@ -134,7 +134,7 @@ def test_a_spend_looks_its_key_up_and_counts_it_in_one_write(app, client, db, ap
 
 def test_two_first_calls_of_a_window_count_two(app, db, api_key, monkeypatch):
     """The window's first call starts the count only from another window, never over a started one."""
-    from app.credits import api_limit
+    from app.api import rate_limit
     now = 60 * 2_000_000 + 5.0
     db.users.update_one({"username": "alice"}, {"$set": {"api_calls": {"window": 1, "count": 99}}})
     real = db.users.find_one_and_update
@@ -146,6 +146,6 @@ def test_two_first_calls_of_a_window_count_two(app, db, api_key, monkeypatch):
             db.users.update_one({"username": "alice"}, {"$set": {"api_calls": {"window": 2_000_000, "count": 1}}})
         return real(query, update, **kwargs)
     monkeypatch.setattr(db.users, "find_one_and_update", racing)
-    assert api_limit.look_up(db, api_key, "100 per minute", now=now).retry_after is None
+    assert rate_limit.look_up(db, api_key, "100 per minute", now=now).retry_after is None
     assert len(calls) == 3
     assert db.users.find_one({"username": "alice"})["api_calls"] == {"window": 2_000_000, "count": 2}

@@ -1,13 +1,12 @@
-"""Helpers for tests that drive the simulator as a real process.
+"""The Daraja simulator as a real process, and a merchant stand-in that catches its callbacks.
 
-Integration tests elsewhere in the project need the same two things: a running
-simulator and somewhere for its callbacks to land. Both bind 127.0.0.1 only.
+Tests that talk to the simulator need the same two things: a running simulator and
+somewhere for its callbacks to land. Both bind 127.0.0.1 only.
 """
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,13 +18,7 @@ from typing import Any, Mapping
 
 import requests
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .procs import ROOT, free_port
 
 
 class SimulatorProcess:
@@ -36,7 +29,7 @@ class SimulatorProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {}), "SIMULATOR_HOST": "127.0.0.1", "SIMULATOR_PORT": str(self.port)}
-        self.cwd = str(cwd or PROJECT_ROOT)
+        self.cwd = str(cwd or ROOT)
         self.proc: subprocess.Popen | None = None
         # A file, not a pipe: an unread pipe fills up and blocks the server.
         self._log = tempfile.TemporaryFile()
