@@ -117,3 +117,38 @@ def test_a_configuration_error_is_never_retried(app, db):
     failed = records.get(db, payment["_id"])
     assert failed["status"] == "failed" and failed["failure_reason"] == "mpesa_unreachable"
     assert "push_in_flight" not in failed and len(client.pushes) == 1
+
+
+# ---------------------------------------------------------------- orphans (a crash between the two inserts)
+
+def orphan(app, db, name: str, phone: str, key: str, age_seconds: float) -> dict:
+    """A queued payment as a crash after its insert leaves it: no push job."""
+    from datetime import timedelta
+
+    from app.db import utcnow
+    with app.app_context():
+        user = register(db, name, "password123", phone)
+    payment = checkout.start(db, SETTINGS, user=user, plan=get_plan(db, "basic"), phone=phone,
+                             idempotency_key=key).payment
+    db.transactions.delete_one({"payment_id": str(payment["_id"])})
+    db.payments.update_one({"_id": payment["_id"]},
+                           {"$set": {"created_at": utcnow() - timedelta(seconds=age_seconds)}})
+    return payment
+
+
+def test_orphans_get_their_job_with_two_queries_whatever_their_number(app, db, monkeypatch):
+    old = [orphan(app, db, f"orphan{i}", f"25471234560{i}", f"k-orphan-0{i}", 120) for i in range(3)]
+    young = orphan(app, db, "young", "254712345609", "k-orphan-09", 1)   # may still be between its two inserts
+    with_job = orphan(app, db, "hasjob", "254712345608", "k-orphan-08", 120)
+    push_job.enqueue(db, SETTINGS, records.get(db, with_job["_id"]))
+    reads = []
+    for name in ("find", "find_one", "count_documents"):
+        real = getattr(db.transactions, name)
+        monkeypatch.setattr(db.transactions, name, lambda *a, _real=real, _name=name, **k: reads.append(_name) or _real(*a, **k))
+    assert push_job.requeue_orphans(db, SETTINGS) == 3
+    assert reads == ["find"]   # one read of the queue for every candidate together
+    jobs = {doc["payment_id"]: doc for doc in db.transactions.find()}
+    assert all(jobs[str(p["_id"])]["_id"] == push_job.job_id(p["_id"]) for p in old)
+    assert jobs[str(old[0]["_id"])]["username"] == "orphan0" and jobs[str(old[0]["_id"])]["amount"] == old[0]["amount"]
+    assert str(young["_id"]) not in jobs and len(jobs) == 4
+    assert push_job.requeue_orphans(db, SETTINGS) == 0
