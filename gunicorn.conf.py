@@ -46,14 +46,13 @@ def on_starting(server):
     if server.app.app_uri != LIPIA_APP:
         return  # another app under these settings (the bench's baseline) has its own checks
     from dotenv import load_dotenv
-    from app.config import ConfigError, load_config
+    from app import startup
     from app.logs import MaskingFilter
 
     load_dotenv()
     try:
-        load_config()  # also says the start-up warnings, once for the whole web process
-    except ConfigError as exc:
-        print(exc, file=sys.stderr, flush=True)
-        sys.exit(3)
+        startup.configured()  # also says the start-up warnings, once for the whole web process
+    except startup.CannotStart as exc:
+        sys.exit(exc.report())
     # gunicorn's own error log may quote a request path (with a callback secret) or client text.
     server.log.error_log.addFilter(MaskingFilter())

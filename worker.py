@@ -22,28 +22,48 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from dotenv import load_dotenv
 
-from app import ledger, notices, queue
-from app.config import ConfigError, load_config
-from app.db import database_for, init_db
+from app import ledger, notices, queue, startup
+from app.db import init_db
 from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient, DarajaSettings
 from app.ops import metrics
 from app.outage import Outage, is_outage
-from app.payments import c2b, callbacks, claims, records, tasks
+from app.payments import c2b, callbacks, claims, push_job, tasks
 from app.wakeup import Waker
 
 log = logging.getLogger("lipia.worker")
 
 HOUSEKEEPING_EVERY = 5.0     # seconds between passes while payments may be open
-EXIT_CONFIG, EXIT_NO_DATABASE = 3, 1
+EXIT_NO_DATABASE = 1
 
 
 class Stopped(Exception):
     """The shutdown bound ran out while a write was still waiting for the database."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What the worker does with one kind of job."""
+    run: Callable[["Worker", queue.Job], str]          # the job's outcome; may raise queue.Retry / GiveUp
+    give_up: Callable[..., None]                         # (db, job, error): it was dead-lettered
+    # (db, job, keep_seconds) at a bounded shutdown: "finished"/"unknown", or None to release it
+    hand_back: Callable[..., str | None] | None = None
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    push_job.KIND: JobKind(
+        run=lambda worker, job: push_job.run(worker.db, worker.client, worker.settings, job,
+                                             persist=worker._durably),
+        give_up=push_job.give_up, hand_back=push_job.hand_back),
+    claims.CLAIM_JOB: JobKind(
+        run=lambda worker, job: claims.run_claim(worker.db, worker.client, worker.settings, job),
+        give_up=claims.give_up),
+}
 
 
 class Worker:
@@ -69,7 +89,7 @@ class Worker:
             ("reconcile", lambda: tasks.reconcile_due(db, hk_client, settings, should_stop=stop)),
             ("expire", lambda: tasks.expire_overdue(db, settings, should_stop=stop)),
             ("repair", lambda: sum(ledger.repair(db).values())),
-            ("missing jobs", lambda: tasks.enqueue_missing_jobs(db, settings, should_stop=stop)),
+            ("missing jobs", lambda: push_job.requeue_orphans(db, settings, should_stop=stop)),
             # Callbacks stored but never processed (a crash), and a spool on this host.
             ("callbacks", lambda: callbacks.catch_up(db, settings)),
             # Menu (C2B) payments a crash left half-settled.
@@ -138,8 +158,10 @@ class Worker:
                 log.warning("job %s ended (%s) after its lease was lost; leaving the job to its new owner",
                             job.id, outcome)
                 return
-        except tasks.Retry as exc:
+        except queue.Retry as exc:
             self._durably(self._retry, job, exc.error)
+        except queue.GiveUp as exc:
+            self._durably(self._dead, job, exc.error)
         except Stopped:
             raise
         except Exception as exc:  # a bug or the database: keep the job, keep the worker
@@ -153,11 +175,10 @@ class Worker:
                           keep_seconds=self.settings["QUEUE_KEEP_COMPLETED_SECONDS"])
 
     def _handle(self, job) -> str:
-        if job.kind == tasks.PUSH_JOB:
-            return tasks.run_push(self.db, self.client, self.settings, job, persist=self._durably)
-        if job.kind == claims.CLAIM_JOB:
-            return claims.run_claim(self.db, self.client, self.settings, job)
-        raise ValueError(f"unknown job kind {job.kind!r}")
+        kind = JOB_KINDS.get(job.kind)
+        if kind is None:
+            raise ValueError(f"unknown job kind {job.kind!r}")
+        return kind.run(self, job)
 
     def _retry(self, job, error: str) -> None:
         if queue.retry_later(self.db, job, error, self.settings["JOB_BACKOFF_SECONDS"]) == queue.DEAD:
@@ -168,11 +189,10 @@ class Worker:
             self._gave_up(job, error)
 
     def _gave_up(self, job, error: str) -> None:
-        """A dead-lettered push leaves its payment failed (nothing was taken), whatever killed it."""
-        if job.kind == tasks.PUSH_JOB:
-            tasks.give_up_push(self.db, job, error)
-        elif job.kind == claims.CLAIM_JOB:
-            claims.give_up(self.db, job, error)
+        """A dead-lettered job ends its subject (a push: the payment fails, nothing was taken)."""
+        kind = JOB_KINDS.get(job.kind)
+        if kind is not None:
+            kind.give_up(self.db, job, error)
 
     def _durably(self, write: Callable, *args, **kwargs):
         """Run one write, waiting out a database outage: what it records (Daraja's answer, a
@@ -285,21 +305,16 @@ class Worker:
         os._exit(0)
 
     def give_back(self, job) -> str:
-        """The bound ran out with a job in hand. If its push may have reached Daraja, the
-        payment waits for the callback or STK Query (never a second push); if the payment
-        was settled meanwhile, the job is done; otherwise it goes back to the queue at
-        once, this attempt not counted."""
-        keep = self.settings["QUEUE_KEEP_COMPLETED_SECONDS"]
+        """The bound ran out with a job in hand. Its kind may end it (a push that may have
+        reached Daraja waits for the callback or STK Query, never a second push; a payment
+        settled meanwhile needs nothing); otherwise it goes back to the queue at once,
+        this attempt not counted."""
+        kind = JOB_KINDS.get(job.kind)
         try:
-            payment = records.get(self.db, job.payment_id) if job.kind == tasks.PUSH_JOB else None
-            if payment is not None and payment["status"] != ledger.QUEUED:
-                queue.complete(self.db, job, f"nothing to do: payment already {payment['status']}", keep_seconds=keep)
-                return "finished"
-            if payment and (payment.get("push_in_flight") or {}).get("token") == job.token:
-                records.record_push_unknown(self.db, payment["_id"], "the worker stopped mid-push; outcome unknown")
-                queue.complete(self.db, job, "push outcome unknown: worker stopped mid-push", keep_seconds=keep)
-                log.warning("job %s: stopped mid-push; the payment waits for M-Pesa's answer", job.id)
-                return "unknown"
+            if kind is not None and kind.hand_back is not None:
+                ended = kind.hand_back(self.db, job, self.settings["QUEUE_KEEP_COMPLETED_SECONDS"])
+                if ended is not None:
+                    return ended
             queue.release(self.db, job, "the worker stopped before pushing")
             log.warning("job %s given back to the queue at shutdown", job.id)
             return "released"
@@ -328,21 +343,20 @@ def wait_for_database(db, budget: float, stopping: threading.Event, outage: Outa
         return True
 
 
+@startup.entry_point
 def main() -> int:
     load_dotenv()
-    try:
-        settings = load_config()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_CONFIG
+    settings = startup.configured()
     configure_logging(settings["LOG_FORMAT"])
-    try:
-        db = database_for(settings["MONGO_URI"])
-        client = DarajaClient(DarajaSettings.from_config(settings), on_call=metrics.daraja_on_call)
-        housekeeping_client = DarajaClient(DarajaSettings.from_config(settings), on_call=metrics.daraja_on_call)
-    except Exception as exc:  # a URI or Daraja setting the parsers let through
-        print(f"Lipia worker cannot start; fix the settings: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    # Indexes come later (wait_for_database): the database may not be up yet.
+    db = startup.database(settings, "Lipia worker", prepare=None)
+
+    def daraja_clients():
+        daraja = DarajaSettings.from_config(settings)
+        return (DarajaClient(daraja, on_call=metrics.daraja_on_call),
+                DarajaClient(daraja, on_call=metrics.daraja_on_call))
+
+    client, housekeeping_client = startup.from_settings("Lipia worker", daraja_clients)
     worker = Worker(db, client, settings, housekeeping_client=housekeeping_client)
     push_bound = settings["MPESA_CONNECT_TIMEOUT"] + settings["MPESA_READ_TIMEOUT"]
     if settings["WORKER_SHUTDOWN_SECONDS"] < push_bound:

@@ -1,11 +1,9 @@
 """gunicorn's entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 import sys
 
-from app import create_app
-from app.config import ConfigError
+from app import create_app, startup
 
 try:
-    app = create_app()
-except ConfigError as exc:
-    print(exc, file=sys.stderr)
-    sys.exit(3)  # gunicorn stops instead of restarting a worker that can never start
+    app = startup.configured(create_app)
+except startup.CannotStart as exc:
+    sys.exit(exc.report())  # gunicorn stops instead of restarting a worker that can never start

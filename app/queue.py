@@ -27,6 +27,22 @@ QUEUED, PROCESSING, COMPLETED, DEAD = "queued", "processing", "completed", "dead
 KEEP_COMPLETED_SECONDS = 7 * 24 * 3600
 
 
+class Retry(Exception):
+    """Raised by a job's run: it surely did nothing, so the queue may try it again later."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
+class GiveUp(Exception):
+    """Raised by a job's run: trying again cannot help, so the job is dead-lettered at once."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
 @dataclass
 class Job:
     doc: dict
@@ -161,13 +177,53 @@ def stats(db) -> dict:
     return {"counts": counts, "oldest_queued_seconds": oldest_queued_seconds(db)}
 
 
-def oldest_queued_seconds(db) -> float | None:
-    """How long the oldest runnable job has waited (None when none waits): one indexed read."""
+def oldest_queued_seconds(db, now=None) -> float | None:
+    """How long the oldest runnable job has waited (None when none waits): one indexed read (claimable)."""
     oldest = db.transactions.find_one({"status": QUEUED}, {"run_at": 1}, sort=[("run_at", 1)])
     if not oldest:
         return None
-    now = db_now(db)
+    now = now or db_now(db)
     return max(0.0, (now.replace(tzinfo=None) - oldest["run_at"].replace(tzinfo=None)).total_seconds())
+
+
+# ---------------------------------------------------------------- reading jobs
+# The console, the metrics and the worker's housekeeping read jobs only through these,
+# so this module alone knows the collection and its indexes.
+
+def get(db, job_id: str) -> dict | None:
+    return db.transactions.find_one({"_id": job_id})
+
+
+def for_payment(db, payment_id) -> list[dict]:
+    """Every job of one payment, oldest first (the `payment` index)."""
+    return list(db.transactions.find({"payment_id": str(payment_id)}).sort("created_at", 1))
+
+
+def payments_with_jobs(db, payment_ids) -> set[str]:
+    """Which of these payments have a job at all, in one query (the `payment` index)."""
+    ids = [str(pid) for pid in payment_ids]
+    if not ids:
+        return set()
+    return {doc["payment_id"] for doc in db.transactions.find({"payment_id": {"$in": ids}}, {"payment_id": 1})}
+
+
+def count_dead(db) -> int:
+    return db.transactions.count_documents({"status": DEAD})
+
+
+def latest_dead(db, limit: int = 20) -> list[dict]:
+    """The most recently dead-lettered jobs, for an operator to look at or retry."""
+    return list(db.transactions.find({"status": DEAD}).sort("updated_at", -1).limit(limit))
+
+
+def attempts_by_status(db, statuses, limit: int) -> dict[str, dict]:
+    """For each status: how many jobs (at most `limit`) and the attempts they made (claimable)."""
+    found = {}
+    for status in statuses:
+        attempts = [doc.get("attempts", 0) or 0 for doc in db.transactions.find(
+            {"status": status}, {"attempts": 1, "_id": 0}).limit(limit)]
+        found[status] = {"jobs": len(attempts), "attempts": sum(attempts)}
+    return found
 
 
 # ---------------------------------------------------------------- waking idle workers

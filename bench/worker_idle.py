@@ -89,13 +89,13 @@ def start(root: Path, standalone: bool, env_extra: dict, uri_options: str = "") 
 
 
 def enqueue_one(db, settings, n: int):
-    from app.payments import checkout, records
+    from app.payments import push_job, records
     from app.plans.service import get_plan
     user = SimpleNamespace(username=f"idle{n}", id=f"idle{n}")
     phone = f"25471{random.randint(0, 9_999_999):07d}"
     payment, _ = records.create(db, user=user, plan=get_plan(db, "basic"), phone=phone,
                                 idempotency_key=f"bench-{n}-{random.random()}", reference_prefix="LIPIA")
-    checkout.enqueue_push(db, settings, payment)
+    push_job.enqueue(db, settings, payment)
     return payment["_id"]
 
 

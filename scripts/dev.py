@@ -53,17 +53,11 @@ def wait_for_db(uri: str, seconds: float = 30) -> None:
 
 
 def prepare() -> int:
-    from app.config import ConfigError, load_config
-    from app.db import database_for, init_db
+    from app import startup
     from app.plans.service import seed_plans
-    try:
-        settings = load_config()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 3
+    settings = startup.configured()
     wait_for_db(settings["MONGO_URI"])
-    db = database_for(settings["MONGO_URI"])
-    init_db(db)
+    db = startup.database(settings)
     seeded = seed_plans(db)
     base = settings["PUBLIC_BASE_URL"]
     lines = [
@@ -79,6 +73,18 @@ def prepare() -> int:
     return 0
 
 
+def wait() -> int:
+    from app import startup
+    wait_for_db(startup.configured()["MONGO_URI"])
+    return 0
+
+
+def with_settings(command) -> int:
+    """Run a command that reads the settings: a bad one ends it with one message, status 3."""
+    from app import startup  # imported here so `db` starts the server without loading the app
+    return startup.entry_point(command)()
+
+
 def main(argv: list[str]) -> int:
     load_dotenv(ROOT / ".env")
     # These helpers only ever serve `make dev`; an unset LIPIA_ENV would otherwise mean production.
@@ -87,11 +93,9 @@ def main(argv: list[str]) -> int:
     if command == "db":
         return run_db()
     if command == "wait":
-        from app.config import load_config
-        wait_for_db(load_config()["MONGO_URI"])
-        return 0
+        return with_settings(wait)
     if command == "prepare":
-        return prepare()
+        return with_settings(prepare)
     print(__doc__)
     return 2
 

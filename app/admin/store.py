@@ -68,8 +68,8 @@ def dashboard(db, now: datetime | None = None) -> dict:
         "waiting": waiting,
         "oldest_waiting_seconds": waiting[0]["age_seconds"] if waiting else None,
         "queue": queue.stats(db),
-        "dead_count": db.transactions.count_documents({"status": queue.DEAD}),
-        "dead_jobs": list(db.transactions.find({"status": queue.DEAD}).sort("updated_at", DESCENDING).limit(20)),
+        "dead_count": queue.count_dead(db),
+        "dead_jobs": queue.latest_dead(db, limit=20),
         "review_count": db.payments.count_documents(UNDER_REVIEW),
         "review": list(db.payments.find(UNDER_REVIEW, PAYMENT_LIST_HIDDEN).sort("created_at", DESCENDING).limit(20)),
     }
@@ -171,7 +171,7 @@ def payment_detail(db, payment_id) -> dict | None:
     return {
         "payment": payment,
         "callbacks": records.callbacks_for(db, pid),
-        "jobs": list(db.transactions.find({"payment_id": pid}).sort("created_at", ASCENDING)),
+        "jobs": queue.for_payment(db, pid),
         "entries": list(db.ledger.find({"payment_id": pid}).sort("created_at", ASCENDING)),
         "audit": list(db[AUDIT].find({"target.type": "payment", "target.id": pid}).sort("at", DESCENDING)),
         "balance": ledger.balance(db, payment["username"]),
@@ -225,7 +225,7 @@ def awaiting_query_answer(payment: dict, now: datetime | None = None) -> bool:
 def get_job(db, job_id: str) -> dict | None:
     if not isinstance(job_id, str) or len(job_id) > 100:
         return None
-    return db.transactions.find_one({"_id": job_id})
+    return queue.get(db, job_id)
 
 
 def job_snapshot(job: dict | None) -> dict:

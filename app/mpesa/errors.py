@@ -1,16 +1,18 @@
 """One error hierarchy for everything that can go wrong talking to Daraja.
 
 The split that matters to a payment is not "which HTTP status" but "could Daraja
-have accepted this request?". Two class attributes answer it, and they are the one
-place a caller (the queue worker) looks to decide on a retry:
+have accepted this request?". Three class attributes answer it, and they are the one
+place a caller (the queue worker) looks to decide what to do next:
 
 - ``retryable``: sending the same request again is safe (it cannot cause a second
   charge) and may succeed.
 - ``outcome_unknown``: the request may have reached Daraja; never push again for
   this payment, resolve it by callback or STK query instead.
 
-A configuration error is neither: nothing was sent, and the same settings would
-fail the same way, so it is never retried.
+- ``needs_operator``: our own settings stopped the request before it was sent; the
+  same settings fail the same way, so it is never retried and an operator must act.
+
+A refusal (Daraja answered no) is none of the three: the payment simply fails.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ class DarajaError(Exception):
     # Conservative defaults: an error nobody classified is treated as "maybe sent".
     retryable: bool = False
     outcome_unknown: bool = True
+    needs_operator: bool = False
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class DarajaError(Exception):
             "error_message": self.error_message,
             "retryable": self.retryable,
             "outcome_unknown": self.outcome_unknown,
+            "needs_operator": self.needs_operator,
         }
 
 
@@ -93,6 +97,7 @@ class DarajaConfigError(DarajaError):
 
     retryable = False
     outcome_unknown = False
+    needs_operator = True
 
     def __init__(self, message: str, *, problems: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)

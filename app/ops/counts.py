@@ -20,7 +20,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from .. import ledger, queue
-from ..db import db_now
 
 COUNT_LIMIT = 10_000
 RECENT_WINDOW = timedelta(hours=24)
@@ -58,18 +57,9 @@ def payments_needing_review(db) -> int:
 
 def live_jobs(db) -> dict[str, dict]:
     """Waiting, running and dead jobs: how many, and the attempts they have made (claimable)."""
-    found = {}
-    for status in LIVE_JOB_STATUSES:
-        attempts = [doc.get("attempts", 0) or 0 for doc in db.transactions.find(
-            {"status": status}, {"attempts": 1, "_id": 0}).limit(COUNT_LIMIT)]
-        found[status] = {"jobs": len(attempts), "attempts": sum(attempts)}
-    return found
+    return queue.attempts_by_status(db, LIVE_JOB_STATUSES, limit=COUNT_LIMIT)
 
 
 def oldest_queued_seconds(db, now=None) -> float | None:
     """How long the oldest runnable job has waited; None when nothing waits (claimable)."""
-    oldest = next(iter(db.transactions.find({"status": queue.QUEUED}, {"run_at": 1}).sort("run_at", 1).limit(1)), None)
-    if not oldest:
-        return None
-    now = now or db_now(db)
-    return max(0.0, (now.replace(tzinfo=None) - oldest["run_at"].replace(tzinfo=None)).total_seconds())
+    return queue.oldest_queued_seconds(db, now)

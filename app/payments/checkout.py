@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import queue
-from . import records
-from .tasks import PUSH_JOB, push_job_id
+from . import push_job, records
 
 # Tries at the open slot when each attempt finds it freed by the time it looks (a settle or a
 # stale prompt between our insert and our read). Rare, so a few tries are plenty.
@@ -38,18 +36,10 @@ def start(db, settings, *, user, plan: dict, phone: str, idempotency_key: str) -
                 return Checkout(holder, created=False, reason="waiting")
             continue  # the slot was freed meanwhile: try again
         if created:
-            enqueue_push(db, settings, payment)
+            push_job.enqueue(db, settings, payment)
         return Checkout(payment, created=created, reason=None if created else "resubmitted")
     # Other checkouts of this customer kept taking the slot first: show the latest of them.
     holder = records.holding_slot(db, user.username)
     if holder is None:
         raise RuntimeError("could not take the open-payment slot")
     return Checkout(holder, created=False, reason="waiting")
-
-
-def enqueue_push(db, settings, payment: dict) -> bool:
-    """Idempotent: the job id is derived from the payment id, so a repeat adds nothing."""
-    return queue.enqueue(db, PUSH_JOB, job_id=push_job_id(payment["_id"]), payment_id=str(payment["_id"]),
-                         max_attempts=settings["JOB_MAX_ATTEMPTS"], checkout_id=str(payment["_id"]),
-                         username=payment["username"], amount=payment["amount"],
-                         subscription_type=payment["subscription_type"])

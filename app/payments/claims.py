@@ -112,8 +112,6 @@ def result_urls(settings, claim: dict) -> tuple[str, str]:
 
 def run_claim(db, client, settings, job) -> str:
     """The worker's half: ask Daraja once per claim; the answer comes to the result URL."""
-    from .tasks import Retry
-
     claim = db.receipt_claims.find_one({"_id": ObjectId(job.id.split(":", 1)[1])})
     if claim is None or claim["state"] != QUEUED:
         return "nothing to do"
@@ -130,7 +128,7 @@ def run_claim(db, client, settings, job) -> str:
     try:
         answer = status_api.ask(client, body, payment_id=claim["payment_id"])
     except DarajaNotAccepted as exc:
-        raise Retry(str(exc)) from exc
+        raise queue.Retry(str(exc)) from exc
     except DarajaError as exc:
         _finish(db, claim, FAILED, str(exc))
         return f"refused: {exc}"

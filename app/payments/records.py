@@ -209,11 +209,10 @@ def overdue(db, now, expire_after: int) -> list[dict]:
                                   "created_at": {"$lt": now - timedelta(seconds=expire_after)}}).limit(100))
 
 
-def queued_without_job(db, now, grace: int = 30) -> list[dict]:
-    """Queued payments whose job was never written (a crash between the two inserts)."""
-    rows = db.payments.find({"status": QUEUED, "created_at": {"$lt": now - timedelta(seconds=grace)}},
-                            {"_id": 1}).limit(100)
-    return [p for p in rows if not db.transactions.count_documents({"payment_id": str(p["_id"])}, limit=1)]
+def queued_before(db, cutoff, limit: int) -> list[dict]:
+    """Payments still queued that were created before `cutoff`, with what a push job needs."""
+    return list(db.payments.find({"status": QUEUED, "created_at": {"$lt": cutoff}},
+                                 {"username": 1, "amount": 1, "subscription_type": 1}).limit(limit))
 
 
 # ---------------------------------------------------------------- callback inbox

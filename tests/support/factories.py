@@ -9,8 +9,7 @@ import uuid
 from decimal import Decimal
 
 from app import ledger, queue, users
-from app.payments import outcomes, records, tasks
-from app.payments.checkout import enqueue_push
+from app.payments import outcomes, push_job, records
 from app.plans.service import get_plan
 
 FAKE_HASH = "$2b$12$" + "x" * 53  # never checked: tests log in through the session
@@ -55,7 +54,7 @@ def new_payment(db, user: users.User, plan: str = "basic", *, with_job: bool = T
     payment, _ = records.create(db, user=user, plan=get_plan(db, plan), phone=user.phone_number or "254700000001",
                                 idempotency_key=uuid.uuid4().hex, reference_prefix="LIPIA")
     if with_job:
-        enqueue_push(db, {"JOB_MAX_ATTEMPTS": 2}, payment)
+        push_job.enqueue(db, {"JOB_MAX_ATTEMPTS": 2}, payment)
     return payment
 
 
@@ -110,7 +109,7 @@ def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:
     assert job is not None and job.payment_id == str(payment["_id"])
     queue.dead(db, job, "could not connect to Daraja")
     if give_up:
-        tasks.give_up_push(db, job, "could not connect to Daraja")
+        push_job.give_up(db, job, "could not connect to Daraja")
     return job.id
 
 

@@ -12,7 +12,7 @@ from app import ledger
 from app.config import SANDBOX_PASSKEY
 from app.logs import configure_logging
 from app.mpesa.client import DarajaClient, DarajaSettings
-from app.payments import records, tasks
+from app.payments import push_job, records
 from app.queue import claim
 from tests.support.factories import login
 
@@ -70,7 +70,7 @@ def test_a_whole_payment_logs_no_secret_and_no_full_phone(app, client, db, admin
                               session=session)
         DarajaClient.clear_token_cache()
         job = claim(db, "w1", 30)
-        assert tasks.run_push(db, daraja, app.config, job) == "prompt sent"
+        assert push_job.run(db, daraja, app.config, job) == "prompt sent"
         secret = records.get(db, payment_id)["callback_secret"]
         client.post(f"/payments/callback/{payment_id}/{secret}", data=callback_body(),
                     content_type="application/json")

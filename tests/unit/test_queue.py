@@ -38,3 +38,20 @@ def test_retry_backs_off_then_dead_letters_with_the_error(db):
     doc = db.transactions.find_one({"_id": "push:3"})
     assert doc["status"] == "dead" and doc["error"] == "429 again"
     assert queue.requeue_dead(db, "push:3") and db.transactions.find_one({"_id": "push:3"})["attempts"] == 0
+
+
+def test_reads_for_the_console_metrics_and_housekeeping(db):
+    for n in (1, 2, 3):
+        queue.enqueue(db, "stk_push", job_id=f"push:{n}", payment_id=str(n), max_attempts=1)
+    queue.enqueue(db, "receipt_claim", job_id="claim:9", payment_id="1")
+    for _ in range(2):
+        job = queue.claim(db, "w1", lease_seconds=30)
+        queue.retry_later(db, job, f"gave up on {job.id}", base_delay=1)   # out of attempts: dead
+    assert queue.count_dead(db) == 2
+    assert [doc["status"] for doc in queue.latest_dead(db, limit=5)] == ["dead", "dead"]
+    assert len(queue.latest_dead(db, limit=1)) == 1
+    assert [doc["_id"] for doc in queue.for_payment(db, 1)] == ["push:1", "claim:9"]
+    assert queue.get(db, "push:3")["status"] == "queued" and queue.get(db, "push:404") is None
+    assert queue.payments_with_jobs(db, ["1", 3, "404"]) == {"1", "3"} and queue.payments_with_jobs(db, []) == set()
+    by_status = queue.attempts_by_status(db, (queue.QUEUED, queue.DEAD), limit=10)
+    assert by_status == {queue.QUEUED: {"jobs": 2, "attempts": 0}, queue.DEAD: {"jobs": 2, "attempts": 2}}

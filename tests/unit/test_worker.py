@@ -16,7 +16,7 @@ from app.db import INDEXES, utcnow
 from app.mpesa.client import PushAccepted
 from app.notices import outbox
 from app.outage import Outage
-from app.payments import checkout, records, tasks
+from app.payments import checkout, push_job, records, tasks
 from app.plans.service import get_plan
 from app.wakeup import Waker
 from worker import Worker
@@ -117,7 +117,7 @@ def test_without_the_worker_an_outage_after_the_push_is_an_error(db, payment, mo
     job = queue.claim(db, "w-test", 30)
     monkeypatch.setattr(records, "record_push_accepted", flaky(records.record_push_accepted, 1))
     with pytest.raises(AutoReconnect):
-        tasks.run_push(db, FakeClient(), {"PUBLIC_BASE_URL": "https://x.example", "SECRET_KEY": "unit-test-secret"}, job)
+        push_job.run(db, FakeClient(), {"PUBLIC_BASE_URL": "https://x.example", "SECRET_KEY": "unit-test-secret"}, job)
 
 
 def test_push_marker_written_but_reply_lost_sends_nothing_and_retries(db, payment, worker, monkeypatch):
@@ -128,8 +128,8 @@ def test_push_marker_written_but_reply_lost_sends_nothing_and_retries(db, paymen
         real(*args)
         raise AutoReconnect("reply lost")
     monkeypatch.setattr(records, "claim_push", written_then_lost)
-    with pytest.raises(tasks.Retry):
-        tasks.run_push(db, worker.client, worker.settings, job, persist=worker._durably)
+    with pytest.raises(queue.Retry):
+        push_job.run(db, worker.client, worker.settings, job, persist=worker._durably)
     doc = records.get(db, payment["_id"])
     assert worker.client.pushes == [] and "push_in_flight" not in doc and doc["status"] == "queued"
 
@@ -142,7 +142,7 @@ def test_push_marker_written_under_our_own_claim_is_recognised(db, payment, work
         real(*args)
         return records.get(db, payment["_id"]), False
     monkeypatch.setattr(records, "claim_push", written_but_answered_false)
-    assert tasks.run_push(db, worker.client, worker.settings, job) == "prompt sent"
+    assert push_job.run(db, worker.client, worker.settings, job) == "prompt sent"
     assert len(worker.client.pushes) == 1
 
 
