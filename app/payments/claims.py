@@ -23,7 +23,7 @@ from ..config import DEV_INITIATOR_PASSWORD
 from ..db import utcnow
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
-from ..mpesa.errors import CallbackError, DarajaError, DarajaNotAccepted
+from ..mpesa.errors import CallbackError, DarajaError
 from . import records
 
 log = logging.getLogger("lipia.claims")
@@ -127,9 +127,9 @@ def run_claim(db, client, settings, job) -> str:
                                  result_url=result_url, timeout_url=timeout_url)
     try:
         answer = status_api.ask(client, body, payment_id=claim["payment_id"])
-    except DarajaNotAccepted as exc:
-        raise queue.Retry(str(exc)) from exc
     except DarajaError as exc:
+        if exc.retryable:  # the error's flags decide, as for the push (see mpesa/errors.py)
+            raise queue.Retry(str(exc)) from exc
         _finish(db, claim, FAILED, str(exc))
         return f"refused: {exc}"
     # Only the claim still queued moves on: a result may already have come back.
