@@ -221,6 +221,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
     Setting("PLAN_CACHE_SECONDS", _int(0), "60",
             "how long a web process reuses a plan's price at checkout; a price change takes up to this long (0: never)"),
+    Setting("PASSWORD_RESET_LINK_MINUTES", _int(1), "30", "how long a password reset link sent by e-mail works"),
+    Setting("PASSWORD_RESET_OPERATOR_LINK_HOURS", _int(1), "24",
+            "how long a password reset link an operator gives a customer works"),
+    Setting("PASSWORD_RESET_RATE_LIMIT", _str, "3 per 15 minutes",
+            "\"forgot password\" requests allowed per username or e-mail typed (each may send an e-mail)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",
