@@ -28,7 +28,8 @@ LEDGER_COLUMNS = (
 # Never exported whatever a column list says: they would let a reader forge callbacks.
 NEVER_EXPORTED = frozenset({"callback_secret", "password", "api_key_hash"})
 AUDIT_ACTIONS = frozenset({"ask_daraja", "requeue_job", "approve_review", "reject_review", "clear_review_flag",
-                           "credit_words", "debit_words", "refund"})
+                           "credit_words", "debit_words", "refund", "reset_link", "password_reset",
+                           "reset_password"})
 # A cell starting with one of these is a formula to a spreadsheet; customer text must not run.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

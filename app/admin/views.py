@@ -10,6 +10,8 @@ from ..db import get_db
 from ..pagination import paginate, requested_page
 from ..security import safe_next
 from . import bp, export, repairs, store
+from ..auth.recovery import CannotIssueLink, operator_reset_link
+from .forms import ResetLinkForm
 from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
@@ -220,7 +222,7 @@ def users():
     return render_template("admin/users.html", users=rows, q=q, total=total, page=page, pages=pages)
 
 
-def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None):
+def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None, **extra):
     def fetch(p):
         found = store.user_detail(get_db(), username, page=p, per_page=PER_PAGE)
         return found, found["entries_total"] if found else 0
@@ -228,7 +230,9 @@ def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None 
     if detail is None:
         abort(404, "There is no such user.")
     return render_template("admin/user.html", d=detail, u=detail["user"], page=page, pages=pages,
-                           adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None)), status
+                           adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None),
+                           reset_form=extra.pop("reset_form", None) or ResetLinkForm(prefix="reset", formdata=None),
+                           **extra), status
 
 
 @bp.route("/users/<username>")
@@ -245,6 +249,20 @@ def adjust(username):
     return _run(lambda: repairs.adjust_words(get_db(), username, delta, actor=_actor(), reason=form.reason.data,
                                              request_key=form.request_key.data),
                 url_for("admin.user", username=username), lambda: _user_page(username, 400, form))
+
+
+@bp.route("/users/<username>/reset-link", methods=["POST"])
+def password_reset_link(username):
+    """A one-time reset link, shown on this answer only (no-store) for the operator to pass on."""
+    form = ResetLinkForm(prefix="reset")
+    if not form.validate_on_submit():
+        return _user_page(username, 400, reset_form=form)
+    try:
+        link = operator_reset_link(get_db(), current_app.config, username, actor=_actor(), reason=form.reason.data)
+    except CannotIssueLink as exc:
+        flash(f"{exc} Nothing was changed.", "danger")
+        return _user_page(username, 400, reset_form=form)
+    return _user_page(username, reset_link=link)
 
 
 # ---------------------------------------------------------------- audit log

@@ -54,7 +54,7 @@ def email_field(label):
     return EmailField(label, validators=[
         Optional(), Length(max=254, message="That is too long for an e-mail address."),
         Email(message="Enter a valid e-mail address, or leave it empty.")],
-        render_kw={"autocomplete": "email", "autocapitalize": "none", "spellcheck": "false"})
+        filters=[lambda value: value.strip() if isinstance(value, str) else value], render_kw={"autocomplete": "email", "autocapitalize": "none", "spellcheck": "false"})
 
 
 class RegisterForm(FlaskForm):

@@ -141,3 +141,36 @@ def send_links(db, config: Mapping[str, Any], typed: str) -> int:
     if queued:
         log.info("password reset e-mail queued for %d account(s)", queued)
     return queued
+
+
+# ---------------------------------------------------------------- an operator's link
+
+class CannotIssueLink(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class OperatorLink:
+    url: str
+    valid_until: datetime
+    username: str
+
+
+def operator_reset_link(db, config: Mapping[str, Any], username: str, *, actor: str, reason: str) -> OperatorLink:
+    """For a customer without e-mail: a link the operator passes on (by phone, SMS). Audited
+    (who, for whom, when, why), the link itself never."""
+    from ..admin.store import record_audit
+    user = users.get_by_username(db, username)
+    if user is None:
+        raise CannotIssueLink("There is no such user.")
+    if user.is_admin:
+        # An operator taking over another operator's account would act in their name.
+        raise CannotIssueLink("Operators reset their own password with `flask reset-password`.")
+    link = issue(db, config, user, BY_OPERATOR)
+    hours = int(config["PASSWORD_RESET_OPERATOR_LINK_HOURS"])
+    record_audit(db, actor=actor, action="reset_link", target_type="user", target_id=user.username,
+                 reason=reason.strip()[:500],
+                 result=f"one-time password reset link issued, works for {hours} hour{'s' if hours != 1 else ''}")
+    log.info("operator %s issued a password reset link for %s", actor, user.username)
+    return OperatorLink(url=str(config.get("PUBLIC_BASE_URL") or "").rstrip("/") + link.path,
+                        valid_until=link.valid_until, username=user.username)
