@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from ..db import get_db
 from ..pagination import paginate, requested_page
 from ..security import safe_next
 from . import bp, export, repairs, store
-from ..auth.recovery import CannotIssueLink, operator_reset_link
+from ..auth.recovery import CannotIssueLink, OperatorLink, operator_reset_link
 from .forms import ResetLinkForm
 from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
@@ -237,7 +239,7 @@ def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None 
 
 @bp.route("/users/<username>")
 def user(username):
-    return _user_page(username)
+    return _user_page(username, reset_link=_take_reset_link(username))
 
 
 @bp.route("/users/<username>/adjust", methods=["POST"])
@@ -262,7 +264,25 @@ def password_reset_link(username):
     except CannotIssueLink as exc:
         flash(f"{exc} Nothing was changed.", "danger")
         return _user_page(username, 400, reset_form=form)
-    return _user_page(username, reset_link=link)
+    # Post, redirect, show once (as the API key): a reload of the page issues no second link.
+    session[RESET_LINK_SESSION] = {"for": link.username, "url": link.url, "until": link.valid_until.isoformat(),
+                                   "at": time.time()}
+    return redirect(url_for("admin.user", username=username), code=303)
+
+
+RESET_LINK_SESSION = "operator_reset_link"
+RESET_LINK_SHOWN_FOR_SECONDS = 300
+
+
+def _take_reset_link(username: str):
+    """The link just issued for this user, once; it leaves the session as it is shown."""
+    pending = session.get(RESET_LINK_SESSION)
+    if not isinstance(pending, dict) or pending.get("for") != username:
+        return None
+    session.pop(RESET_LINK_SESSION, None)
+    if time.time() - float(pending.get("at", 0)) > RESET_LINK_SHOWN_FOR_SECONDS:
+        return None
+    return OperatorLink(url=pending["url"], valid_until=datetime.fromisoformat(pending["until"]), username=username)
 
 
 # ---------------------------------------------------------------- audit log
