@@ -5,6 +5,8 @@ exists, so the page tells a stranger nothing. The reset link's token is moved fr
 address bar into the session at once: it then stays out of the browser's history and
 out of any Referer header the reset page could send.
 """
+import logging
+
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import logout_user
 
@@ -15,6 +17,8 @@ from .. import users
 from . import bp, recovery
 from .forms import ForgotPasswordForm, ResetPasswordForm
 from .views import _address_key, _setting
+
+log = logging.getLogger("lipia.auth")
 
 RESET_SESSION = "reset_token"
 
@@ -40,11 +44,24 @@ def _no_store(response):
 def forgot_password():
     form = ForgotPasswordForm()
     if form.validate_on_submit():
+        answer = redirect(url_for("auth.forgot_password_sent"), code=303)
         if _mail_on():
-            recovery.send_links(get_db(), current_app.config, form.account.data)
-        return redirect(url_for("auth.forgot_password_sent"), code=303)
+            _send_after_answering(answer, get_db(), current_app.config, form.account.data)
+        return answer
     return render_template("auth/forgot.html", form=form, mail_on=_mail_on()), (
         400 if request.method == "POST" else 200)
+
+
+def _send_after_answering(answer, db, config, typed: str) -> None:
+    """Look the account up and queue its e-mail once the answer has gone out (the server
+    calls this when it closes the response), so not even the time the answer takes says
+    whether an account or an address exists."""
+    def send():
+        try:
+            recovery.send_links(db, config, typed)
+        except Exception:  # the customer has their answer; an operator has the log
+            log.exception("could not queue a password reset e-mail")
+    answer.call_on_close(send)
 
 
 @bp.route("/forgot/sent")

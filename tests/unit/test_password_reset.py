@@ -37,8 +37,10 @@ def customer(db, name="Wanjiku.M", email="wanjiku@example.com"):
 
 
 def forgot(client, account, addr="10.0.0.1"):
-    return client.post("/forgot", data={"csrf_token": csrf_of(client, "/forgot"), "account": account},
-                       environ_base={"REMOTE_ADDR": addr})
+    answer = client.post("/forgot", data={"csrf_token": csrf_of(client, "/forgot"), "account": account},
+                         environ_base={"REMOTE_ADDR": addr})
+    answer.close()  # as a WSGI server does once the answer is sent: the e-mail is queued then
+    return answer
 
 
 def mailed_links(db, to=None):
@@ -86,6 +88,7 @@ def test_forgot_answers_alike_for_known_unknown_and_email_less_accounts(client, 
     answers = [forgot(client, typed, addr=f"10.0.1.{i}") for i, typed in enumerate(
         ["WANJIKU.M", "Wanjiku@Example.com", "nobody-here", "nobody@example.com", "no_email_person"])]
     assert {(a.status_code, a.headers["Location"]) for a in answers} == {(303, "/forgot/sent")}
+    assert {a.get_data() for a in answers} == {answers[0].get_data()}  # the same answer, byte for byte
     sent_page = client.get("/forgot/sent").text
     assert "If an account matches" in sent_page and "30 minutes" in sent_page
     # Two e-mails, both to the one account that has an address: by username and by address.
@@ -116,6 +119,14 @@ def test_forgot_is_limited_per_account_typed_in_words_not_a_bare_429(client, db,
     assert db.outbox.count_documents({}) == 3
     # Another account is not held up by it.
     assert forgot(client, "someone.else", addr="10.0.2.9").headers["Location"] == "/forgot/sent"
+
+
+def test_the_email_is_queued_only_after_the_answer_is_sent(client, db, mail_on):
+    customer(db)
+    answer = client.post("/forgot", data={"csrf_token": csrf_of(client, "/forgot"), "account": "wanjiku.m"})
+    assert answer.status_code == 303 and db.outbox.count_documents({}) == 0
+    answer.close()
+    assert db.outbox.count_documents({}) == 1
 
 
 def test_forgot_refuses_bad_input_with_words_and_sends_nothing(client, db, mail_on):
@@ -275,7 +286,7 @@ def test_an_operator_issues_a_one_time_link_shown_once_and_audited(app, client, 
         assert posted.status_code == 303 and posted.headers["Location"] == "/admin/users/mama_mboga"
         issued = as_admin.get("/admin/users/mama_mboga")
     assert issued.status_code == 200 and issued.headers["Cache-Control"] == "no-store"
-    url = re.search(r'value="(http://[^"]+/reset/[^"]+)"', issued.text).group(1)
+    url = re.search(r'id="reset-link"[^>]*>(http://[^<]+/reset/[^<]+)</textarea>', issued.text).group(1)
     token = url.rsplit("/", 1)[1]
     assert token not in as_admin.get("/admin/users/mama_mboga").text  # shown once only
     [entry] = list(db.audit_log.find({"action": "reset_link"}))
