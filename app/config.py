@@ -267,6 +267,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REFUND_WINDOW_DAYS", _int(1), "14", "days after a payment in which a customer may ask for a refund"),
     Setting("SITE_TEMPLATES_DIR", _str, "instance/templates",
             "folder of the operator's own page templates (e.g. site/about.html); they win over the built-in ones"),
+    Setting("PASSWORD_RESET_LINK_MINUTES", _int(1), "30", "how long a password reset link sent by e-mail works"),
+    Setting("PASSWORD_RESET_OPERATOR_LINK_HOURS", _int(1), "24",
+            "how long a password reset link an operator gives a customer works"),
+    Setting("PASSWORD_RESET_RATE_LIMIT", _str, "3 per 15 minutes",
+            "\"forgot password\" requests allowed per username or e-mail typed (each may send an e-mail)"),
 )
 
 REQUIRED_IN_PRODUCTION = ("SECRET_KEY", "MONGO_URI", "PUBLIC_BASE_URL", "MPESA_BASE_URL",

@@ -155,6 +155,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("username_key", ASCENDING)], unique=True, sparse=True, name="username_key_unique"),
         IndexModel([("api_key_hash", ASCENDING)], unique=True, sparse=True, name="api_key_unique"),
         IndexModel([("phone_number", ASCENDING)], name="phone"),
+        # "Forgot password" looks accounts up by address. Not unique: a unique index would let
+        # registration tell a stranger which addresses have accounts.
+        IndexModel([("email", ASCENDING)], sparse=True, name="email"),
     ],
     "plans": [IndexModel([("code", ASCENDING)], unique=True, name="code_unique")],
     "payments": [

@@ -10,6 +10,7 @@ import secrets
 from bson import ObjectId
 from bson.errors import InvalidId
 from flask_login import UserMixin
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .db import find_by_id, utcnow
@@ -24,8 +25,17 @@ API_KEY_PREFIX = "lip_"
 SESSIONS_KEPT = 10
 
 
+# One address may serve several accounts (a family's shared inbox): recovery mails each, up to this many.
+ACCOUNTS_PER_EMAIL = 5
+
+
 class UsernameTaken(Exception):
     pass
+
+
+def email_key(email: str | None) -> str | None:
+    """How an e-mail address is stored and looked up: trimmed and lower-cased; None when empty."""
+    return (email or "").strip().lower() or None
 
 
 def username_key(username: str) -> str:
@@ -61,7 +71,8 @@ class User(UserMixin):
         return self.role == "admin"
 
 
-def create_user(db, username: str, password_hash: str, phone_number: str, role: str = "customer") -> User:
+def create_user(db, username: str, password_hash: str, phone_number: str, role: str = "customer",
+                email: str | None = None) -> User:
     doc = {
         "username": username,
         "username_key": username_key(username),
@@ -73,6 +84,8 @@ def create_user(db, username: str, password_hash: str, phone_number: str, role: 
         "created_at": utcnow(),
         "last_login": None,
     }
+    if email_key(email):
+        doc["email"] = email_key(email)
     try:
         db.users.insert_one(doc)
     except DuplicateKeyError as exc:
@@ -149,9 +162,51 @@ def close_all_sessions(db, user_id: str) -> None:
 
 
 def set_password(db, user_id: str, password_hash: str) -> None:
-    """A new password ends every log-in, so whoever knew the old one is shut out at once."""
+    """A new password ends every log-in, so whoever knew the old one is shut out at once,
+    and every reset link issued before it stops working (their nonce is gone)."""
     db.users.update_one({"_id": ObjectId(user_id)},
-                        {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()}})
+                        {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()},
+                         "$unset": {"reset_nonce": ""}})
+
+
+# ---------------------------------------------------------------- password reset links
+
+def find_by_email(db, email: str) -> list[User]:
+    """The accounts that gave this address (any case), at most ACCOUNTS_PER_EMAIL."""
+    key = email_key(email)
+    if not key:
+        return []
+    return [User(doc) for doc in db.users.find({"email": key}, REQUEST_PROJECTION).limit(ACCOUNTS_PER_EMAIL)]
+
+
+def reset_nonce(db, user_id: str) -> str | None:
+    """The account's current reset nonce, made on first use. Every reset link carries it;
+    the reset (or any password change) removes it, so each link works once at most."""
+    fresh = secrets.token_urlsafe(12)
+    db.users.update_one({"_id": ObjectId(user_id), "reset_nonce": {"$exists": False}},
+                        {"$set": {"reset_nonce": fresh}})
+    doc = db.users.find_one({"_id": ObjectId(user_id)}, {"reset_nonce": 1})
+    return doc.get("reset_nonce") if doc else None
+
+
+def has_reset_nonce(db, user_id: str, nonce: str) -> bool:
+    try:
+        return db.users.count_documents({"_id": ObjectId(user_id), "reset_nonce": nonce}, limit=1) == 1
+    except (InvalidId, TypeError):
+        return False
+
+
+def reset_password(db, user_id: str, nonce: str, password_hash: str) -> dict | None:
+    """Set the password only while `nonce` is still the account's: two uses of one link,
+    even at the same instant, change it once. Ends every log-in. The account, or None."""
+    try:
+        query = {"_id": ObjectId(user_id), "reset_nonce": nonce}
+    except (InvalidId, TypeError):
+        return None
+    return db.users.find_one_and_update(
+        query, {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()},
+                "$unset": {"reset_nonce": ""}},
+        projection={"username": 1, "email": 1}, return_document=ReturnDocument.AFTER)
 
 
 def backfill_username_keys(db) -> list[list[str]]:

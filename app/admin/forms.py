@@ -91,3 +91,8 @@ class PaymentFilterForm(Form):
     username = StringField("Username", validators=[Optional(), Length(max=64)])
     date_from = StringField("From", validators=[Optional(), Length(max=10)], render_kw={"type": "date"})
     date_to = StringField("To", validators=[Optional(), Length(max=10)], render_kw={"type": "date"})
+
+
+class ResetLinkForm(FlaskForm):
+    """A one-time password reset link for a customer who cannot use "forgot password"."""
+    reason = reason_field()

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from ..db import get_db
 from ..pagination import paginate, requested_page
 from ..security import safe_next
 from . import bp, export, labels, repairs, store
+from ..auth.recovery import CannotIssueLink, OperatorLink, operator_reset_link
+from .forms import ResetLinkForm
 from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
 
 log = logging.getLogger("lipia.admin")
@@ -246,7 +250,7 @@ def users():
     return render_template("admin/users.html", users=rows, q=q, total=total, page=page, pages=pages)
 
 
-def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None):
+def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None = None, **extra):
     def fetch(p):
         found = store.user_detail(get_db(), username, page=p, per_page=PER_PAGE)
         return found, found["entries_total"] if found else 0
@@ -254,13 +258,15 @@ def _user_page(username: str, status: int = 200, adjust_form: AdjustForm | None 
     if detail is None:
         abort(404, "There is no such user.")
     return render_template("admin/user.html", d=detail, u=detail["user"], page=page, pages=pages,
-                           adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None)), status
+                           adjust_form=adjust_form or AdjustForm(prefix="adjust", formdata=None),
+                           reset_form=extra.pop("reset_form", None) or ResetLinkForm(prefix="reset", formdata=None),
+                           **extra), status
 
 
 @bp.route("/users/<username>")
 def user(username):
     """One account: its balance, payments and ledger entries, and the form to adjust its words."""
-    return _user_page(username)
+    return _user_page(username, reset_link=_take_reset_link(username))
 
 
 @bp.route("/users/<username>/adjust", methods=["POST"])
@@ -273,6 +279,38 @@ def adjust(username):
     return _run(lambda: repairs.adjust_words(get_db(), username, delta, actor=_actor(), reason=form.reason.data,
                                              request_key=form.request_key.data),
                 url_for("admin.user", username=username), lambda: _user_page(username, 400, form))
+
+
+@bp.route("/users/<username>/reset-link", methods=["POST"])
+def password_reset_link(username):
+    """A one-time reset link, shown on this answer only (no-store) for the operator to pass on."""
+    form = ResetLinkForm(prefix="reset")
+    if not form.validate_on_submit():
+        return _user_page(username, 400, reset_form=form)
+    try:
+        link = operator_reset_link(get_db(), current_app.config, username, actor=_actor(), reason=form.reason.data)
+    except CannotIssueLink as exc:
+        flash(f"{exc} Nothing was changed.", "danger")
+        return _user_page(username, 400, reset_form=form)
+    # Post, redirect, show once (as the API key): a reload of the page issues no second link.
+    session[RESET_LINK_SESSION] = {"for": link.username, "url": link.url, "until": link.valid_until.isoformat(),
+                                   "at": time.time()}
+    return redirect(url_for("admin.user", username=username), code=303)
+
+
+RESET_LINK_SESSION = "operator_reset_link"
+RESET_LINK_SHOWN_FOR_SECONDS = 300
+
+
+def _take_reset_link(username: str):
+    """The link just issued for this user, once; it leaves the session as it is shown."""
+    pending = session.get(RESET_LINK_SESSION)
+    if not isinstance(pending, dict) or pending.get("for") != username:
+        return None
+    session.pop(RESET_LINK_SESSION, None)
+    if time.time() - float(pending.get("at", 0)) > RESET_LINK_SHOWN_FOR_SECONDS:
+        return None
+    return OperatorLink(url=pending["url"], valid_until=datetime.fromisoformat(pending["until"]), username=username)
 
 
 # ---------------------------------------------------------------- audit log

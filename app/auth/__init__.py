@@ -5,5 +5,5 @@ bp = Blueprint("auth", __name__)
 
 
 def register_auth(app):
-    from . import views  # noqa: F401  (routes attach to bp)
+    from . import recovery_views, views  # noqa: F401  (routes attach to bp)
     app.register_blueprint(bp)

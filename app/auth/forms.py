@@ -7,6 +7,15 @@ from . import passwords
 from .retype import RetypedPasswords
 from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
+
+def email_field(label):
+    return EmailField(label, validators=[
+        Optional(), Length(max=254, message="That is too long for an e-mail address."),
+        Email(message="Enter a valid e-mail address, or leave it empty.")],
+        filters=[lambda value: value.strip() if isinstance(value, str) else value],
+        render_kw={"autocomplete": "email", "autocapitalize": "none", "spellcheck": "false"})
+
+
 class RegisterForm(RetypedPasswords, FlaskForm):
     username = StringField("Username", validators=[
         DataRequired(message="Choose a username."),
@@ -19,6 +28,7 @@ class RegisterForm(RetypedPasswords, FlaskForm):
         render_kw={"autocomplete": "new-password"})
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
+    email = email_field("E-mail (optional)")
     next = HiddenField()
 
     def validate_password(self, field):
@@ -46,9 +56,7 @@ class LoginForm(FlaskForm):
 class ProfileForm(FlaskForm):
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
-    email = EmailField("E-mail for receipts (optional)", validators=[
-        Optional(), Length(max=254), Email(message="Enter a valid e-mail address, or leave it empty.")],
-        render_kw={"autocomplete": "email"})
+    email = email_field("E-mail for receipts and password resets (optional)")
     low_words_threshold = IntegerField("Warn me when my balance falls below (words)", validators=[
         Optional(), NumberRange(min=0, max=10_000_000, message="Enter a number of words from 0 up.")],
         render_kw={"inputmode": "numeric"})
@@ -83,3 +91,25 @@ class SessionsForm(FlaskForm):
 class ApiKeyForm(FlaskForm):
     """Rotating the key is a POST; replacing a key that exists needs the box ticked."""
     confirm = BooleanField("Yes, replace my key: the current one stops working at once")
+
+
+class ForgotPasswordForm(FlaskForm):
+    account = StringField("Your username or e-mail address", validators=[
+        DataRequired(message="Enter your username or your e-mail address."),
+        Length(max=254, message="That is too long for a username or an e-mail address.")],
+        render_kw={"autocomplete": "username", "autocapitalize": "none", "spellcheck": "false"})
+
+
+class ResetPasswordForm(RetypedPasswords, FlaskForm):
+    new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],
+                                 render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat the new password", validators=[
+        DataRequired(message="Repeat the new password."),
+        EqualTo("new_password", message="The passwords do not match.")], render_kw={"autocomplete": "new-password"})
+
+    def __init__(self, *args, username: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._username = username
+
+    def validate_new_password(self, field):
+        check_new_password(field, self._username)

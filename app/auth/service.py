@@ -22,9 +22,9 @@ def hash_password(password: str) -> str:
     return bcrypt.generate_password_hash(password).decode()
 
 
-def register(db, username: str, password: str, phone_number: str) -> users.User:
+def register(db, username: str, password: str, phone_number: str, email: str | None = None) -> users.User:
     """Raises users.UsernameTaken when the name is in use, in any case."""
-    return users.create_user(db, username, hash_password(password), phone_number)
+    return users.create_user(db, username, hash_password(password), phone_number, email=email)
 
 
 def password_matches(password_hash: str | None, password: str) -> bool:

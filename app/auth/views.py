@@ -95,7 +95,8 @@ def register_view():
     form = RegisterForm(next=request.args.get("next", ""))
     if form.validate_on_submit():
         try:
-            user = register(get_db(), form.username.data.strip(), form.password.data, form.phone_number.data)
+            user = register(get_db(), form.username.data.strip(), form.password.data, form.phone_number.data,
+                            email=form.email.data)
         except users.UsernameTaken:
             # Same words whatever the reason, so the form is no oracle for existing names.
             form.username.errors.append("That username can't be used. Please choose another.")
@@ -171,7 +172,7 @@ def profile():
     form = _profile_form(current_user.doc)
     if form.validate_on_submit():
         users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data,
-                             email=(form.email.data or "").strip().lower() or None,
+                             email=users.email_key(form.email.data),
                              low_words_threshold=form.low_words_threshold.data,
                              email_opt_out=notices.opt_outs_from(form.data))
         flash("Your profile is saved.", "success")

@@ -126,3 +126,48 @@ def test_an_unreachable_smtp_server_never_holds_up_a_payment(broken_mail_stack):
     customer.wait_for(customer.checkout("basic"), "completed", timeout=30)
     assert time.monotonic() - started < 15
     assert_money_invariants(broken_mail_stack.db)
+
+
+def test_forgot_password_mails_a_link_that_sets_a_new_password_once(mail_stack, mail_sink):
+    """The web app queues the reset e-mail, the worker sends it to the real SMTP server, and
+    the link in it sets a new password once and ends every log-in of the account."""
+    _, directory = mail_sink
+    customer = Customer(mail_stack.web_url)
+    address = f"{customer.username}@example.com"
+    assert customer.post_form("/register", {"username": customer.username, "password": customer.password,
+                                            "confirm": customer.password, "phone_number": customer.phone,
+                                            "email": address.upper()}).status_code == 302
+    assert customer.get("/profile").status_code == 200
+
+    stranger = Customer(mail_stack.web_url)
+    for typed in (customer.username.upper(), "nobody-" + customer.username, "nobody@example.com"):
+        answer = stranger.post_form("/forgot", {"account": typed})
+        assert (answer.status_code, answer.headers["Location"]) == (303, "/forgot/sent"), typed
+
+    [message] = wait_for_mail(directory, address)
+    assert message["Subject"] == "Set a new Lipia password" and message["To"] == address
+    link = re.search(re.escape(mail_stack.web_url) + r"/reset/\S+", message.get_content()).group(0)
+    token = link.rsplit("/", 1)[1]
+
+    browser = Customer(mail_stack.web_url)
+    opened = browser.http.get(link, timeout=10, allow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["Location"] == "/reset"
+    new_password = "a brand new phrase 8"
+    done = browser.post_form("/reset", {"new_password": new_password, "confirm": new_password})
+    assert done.status_code == 303 and done.headers["Location"] == "/login"
+
+    assert customer.get("/profile", allow_redirects=False).status_code == 302  # logged out everywhere
+    assert customer.login().status_code == 400  # the old password is gone
+    customer.password = new_password
+    assert customer.login().status_code == 302
+    assert browser.http.get(link, timeout=10, allow_redirects=False).status_code == 400  # once only
+
+    time.sleep(3)  # later passes of the mail sender send nothing more
+    assert len(received(directory, address)) == 1
+    assert mail_stack.db.outbox.find_one({"to": address})["status"] == "sent"
+    for proc in mail_stack.procs:  # no process wrote the token to its log
+        assert token not in proc.output(), proc.name
+    assert any("GET /reset/*** 303" in proc.output() for proc in mail_stack.procs)  # the request was logged
+    assert mail_stack.db.audit_log.count_documents({"action": "password_reset",
+                                                    "target.id": customer.username}) == 1
+    assert_money_invariants(mail_stack.db)
