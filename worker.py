@@ -33,7 +33,7 @@ from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient
 from app.ops import metrics
 from app.outage import Outage, is_outage
-from app.payments import c2b, callbacks, claims, records, tasks
+from app.payments import c2b, callbacks, claims, records, states, tasks
 from app.wakeup import Waker
 
 log = logging.getLogger("lipia.worker")
@@ -56,6 +56,7 @@ class Worker:
         self.exited = threading.Event()
         self.deadline: float | None = None      # monotonic time a stopping worker must be gone by
         self.in_hand: queue.Job | None = None
+        notices.listen()  # the notices hear of what this worker settles and credits
         self.outage = Outage(settings["WORKER_OUTAGE_BACKOFF_MAX_SECONDS"], log)
         self.waker = Waker(db, self.outage, self.stopping, poll_min=settings["WORKER_POLL_SECONDS"],
                            poll_max=settings["WORKER_POLL_MAX_SECONDS"],
@@ -292,7 +293,7 @@ class Worker:
         keep = self.settings["QUEUE_KEEP_COMPLETED_SECONDS"]
         try:
             payment = records.get(self.db, job.payment_id) if job.kind == tasks.PUSH_JOB else None
-            if payment is not None and payment["status"] != ledger.QUEUED:
+            if payment is not None and payment["status"] != states.QUEUED:
                 queue.complete(self.db, job, f"nothing to do: payment already {payment['status']}", keep_seconds=keep)
                 return "finished"
             if payment and (payment.get("push_in_flight") or {}).get("token") == job.token:

@@ -11,13 +11,12 @@ from typing import Any, Callable
 
 from pymongo.errors import ConnectionFailure
 
-from .. import ledger
 from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import (DarajaConfigError, DarajaError, DarajaNotAccepted, DarajaOutcomeUnknown,
                             DarajaRejected)
 from ..queue import Job
-from . import outcomes, records
+from . import outcomes, records, settlement, states
 
 log = logging.getLogger("lipia.tasks")
 
@@ -62,7 +61,7 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
     if payment is None:
         return "no such payment"
     bind(payment_id=payment["_id"])
-    if payment["status"] != ledger.QUEUED:
+    if payment["status"] != states.QUEUED:
         return f"nothing to do: payment already {payment['status']}"
     # A marker write whose reply was lost may have happened: our own token on it says so,
     # so it is never mistaken for an earlier attempt's (a payment waiting on a push never sent).
@@ -88,7 +87,7 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
         # Final: refused by Daraja (a bad request) or here before sending (phone, amount,
         # callback URL). Retrying cannot help, so the payment fails and nothing was taken.
         persist(records.record_exchange, db, payment["_id"], getattr(exc, "exchange", None))
-        persist(ledger.settle, db, payment["_id"], outcomes.push_failed(
+        persist(settlement.settle, db, payment["_id"], outcomes.push_failed(
             "rejected", "M-Pesa refused this payment request. Please check your phone number and try again.",
             str(exc)))
         return f"refused: {exc}"
@@ -105,7 +104,7 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
 def give_up_push(db, job: Job, error: str) -> None:
     """The job is dead-lettered: the customer's payment ends failed (nothing was taken)."""
     records.clear_push(db, job.payment_id, job.token)
-    ledger.settle(db, job.payment_id, outcomes.push_failed(
+    settlement.settle(db, job.payment_id, outcomes.push_failed(
         "mpesa_unreachable", "We could not reach M-Pesa to send the prompt. No money was taken; please try again.",
         error))
 
@@ -134,7 +133,7 @@ def reconcile_due(db, client, settings, limit: int = 20, should_stop: Callable[[
         records.record_exchange(db, payment["_id"], answer.exchange)
         if answer.pending:
             continue
-        ledger.settle(db, payment["_id"], outcomes.from_result(
+        settlement.settle(db, payment["_id"], outcomes.from_result(
             answer.result_code, answer.result_desc, via="query",
             checkout_request_id=payment["checkout_request_id"]))
     return done
@@ -151,14 +150,14 @@ def expire_overdue(db, settings, should_stop: Callable[[], bool] = lambda: False
         if outcome_unknown(payment):
             # Flagged before it expires, so the console's "under review" list shows it: a crash
             # between the two writes leaves it overdue, and the next pass expires it, flagged.
-            db.payments.update_one({"_id": payment["_id"], "status": {"$in": [ledger.QUEUED, ledger.PENDING]}},
+            db.payments.update_one({"_id": payment["_id"], "status": {"$in": [states.QUEUED, states.PENDING]}},
                                    {"$set": {"needs_review": True, "review_reason": note}})
-        result = ledger.settle(db, payment["_id"], outcomes.expired(note), payment=payment)
+        result = settlement.settle(db, payment["_id"], outcomes.expired(note), payment=payment)
         count += result.effect.startswith("settled")
         if outcome_unknown(payment) and not result.effect.startswith("settled"):
             # Settled another way just before (a callback): its outcome is known after all.
             db.payments.update_one({"_id": payment["_id"], "needs_review": True, "review_reason": note,
-                                    "status": {"$ne": ledger.EXPIRED}},
+                                    "status": {"$ne": states.EXPIRED}},
                                    {"$set": {"needs_review": False}, "$unset": {"review_reason": ""}})
     return count
 

@@ -18,8 +18,7 @@ import pytest
 from bson import ObjectId
 from playwright.sync_api import expect
 
-from app import ledger
-from app.payments import outcomes
+from app.payments import outcomes, settlement
 from tests.support.invariants import assert_money_invariants
 from tests.support.web import Customer
 
@@ -57,7 +56,7 @@ def payments(stack) -> dict:
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.2, "callback": "none"})
     late = customer.checkout("basic")
     customer.wait_for(late, "pending")
-    ledger.settle(stack.db, late, outcomes.expired("no answer from M-Pesa in time"))
+    settlement.settle(stack.db, late, outcomes.expired("no answer from M-Pesa in time"))
     assert customer.status(late)["status"] == "expired"
     return {"customer": customer, "paid": paid, "review": review, "late": late}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from app import ledger, queue, users
-from app.payments import outcomes, records, tasks
+from app import queue, users
+from app.payments import outcomes, records, settlement, tasks
 from app.payments.checkout import enqueue_push
 from app.plans.service import get_plan
 
@@ -62,21 +62,21 @@ def paid(db, user: users.User, plan: str = "basic", **outcome_fields) -> dict:
                            content_type="application/json")
     fields = {"receipt": receipt(), "amount": Decimal(payment["amount"]), "phone": payment["phone"],
               "checkout_request_id": payment["checkout_request_id"], **outcome_fields}
-    result = ledger.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="callback", **fields))
+    result = settlement.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="callback", **fields))
     return result.payment
 
 
 def under_review(db, user: users.User) -> dict:
     """M-Pesa confirmed a different amount: held for review, nothing credited."""
     payment = pushed(db, new_payment(db, user))
-    return ledger.settle(db, payment["_id"], outcomes.from_result(
+    return settlement.settle(db, payment["_id"], outcomes.from_result(
         "0", "ok", via="callback", receipt=receipt(), amount=Decimal(1), phone=payment["phone"],
         checkout_request_id=payment["checkout_request_id"])).payment
 
 
 def expired(db, user: users.User) -> dict:
     payment = pushed(db, new_payment(db, user))
-    return ledger.settle(db, payment["_id"], outcomes.expired("no answer")).payment
+    return settlement.settle(db, payment["_id"], outcomes.expired("no answer")).payment
 
 
 def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:

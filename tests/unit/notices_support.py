@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from app import ledger
-from app.payments import records
+from app.payments import records, settlement, states
 from app.plans.service import get_plan
 from app.users import create_user, get_by_username
 
@@ -28,20 +27,20 @@ def make_payment(db, user, plan: str = "basic") -> dict:
     return records.get(db, payment["_id"])
 
 
-def paid(payment: dict, receipt: str | None = None) -> ledger.Outcome:
-    return ledger.Outcome(status=ledger.COMPLETED, via="callback", result_code="0",
+def paid(payment: dict, receipt: str | None = None) -> states.Outcome:
+    return states.Outcome(status=states.COMPLETED, via="callback", result_code="0",
                           receipt=receipt or "R" + uuid.uuid4().hex[:9].upper(),
                           amount=payment["amount"], phone=payment["phone"])
 
 
-def ended(status: str, message: str | None = None) -> ledger.Outcome:
-    return ledger.Outcome(status=status, via="callback", result_code="1032", reason=status,
+def ended(status: str, message: str | None = None) -> states.Outcome:
+    return states.Outcome(status=status, via="callback", result_code="1032", reason=status,
                           customer_message=message)
 
 
 def buy(db, user, plan: str = "basic") -> dict:
     payment = make_payment(db, user, plan)
-    ledger.settle(db, payment["_id"], paid(payment))
+    settlement.settle(db, payment["_id"], paid(payment))
     return records.get(db, payment["_id"])
 
 

@@ -7,7 +7,7 @@ import pytest
 from app import ledger
 from app.admin import periods, store
 from app.db import utcnow
-from app.payments import records
+from app.payments import records, settlement
 from tests.unit.admin_support import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
 
 
@@ -175,6 +175,6 @@ def test_pages_cope_with_sparse_records(as_admin, db, customer):
     assert "refused" in page
     payment = expired(db, customer)
     from app.payments import outcomes
-    ledger.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="query"))
+    settlement.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="query"))
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
     assert "M-Pesa confirmed" not in page and "via query" in page

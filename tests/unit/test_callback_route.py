@@ -10,7 +10,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from app import ledger
 from app.db import as_utc, utcnow
-from app.payments import callback_signing, callbacks, records, spool
+from app.payments import callback_signing, callbacks, records, settlement, spool
 from tests.unit.admin_support import login, make_user, new_payment, pushed
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -217,8 +217,8 @@ def test_an_error_while_settling_still_answers_accepted_and_leaves_it_for_the_wo
         client, db, settings, payment, customer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(ledger, "settle", broken)
-    monkeypatch.setattr(ledger, "settle_matching", broken)
+    monkeypatch.setattr(settlement, "settle", broken)
+    monkeypatch.setattr(settlement, "settle_matching", broken)
     post(client, payment["_id"], signed(settings, payment), body(payment))
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "received"
@@ -264,8 +264,8 @@ def test_reprocess_never_touches_a_received_callback_whose_secret_was_not_checke
 
 def test_a_callback_that_keeps_failing_is_marked_for_an_operator(db, payment, monkeypatch):
     doc = stored_received(db, payment, age_seconds=300)
-    monkeypatch.setattr(ledger, "settle", lambda *a, **k: 1 / 0)
-    monkeypatch.setattr(ledger, "settle_matching", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(settlement, "settle", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(settlement, "settle_matching", lambda *a, **k: 1 / 0)
     for _ in range(callbacks.MAX_ATTEMPTS):
         db.callbacks.update_one({"_id": doc["_id"]}, {"$unset": {"retry_at": ""}})
         callbacks.reprocess_stale(db, older_than=60)
