@@ -112,7 +112,7 @@ def test_a_failed_stk_order_can_still_be_paid_from_the_menu(client, db, order):
 
 def test_confirmation_for_an_order_already_paid_by_stk_goes_to_review(client, db, order):
     settlement.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
-                                                amount=Decimal(100), phone=PHONE))
+                                                    amount=Decimal(100), phone=PHONE))
     confirm(client, body(ref=order["reference"]))
     assert words(db) == 10_000
     doc = c2b_doc(db)
@@ -309,7 +309,7 @@ def test_console_lists_menu_payments_under_review_and_assigns_one(app, client, d
 def test_stk_success_after_a_menu_payment_flags_the_second_payment(client, db, order):
     confirm(client, body(ref=order["reference"]))
     result = settlement.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
-                                                         amount=Decimal(100), phone=PHONE))
+                                                             amount=Decimal(100), phone=PHONE))
     assert result.effect == "ignored: already completed"
     payment = records.get(db, order["_id"])
     assert payment["needs_review"] and payment["extra_receipts"] == ["STK0000001"]

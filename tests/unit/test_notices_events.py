@@ -72,7 +72,7 @@ def test_review_then_approval_notifies_each_step_once(db):
 def test_a_rejected_review_says_so(db):
     payment = make_payment(db, make_user(db))
     settlement.settle(db, payment["_id"], states.Outcome(status="completed", via="callback", result_code="0",
-                                                     receipt="RKTREJECT1", amount=5, phone=payment["phone"]))
+                                                         receipt="RKTREJECT1", amount=5, phone=payment["phone"]))
     settlement.resolve_review(db, payment["_id"], actor="ops", approve=False, reason="not ours")
     assert [n["kind"] for n in notices_of(db, "amina")] == ["payment_review", "payment_rejected"]
 

@@ -80,7 +80,7 @@ def test_the_poll_shows_the_newer_of_the_two_balances_it_read(db, user):
     payment = start(db, user, "form-1").payment
     before = db.users.find_one({"username": "alice"})  # the session's read, before the credit
     settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="R00000003",
-                                                  amount=Decimal(100), phone=user.phone_number))
+                                                      amount=Decimal(100), phone=user.phone_number))
     credited = records.get(db, payment["_id"])
     assert credited["credited"] is True and credited["balance_after"] == 10_000
     assert balance_to_show(credited, before) == 10_000

@@ -51,7 +51,7 @@ def test_cancel_ends_the_payment_frees_the_slot_and_a_late_success_still_credits
 
     # The customer approves the old prompt after all: M-Pesa's success outranks our cancel.
     result = settlement.settle(db, first["_id"], from_result(0, "ok", via="callback", receipt="RKL0000001",
-                                                         amount=Decimal(100), phone="254712345678"))
+                                                             amount=Decimal(100), phone="254712345678"))
     assert result.credited and records.get(db, first["_id"])["status"] == "completed"
     assert ledger.balance(db, shopper.username) == 10_000
     assert ledger.check_invariants(db) == []
@@ -158,7 +158,7 @@ def test_phones_are_shown_as_customers_write_them(stored, shown):
 def test_history_shows_words_per_row_with_adjustments_and_refunds(db, client, shopper):
     payment = new_payment(db, shopper, with_job=False)
     settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="RKL0000009",
-                                                  amount=Decimal(100), phone=payment["phone"]))
+                                                      amount=Decimal(100), phone=payment["phone"]))
     ledger.spend(db, shopper.username, 250, "spend-0001", channel="api", note="summary")
     ledger.adjust(db, shopper.username, 500, actor="ops", reason="goodwill for a slow prompt")
     ledger.adjust(db, shopper.username, -1000, actor="ops", reason="refund of part", kind="refund")

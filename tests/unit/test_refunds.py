@@ -24,7 +24,7 @@ def paid(app, db):
                              idempotency_key="k-refund-01").payment
     from decimal import Decimal
     settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="STK1234567",
-                                                  amount=Decimal(100), phone=PHONE))
+                                                      amount=Decimal(100), phone=PHONE))
     return records.get(db, payment["_id"])
 
 

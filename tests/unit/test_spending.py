@@ -18,7 +18,7 @@ def api_key(app, db, client):
                                   "JOB_MAX_ATTEMPTS": 5}, user=user, plan=get_plan(db, "basic"),
                              phone="254712345678", idempotency_key="k-00000001").payment
     settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="ABC1234567",
-                                                  amount=Decimal(100), phone="254712345678"))
+                                                      amount=Decimal(100), phone="254712345678"))
     from app.users import rotate_api_key
     return rotate_api_key(db, user.id)
 
