@@ -36,4 +36,5 @@ def announce(signal, db, **data) -> None:
         try:
             receiver(db, **data)
         except Exception:
-            log.exception("a receiver of %s failed; the money write it follows is unaffected", getattr(signal, "name", signal))
+            log.exception("a receiver of %s failed; the money write it follows is unaffected",
+                          getattr(signal, "name", signal))
