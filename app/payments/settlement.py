@@ -2,11 +2,12 @@
 
 Callbacks, STK Query answers, expiry, customers, operators, receipt claims and menu (C2B)
 payments all settle a payment through `settle` (or a callback's `settle_matching`).
-Every write to a payment's status is here, and each is one conditional single-document
-update (see app.payments.states for the order a status may move in), so a duplicate or
-late answer changes nothing and no transaction is needed. A completed payment's words
-are then booked by `app.ledger.credit_payment`, the one place that credits a balance;
-a crash in between leaves `credited: false` for the ledger's repair pass.
+Every write that gives a payment a final status is here (app.payments.records only moves
+it from queued to pending), and each is one conditional single-document update (see
+app.payments.states for the order a status may move in), so a duplicate or late answer
+changes nothing and no transaction is needed. A completed payment's words are then
+booked by `app.ledger.credit_payment`, the one place that credits a balance; a crash in
+between leaves `credited: false` for the ledger's repair pass.
 
 After each settling write the payment is announced on `app.events.payment_settled`;
 what a listener does (the notices) can neither undo nor block the write.
