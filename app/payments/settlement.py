@@ -22,9 +22,8 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from .. import events
+from .. import events, ledger
 from ..db import utcnow
-from ..ledger import credit_fields, credit_payment
 from .states import COMPLETED, FAILURE_STATUSES, OPEN_STATUSES, REJECTED, REVIEW, Outcome
 
 # Its log lines keep the name they had when settlement lived in the ledger: searches and alerts key on it.
@@ -161,7 +160,7 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
     if updated is None:
         current = _current(db, payment["_id"], counter)
         if current["status"] == COMPLETED:
-            credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
+            ledger.credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
             if not current.get("mpesa_receipt") and outcome.receipt and not problem:
                 _fill_receipt(db, current, outcome)
             elif outcome.receipt and current.get("mpesa_receipt") not in (None, outcome.receipt):
@@ -176,10 +175,10 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
 
 def _credited(db, updated: dict, outcome: Outcome) -> SettleResult:
     """Book the words of a payment this process's settling write has just completed."""
-    entry = credit_payment(db, updated, fresh=True)
+    entry = ledger.credit_payment(db, updated, fresh=True)
     log.info("payment %s completed, receipt %s", updated["_id"], outcome.receipt)
     # credit_payment set these fields; the rest is the post-image of the settling write.
-    credited = {**updated, **credit_fields(entry)}
+    credited = {**updated, **ledger.credit_fields(entry)}
     events.announce(events.payment_settled, db, payment={**credited, "user_after": entry.get("user_after")})
     return SettleResult("credited", credited, credited=True)
 
@@ -269,6 +268,6 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     if updated is None:
         raise ValueError("this payment was resolved by someone else just now")
     if approve:
-        credit_payment(db, updated)
+        ledger.credit_payment(db, updated)
     events.announce(events.payment_settled, db, payment=updated)
     return db.payments.find_one({"_id": payment["_id"]})
