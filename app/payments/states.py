@@ -24,9 +24,9 @@ RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, 
 OPEN_STATUSES = (QUEUED, PENDING)
 # Ended without money changing hands, as far as we know: a late confirmed success still wins.
 FAILURE_STATUSES = (FAILED, CANCELLED, TIMEOUT, EXPIRED)
+# Settled: nothing but an operator (or, after a failure, a confirmed success) moves it on.
+# COMPLETED is the only one whose words go onto the balance.
 FINAL_STATUSES = FAILURE_STATUSES + (COMPLETED, REVIEW, REJECTED)
-# The one status whose words are (or are about to be) on the customer's balance.
-CREDITED_STATUSES = (COMPLETED,)
 # The statuses a customer is told about as a problem (a notice, an e-mail).
 PROBLEM_STATUSES = FAILURE_STATUSES + (REVIEW, REJECTED)
 

@@ -27,7 +27,6 @@ def test_the_sets_split_the_statuses_as_the_state_machine_needs():
     assert not set(states.OPEN_STATUSES) & set(states.FINAL_STATUSES)
     assert set(states.FAILURE_STATUSES) < set(states.FINAL_STATUSES)
     assert set(states.PROBLEM_STATUSES) == set(states.FAILURE_STATUSES) | {states.REVIEW, states.REJECTED}
-    assert states.CREDITED_STATUSES == (states.COMPLETED,)
     # Only a confirmed success (or an operator) outranks a failure.
     assert all(states.RANK[s] < states.RANK[states.COMPLETED] for s in states.FAILURE_STATUSES)
 
