@@ -76,6 +76,7 @@ class Worker:
         self.exited = threading.Event()
         self.deadline: float | None = None      # monotonic time a stopping worker must be gone by
         self.in_hand: queue.Job | None = None
+        notices.listen()  # the notices hear of what this worker settles and credits
         self.outage = Outage(settings["WORKER_OUTAGE_BACKOFF_MAX_SECONDS"], log)
         self.waker = Waker(db, self.outage, self.stopping, poll_min=settings["WORKER_POLL_SECONDS"],
                            poll_max=settings["WORKER_POLL_MAX_SECONDS"],

@@ -1,4 +1,4 @@
-"""Settle, credit and spend: the only code that writes money.
+"""Credit, spend, adjust and repair: the only code that writes words onto a balance.
 
 MongoDB may be a standalone server without multi-document transactions, so every
 money write here is one single-document atomic update guarded by an idempotency key:
@@ -17,11 +17,16 @@ worker, and by any retry of the same key) finishes it. A purchase saves the pend
 step: its payment document (`credited: false`) already journals what is to be booked,
 so its words are applied first and its entry is written applied (see credit_payment).
 Amounts never change once written: corrections are new entries with a reason and an actor.
+
+What becomes of a payment (its status) is decided in app.payments.settlement, which
+calls credit_payment here. This module imports nothing above it: it names the payment
+statuses from app.payments.states (a module that imports nothing) and announces balance
+changes through app.events, without knowing who listens.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,21 +34,11 @@ from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from . import notices
+from . import events
 from .db import utcnow
+from .payments.states import COMPLETED, OPEN_STATUSES, RANK
 
 log = logging.getLogger("lipia.ledger")
-
-# Payment statuses. A payment only moves to a higher rank; among the failures the
-# first answer wins, and only a confirmed success (or an operator) outranks them.
-QUEUED, PENDING = "queued", "pending"
-FAILED, CANCELLED, TIMEOUT, EXPIRED = "failed", "cancelled", "timeout", "expired"
-REVIEW, COMPLETED, REJECTED = "review", "completed", "rejected"
-OPEN_STATUSES = (QUEUED, PENDING)
-FAILURE_STATUSES = (FAILED, CANCELLED, TIMEOUT, EXPIRED)
-FINAL_STATUSES = FAILURE_STATUSES + (COMPLETED, REVIEW, REJECTED)
-RANK = {QUEUED: 0, PENDING: 1, FAILED: 2, CANCELLED: 2, TIMEOUT: 2, EXPIRED: 2, REVIEW: 3,
-        REJECTED: 4, COMPLETED: 4}
 
 # How many applied entry keys each user document remembers. A key only has to be
 # remembered until its entry is marked applied, which follows within milliseconds
@@ -68,32 +63,6 @@ class InsufficientWords(Exception):
 
 class IdempotencyConflict(Exception):
     """The same idempotency key was used before for a different request."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What M-Pesa (or the clock, or an operator) says became of a payment."""
-    status: str                       # completed / failed / cancelled / timeout / expired
-    via: str                          # callback / query / expiry / worker / operator
-    result_code: str | None = None
-    result_desc: str | None = None
-    reason: str | None = None         # machine key, e.g. wrong_pin, insufficient_funds
-    customer_message: str | None = None
-    receipt: str | None = None
-    amount: Any = None                # as confirmed by M-Pesa (callbacks only)
-    phone: str | None = None
-    checkout_request_id: str | None = None
-    merchant_request_id: str | None = None
-    transaction_date: Any = None
-    actor: str | None = None
-
-
-@dataclass
-class SettleResult:
-    effect: str                       # what this outcome changed, for the callback inbox and logs
-    payment: dict | None = None
-    credited: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- ledger entries
@@ -207,7 +176,7 @@ def spend(db, username: str, words: int, idempotency_key: str, *, channel: str, 
     entry, first = post_entry(db, key, username, -words, "spend", channel=channel, note=note)
     if entry["state"] == "refused":
         raise InsufficientWords(words, balance(db, username))
-    notices.balance_changed(db, username, entry.get("balance_after"), user=entry.get("user_after"))
+    events.announce(events.balance_changed, db, entry=entry, correction=False)
     # The balance this spend left (read atomically with it); a replay reads the balance now.
     after = entry.get("balance_after") if first else None
     return SpendResult(entry_id=key, words=words, balance=balance(db, username) if after is None else int(after),
@@ -226,212 +195,13 @@ def adjust(db, username: str, delta: int, *, actor: str, reason: str, kind: str 
                           payment_id=payment_id)
     if entry["state"] == "refused":
         raise InsufficientWords(-delta, balance(db, username))
-    notices.balance_adjusted(db, entry)
+    events.announce(events.balance_changed, db, entry=entry, correction=True)
     return entry
 
 
-# ---------------------------------------------------------------- settlement
+# ---------------------------------------------------------------- crediting a purchase
 
-def _history(status: str, via: str, note: str | None = None) -> dict:
-    return {"status": status, "at": utcnow(), "via": via, **({"note": note} if note else {})}
-
-
-def _mismatch(payment: dict, outcome: Outcome) -> str | None:
-    """Why a success cannot be credited as it stands, or None when it matches the order.
-
-    An STK Query answer names the CheckoutRequestID that Daraja pushed with the order's
-    own amount but carries no receipt or amount, so it confirms the order as it stands.
-    """
-    if outcome.via == "query":
-        return None
-    if outcome.amount is None or outcome.receipt is None:
-        return "success without amount or receipt"
-    if outcome.amount != payment["amount"]:
-        return f"M-Pesa confirmed KES {outcome.amount}, the order was KES {payment['amount']}"
-    if outcome.phone and payment.get("phone") and outcome.phone.isdigit() and outcome.phone != payment["phone"]:
-        return "paid from a different phone number than the order's"
-    return None
-
-
-def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None,
-           count_callback: bool = False) -> SettleResult:
-    """Apply one outcome to one payment: once, forward only, whatever the order of arrival.
-
-    Callbacks, STK Query answers, expiry and operators all come through here. A caller
-    that has just read the payment may pass it to save a read: only its id and the
-    order's own fields (amount, phone, words) are used from it, and every write is
-    conditional on the stored status, so a copy a moment old decides nothing.
-    `count_callback` adds one to the payment's `callbacks_received` in the same write.
-    """
-    if payment is None:
-        payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
-    if payment is None:
-        return SettleResult("unknown payment")
-    counter = {"$inc": {"callbacks_received": 1}} if count_callback else {}
-    if outcome.status == COMPLETED:
-        return _settle_success(db, payment, outcome, counter)
-    return _settle_failure(db, payment, outcome, counter)
-
-
-def _current(db, payment_id, counter: dict) -> dict:
-    """The payment as it stands, after a settling write did not apply (counting a callback if asked)."""
-    if counter:
-        return db.payments.find_one_and_update({"_id": payment_id}, counter, return_document=ReturnDocument.AFTER)
-    return db.payments.find_one({"_id": payment_id})
-
-
-def _result_fields(outcome: Outcome) -> dict:
-    fields = {"result_code": outcome.result_code, "result_desc": outcome.result_desc,
-              "failure_reason": outcome.reason, "customer_message": outcome.customer_message,
-              "settled_via": outcome.via, "settled_at": utcnow(), "updated_at": utcnow()}
-    if outcome.checkout_request_id:
-        fields["checkout_request_id"] = outcome.checkout_request_id
-    return {k: v for k, v in fields.items() if v is not None}
-
-
-# A settled payment no longer waits on the phone: it gives up its customer's open slot
-# (see app.payments.records.OPEN_SLOT) in the same write.
-_SETTLED_UNSET = {"push_in_flight": "", "open_slot": ""}
-
-
-def _settle_failure(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
-    updated = db.payments.find_one_and_update(
-        {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES)}},
-        {"$set": {"status": outcome.status, **_result_fields(outcome)},
-         "$unset": _SETTLED_UNSET, **counter,
-         "$push": {"history": _history(outcome.status, outcome.via, outcome.result_desc)}},
-        return_document=ReturnDocument.AFTER)
-    if updated:
-        log.info("payment %s ended %s (%s)", payment["_id"], outcome.status, outcome.reason)
-        notices.payment_settled(db, updated)
-        return SettleResult(f"settled {outcome.status}", updated)
-    current = _current(db, payment["_id"], counter)
-    if current["status"] == COMPLETED and outcome.via == "query":
-        # Sandbox queries have answered "failed" for paid requests: never downgrade, flag it.
-        note = f"STK Query answered {outcome.result_code} after success"
-        db.payments.update_one({"_id": payment["_id"]},
-                               {"$set": {"needs_review": True, "review_reason": note}})
-        log.warning("payment %s: %s; flagged for review", payment["_id"], note)
-        return SettleResult("flagged for review", current, notes=[note])
-    return SettleResult(f"ignored: already {current['status']}", current)
-
-
-def _stored_amount(amount):
-    """Whole shillings as an int; anything else kept as text for the reviewer to see."""
-    if amount is None:
-        return None
-    return int(amount) if amount == int(amount) else str(amount)
-
-
-def _success_update(outcome: Outcome, target: str, problem: str | None, counter: dict) -> dict:
-    """The settling write of a success: completed (to be credited) or held for review."""
-    fields = {**_result_fields(outcome), "confirmed_amount": _stored_amount(outcome.amount),
-              "confirmed_phone": outcome.phone, "transaction_date": outcome.transaction_date}
-    if problem:
-        fields.update(review_reason=problem, needs_review=True, review_receipt=outcome.receipt)
-    else:
-        # `credited: false` until credit_payment books the words: the repair pass finds
-        # interrupted credits by this one indexed value, however long the history grows.
-        fields.update(mpesa_receipt=outcome.receipt, credited=False)
-    fields = {k: v for k, v in fields.items() if v is not None}
-    return {"$set": {"status": target, **fields}, "$unset": _SETTLED_UNSET, **counter,
-            "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
-
-
-def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
-    problem = _mismatch(payment, outcome)
-    target = REVIEW if problem else COMPLETED
-    condition = {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}}
-    update = _success_update(outcome, target, problem, counter)
-    try:
-        updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
-    except DuplicateKeyError:
-        # The receipt is already on another payment: never credit one receipt twice.
-        problem = f"receipt {outcome.receipt} was already used for another payment"
-        update = _success_update(outcome, REVIEW, problem, counter)
-        updated = db.payments.find_one_and_update(condition, update, return_document=ReturnDocument.AFTER)
-        target = REVIEW
-    if updated is None:
-        current = _current(db, payment["_id"], counter)
-        if current["status"] == COMPLETED:
-            credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
-            if not current.get("mpesa_receipt") and outcome.receipt and not problem:
-                _fill_receipt(db, current, outcome)
-            elif outcome.receipt and current.get("mpesa_receipt") not in (None, outcome.receipt):
-                _flag_second_payment(db, current, outcome)
-        return SettleResult(f"ignored: already {current['status']}", current)
-    if target == REVIEW:
-        log.warning("payment %s held for review: %s", payment["_id"], problem)
-        notices.payment_settled(db, updated)
-        return SettleResult("held for review", updated, notes=[problem])
-    return _credited(db, updated, outcome)
-
-
-def _credited(db, updated: dict, outcome: Outcome) -> SettleResult:
-    """Book the words of a payment this process's settling write has just completed."""
-    entry = credit_payment(db, updated, fresh=True)
-    log.info("payment %s completed, receipt %s", updated["_id"], outcome.receipt)
-    # credit_payment set these fields; the rest is the post-image of the settling write.
-    credited = {**updated, **_credit_fields(entry)}
-    notices.payment_settled(db, {**credited, "user_after": entry.get("user_after")})
-    return SettleResult("credited", credited, credited=True)
-
-
-def settle_matching(db, payment_id, outcome: Outcome) -> SettleResult | None:
-    """A callback's usual case in one write: settle the payment if it is still open and
-    matches the callback (its CheckoutRequestID, and for a success the order's amount and
-    phone), counting the callback in the same write. Returns None when the write did not
-    apply (no such payment, settled already, a mismatch or a reused receipt): the caller
-    then reads the payment and goes through `settle`, which sorts out why. The conditions
-    are the ones `settle` checks on a payment it has read, so a match decides the same.
-    """
-    cid = outcome.checkout_request_id
-    if not cid:
-        return None
-    # A callback can overtake the push reply, before the payment knows its CheckoutRequestID.
-    condition: dict[str, Any] = {"_id": payment_id, "checkout_request_id": {"$in": [cid, None]}}
-    counter = {"$inc": {"callbacks_received": 1}}
-    if outcome.status != COMPLETED:
-        condition["status"] = {"$in": list(OPEN_STATUSES)}
-        updated = db.payments.find_one_and_update(
-            condition,
-            {"$set": {"status": outcome.status, **_result_fields(outcome)}, "$unset": _SETTLED_UNSET, **counter,
-             "$push": {"history": _history(outcome.status, outcome.via, outcome.result_desc)}},
-            return_document=ReturnDocument.AFTER)
-        if updated is None:
-            return None
-        log.info("payment %s ended %s (%s)", payment_id, outcome.status, outcome.reason)
-        notices.payment_settled(db, updated)
-        return SettleResult(f"settled {outcome.status}", updated)
-    amount = outcome.amount
-    if amount is None or outcome.receipt is None or outcome.via == "query" or amount != int(amount):
-        return None  # never credited as it stands: `settle` holds it for review
-    condition.update(status={"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}, amount=int(amount))
-    if outcome.phone and outcome.phone.isdigit():
-        # What _mismatch allows: the order's own phone, or an order that has none.
-        condition["$or"] = [{"phone": outcome.phone}, {"phone": {"$in": [None, ""]}}]
-    try:
-        updated = db.payments.find_one_and_update(condition, _success_update(outcome, COMPLETED, None, counter),
-                                                  return_document=ReturnDocument.AFTER)
-    except DuplicateKeyError:
-        return None  # a reused receipt: `settle` holds it for review
-    if updated is None:
-        return None
-    return _credited(db, updated, outcome)
-
-
-def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
-    """A callback after a query-confirmed success brings the receipt the query lacked."""
-    try:
-        db.payments.update_one({"_id": payment["_id"], "mpesa_receipt": {"$exists": False}},
-                               {"$set": {"mpesa_receipt": outcome.receipt,
-                                         "confirmed_amount": _stored_amount(outcome.amount)}})
-    except DuplicateKeyError:
-        db.payments.update_one({"_id": payment["_id"]}, {"$set": {
-            "needs_review": True, "review_reason": f"receipt {outcome.receipt} is on another payment too"}})
-
-
-def _credit_fields(entry: dict) -> dict:
+def credit_fields(entry: dict) -> dict:
     """What a credited payment records of its ledger entry.
 
     The balance the credit left (and its sequence number) lets a status poll show the
@@ -441,14 +211,6 @@ def _credit_fields(entry: dict) -> dict:
     if entry.get("balance_after") is not None:
         fields.update(balance_after=entry["balance_after"], balance_seq=entry.get("balance_seq"))
     return fields
-def _flag_second_payment(db, payment: dict, outcome: Outcome) -> None:
-    """A second, different M-Pesa payment for an order already paid (STK and the menu both):
-    never credited twice, never lost: the order is flagged with the extra receipt for an operator."""
-    note = f"a second M-Pesa payment (receipt {outcome.receipt}, via {outcome.via}) arrived after this order was paid"
-    db.payments.update_one({"_id": payment["_id"]},
-                           {"$set": {"needs_review": True, "review_reason": note},
-                            "$addToSet": {"extra_receipts": outcome.receipt}})
-    log.warning("payment %s: %s", payment["_id"], note)
 
 
 def credit_payment(db, payment: dict, *, fresh: bool = False) -> dict:
@@ -474,7 +236,7 @@ def credit_payment(db, payment: dict, *, fresh: bool = False) -> dict:
     elif entry["state"] == "pending":  # written by an earlier version, which wrote the entry first
         entry = _apply(db, entry, resumed=True)
     if entry["state"] == "applied":
-        db.payments.update_one({"_id": payment["_id"], "credited": {"$ne": True}}, {"$set": _credit_fields(entry)})
+        db.payments.update_one({"_id": payment["_id"], "credited": {"$ne": True}}, {"$set": credit_fields(entry)})
     return entry
 
 
@@ -506,32 +268,6 @@ def _book_purchase(db, key: str, payment: dict, *, resumed: bool) -> dict:
     except DuplicateKeyError:
         pass  # a concurrent credit of the same payment wrote it: the balance took the words once
     return {**doc, "user_after": user}
-
-
-def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) -> dict:
-    """An operator's verdict on a payment under review: credit it, or reject it."""
-    if not reason or not reason.strip():
-        raise ValueError("a review decision needs a reason")
-    target = COMPLETED if approve else REJECTED
-    fields = {"status": target, "needs_review": False, "reviewed_by": actor, "review_decision": reason.strip(),
-              "updated_at": utcnow()}
-    if approve:
-        fields["credited"] = False  # until credit_payment below books it (the repair pass's marker)
-    payment = db.payments.find_one({"_id": ObjectId(str(payment_id)), "status": REVIEW})
-    if payment is None:
-        raise ValueError("this payment is not under review")
-    if approve and payment.get("review_receipt"):
-        fields["mpesa_receipt"] = payment["review_receipt"]
-    updated = db.payments.find_one_and_update(
-        {"_id": payment["_id"], "status": REVIEW},
-        {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
-        return_document=ReturnDocument.AFTER)
-    if updated is None:
-        raise ValueError("this payment was resolved by someone else just now")
-    if approve:
-        credit_payment(db, updated)
-    notices.payment_settled(db, updated)
-    return db.payments.find_one({"_id": payment["_id"]})
 
 
 # ---------------------------------------------------------------- repair and checks

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 from .db import as_utc
 from .mpesa.phone import display_phone
-from .payments.status import TITLES, TONES
+from .payments.states import wording
 
 EAT = timezone(timedelta(hours=3), "EAT")
 
@@ -103,7 +103,7 @@ def register_templating(app):
     app.add_template_filter(eat, "eat")
     # Phones are stored as 2547XXXXXXXX (what Daraja wants) and shown as 0712 345 678.
     app.add_template_filter(display_phone, "phone")
-    app.add_template_global(lambda status: TONES.get(status, "secondary"), "status_tone")
-    app.add_template_global(lambda status: TITLES.get(status, status), "status_title")
+    app.add_template_global(lambda status: wording(status).tone, "status_tone")
+    app.add_template_global(lambda status: wording(status).title, "status_title")
     for name, function in (("when", when), ("age", age), ("changes", changes), ("pretty_json", pretty_json)):
         app.add_template_filter(function, name)

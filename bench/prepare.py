@@ -84,9 +84,8 @@ def make_customers(db, prefix: str, count: int, salt: int) -> list:
 
 def make_pending_payments(db, users: list, count: int, plan: dict, salt: int) -> list[dict]:
     """Payments as they stand once the worker's push was accepted (see records.record_push_accepted)."""
-    from app import ledger
     from app.db import utcnow
-    from app.payments import records
+    from app.payments import records, states
     capture = CaptureDb()
     rng = random.Random(salt)
     payments = []
@@ -97,8 +96,8 @@ def make_pending_payments(db, users: list, count: int, plan: dict, salt: int) ->
         now = utcnow()
         payment.update(merchant_request_id=f"{rng.randint(10000, 99999)}-{salt}{i:08d}-1",
                        checkout_request_id=f"ws_CO_bench{salt}{i:010d}", pushed_at=now, next_query_at=now,
-                       status=ledger.PENDING, updated_at=now)
-        payment["history"].append({"status": ledger.PENDING, "at": now, "via": "worker", "note": "prompt sent"})
+                       status=states.PENDING, updated_at=now)
+        payment["history"].append({"status": states.PENDING, "at": now, "via": "worker", "note": "prompt sent"})
         payments.append(payment)
     _bulk(db.payments, payments)
     return payments

@@ -6,10 +6,10 @@ from wtforms import Form, HiddenField, IntegerField, RadioField, SelectField, St
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from .. import ledger
+from ..payments import states
 
 STATUS_CHOICES = [SelectChoice("", "Any status"), SelectChoice("needs_review", "Needs review")] + [
-    SelectChoice(status, status) for status in sorted(ledger.RANK, key=lambda s: (ledger.RANK[s], s))]
+    SelectChoice(status, status) for status in sorted(states.RANK, key=lambda s: (states.RANK[s], s))]
 
 
 def reason_field():

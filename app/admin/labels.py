@@ -12,17 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .. import ledger
+from ..payments import states
 
 # What happened, in an operator's words, by status.
 ENDINGS = {
-    ledger.COMPLETED: "Paid",
-    ledger.FAILED: "Failed",
-    ledger.CANCELLED: "Cancelled",
-    ledger.TIMEOUT: "Timed out",
-    ledger.EXPIRED: "Expired",
-    ledger.REVIEW: "Held for review",
-    ledger.REJECTED: "Rejected",
+    states.COMPLETED: "Paid",
+    states.FAILED: "Failed",
+    states.CANCELLED: "Cancelled",
+    states.TIMEOUT: "Timed out",
+    states.EXPIRED: "Expired",
+    states.REVIEW: "Held for review",
+    states.REJECTED: "Rejected",
 }
 # Who or what said so, by the `via` each settling path records.
 SOURCES = {

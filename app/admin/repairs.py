@@ -19,7 +19,7 @@ from ..logs import bind
 from ..mpesa.client import DarajaClient, DarajaSettings
 from ..mpesa.errors import DarajaError
 from ..ops import metrics
-from ..payments import outcomes, records, refunds
+from ..payments import outcomes, records, refunds, settlement, states
 from . import store
 
 log = logging.getLogger("lipia.admin")
@@ -87,7 +87,7 @@ def ask_daraja(db, config, payment_id, *, actor: str, reason: str) -> RepairResu
         raise RepairError("Daraja never accepted a push for this payment (it has no CheckoutRequestID), "
                           "so there is nothing to ask about.")
     status = payment["status"]
-    if status == ledger.PENDING:
+    if status == states.PENDING:
         if not records.request_query(db, payment["_id"], payment["username"], min_gap=QUERY_MIN_GAP):
             raise RepairError("Daraja was asked about this payment a few seconds ago, or it was settled just now. "
                               "Wait for that answer below.")
@@ -97,7 +97,7 @@ def ask_daraja(db, config, payment_id, *, actor: str, reason: str) -> RepairResu
                            after=store.payment_snapshot(after), result="query handed to the worker")
         return RepairResult("The worker will ask Daraja about this payment within a few seconds; "
                             "this page refreshes until the answer arrives.", "info")
-    if status not in ledger.FAILURE_STATUSES:
+    if status not in states.FAILURE_STATUSES:
         raise RepairError(f"This payment is already {status}; asking Daraja cannot change it.")
     return _query_now(db, config, payment, actor=actor, reason=reason)
 
@@ -116,7 +116,7 @@ def _query_now(db, config, payment: dict, *, actor: str, reason: str) -> RepairR
     if answer.pending:
         result, effect = "Daraja says the payment is still being processed.", "still being processed"
     else:
-        settled = ledger.settle(db, payment["_id"], outcomes.from_result(
+        settled = settlement.settle(db, payment["_id"], outcomes.from_result(
             answer.result_code, answer.result_desc, via="query", actor=actor,
             checkout_request_id=payment["checkout_request_id"]))
         effect = settled.effect
@@ -126,7 +126,7 @@ def _query_now(db, config, payment: dict, *, actor: str, reason: str) -> RepairR
                        reason=reason, before=store.payment_snapshot(payment), after=store.payment_snapshot(after),
                        result=effect)
     log.info("operator %s asked Daraja about payment %s: %s", actor, payment["_id"], effect)
-    return RepairResult(result, "success" if after["status"] == ledger.COMPLETED else "info")
+    return RepairResult(result, "success" if after["status"] == states.COMPLETED else "info")
 
 
 # ---------------------------------------------------------------- (b) retry a dead job
@@ -146,8 +146,8 @@ def requeue_job(db, job_id: str, *, actor: str, reason: str) -> RepairResult:
         raise RepairError(f"This job is {job['status']}, not dead: only dead jobs can be retried.")
     if job.get("payment_id"):
         payment = _payment(db, job["payment_id"])
-        if payment["status"] != ledger.QUEUED:
-            if payment["status"] == ledger.FAILED and payment.get("failure_reason") == "mpesa_unreachable":
+        if payment["status"] != states.QUEUED:
+            if payment["status"] == states.FAILED and payment.get("failure_reason") == "mpesa_unreachable":
                 raise RepairError(
                     "When this job was given up, its payment was marked failed and the customer was told no "
                     "money was taken. It will not be pushed again: the customer can start a new checkout.")
@@ -168,14 +168,14 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     """Credit or reject a payment under review; or clear the flag of a settled one."""
     reason = _reason(reason)
     payment = _payment(db, payment_id)
-    if payment["status"] == ledger.REVIEW:
+    if payment["status"] == states.REVIEW:
         receipt = payment.get("review_receipt")
         other = store.receipt_used_elsewhere(db, receipt, payment["_id"]) if approve and receipt else None
         if other:
             raise RepairError(f"Receipt {receipt} was already credited on payment {other['_id']}: approving this "
                               "one would credit one M-Pesa payment twice. Reject it instead.")
         try:
-            updated = ledger.resolve_review(db, payment["_id"], actor=actor, approve=approve, reason=reason)
+            updated = settlement.resolve_review(db, payment["_id"], actor=actor, approve=approve, reason=reason)
         except ValueError as exc:
             raise RepairError(f"Not resolved: {exc}.") from None
         except DuplicateKeyError:
@@ -282,7 +282,7 @@ def preview_refund(db, payment_id, *, words: int, amount_kes: int) -> RefundPrev
 
 def _refund_checks(db, payment: dict, words, amount_kes) -> int:
     """Every reason to refuse a refund of `payment`; returns the customer's balance now."""
-    if payment["status"] != ledger.COMPLETED or not payment.get("credited"):
+    if payment["status"] != states.COMPLETED or not payment.get("credited"):
         raise RepairError(f"Only a completed, credited payment can be refunded; this one is {payment['status']}.")
     refusal = refunds.second_refund_refusal(db, payment["_id"])
     if refusal:

@@ -18,16 +18,16 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from .. import ledger, queue
 from ..db import as_utc, utcnow
 from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
-from ..payments import records
+from ..payments import records, states
 from . import periods
 
 AUDIT = "audit_log"
 PAYMENT_HIDDEN = {"callback_secret": 0}
 PAYMENT_LIST_HIDDEN = {"callback_secret": 0, "exchanges": 0, "history": 0}
 USER_HIDDEN = {"password": 0, "api_key_hash": 0, "applied_keys": 0, "sessions": 0}
-WAITING = list(ledger.OPEN_STATUSES)
-UNDER_REVIEW = {"$or": [{"status": ledger.REVIEW}, {"needs_review": True}]}
-ENDED = list(ledger.FINAL_STATUSES)
+WAITING = list(states.OPEN_STATUSES)
+UNDER_REVIEW = {"$or": [{"status": states.REVIEW}, {"needs_review": True}]}
+ENDED = list(states.FINAL_STATUSES)
 
 
 def _age_seconds(when, now: datetime) -> float | None:
@@ -44,10 +44,10 @@ def period_summary(db, since: datetime) -> dict:
             {"$match": {"created_at": {"$gte": since}}},
             {"$group": {"_id": "$status", "n": {"$sum": 1}, "kes": {"$sum": "$amount"}}}]):
         by_status[row["_id"]] = row["n"]
-        if row["_id"] == ledger.COMPLETED:
+        if row["_id"] == states.COMPLETED:
             received = row["kes"]
     ended = sum(n for status, n in by_status.items() if status in ENDED)
-    completed = by_status.get(ledger.COMPLETED, 0)
+    completed = by_status.get(states.COMPLETED, 0)
     return {"since": since, "by_status": by_status, "total": sum(by_status.values()), "ended": ended,
             "completed": completed, "received_kes": received,
             "success_rate": round(100.0 * completed / ended, 1) if ended else None}
@@ -93,7 +93,7 @@ class PaymentFilter:
         if self.status:
             if self.status == "needs_review":
                 conditions.append(UNDER_REVIEW)
-            elif self.status in ledger.RANK:
+            elif self.status in states.RANK:
                 conditions.append({"status": self.status})
             else:
                 raise ValueError(f"unknown status {self.status[:20]!r}")
@@ -195,7 +195,7 @@ def receipt_used_elsewhere(db, receipt: str, payment_id) -> dict | None:
 def clear_review_flag(db, payment_id, *, actor: str, reason: str) -> dict | None:
     """An operator checked a settled payment that was flagged; the flag goes, the money stays."""
     return db.payments.find_one_and_update(
-        {"_id": records.oid(payment_id), "needs_review": True, "status": {"$ne": ledger.REVIEW}},
+        {"_id": records.oid(payment_id), "needs_review": True, "status": {"$ne": states.REVIEW}},
         {"$set": {"needs_review": False, "review_cleared_by": actor, "review_cleared_reason": reason,
                   "review_cleared_at": utcnow(), "updated_at": utcnow()}},
         projection=PAYMENT_HIDDEN, return_document=ReturnDocument.AFTER)
@@ -203,7 +203,7 @@ def clear_review_flag(db, payment_id, *, actor: str, reason: str) -> dict | None
 
 def awaiting_query_answer(payment: dict, now: datetime | None = None) -> bool:
     """True while an STK Query asked for this payment has not brought its answer yet."""
-    if payment.get("status") != ledger.PENDING:
+    if payment.get("status") != states.PENDING:
         return False
     if payment.get("query_requested_at"):
         return True

@@ -1,8 +1,9 @@
 """Notices and receipts: in-app notices, their e-mails, and printable payment receipts.
 
-The ledger reports events here (`payment_settled`, `balance_adjusted`,
-`balance_changed`); the worker sends the e-mails (`start_mail_sender`); the operator
-dashboard can read `mail_health(db)`.
+The money code announces its events on the signals of `app.events` and the notices
+listen (`listen`, called by `register_notices` in the web app and by the worker at
+start); the worker sends the e-mails (`start_mail_sender`); the operator dashboard can
+read `mail_health(db)`.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import threading
 from flask import Blueprint
 
 from .outbox import requeue
-from .service import (balance_adjusted, balance_changed, configure, email_choices, mail_health, opt_outs_from,
-                      payment_settled, unread_count)
+from .service import (balance_adjusted, balance_changed, configure, email_choices, listen, mail_health,
+                      opt_outs_from, payment_settled, unread_count)
 
-__all__ = ["balance_adjusted", "balance_changed", "configure", "email_choices", "mail_health", "opt_outs_from",
-           "payment_settled", "requeue", "start_mail_sender", "unread_count", "register_notices"]
+__all__ = ["balance_adjusted", "balance_changed", "configure", "email_choices", "listen", "mail_health",
+           "opt_outs_from", "payment_settled", "requeue", "start_mail_sender", "unread_count", "register_notices"]
 
 bp = Blueprint("notices", __name__)
 log = logging.getLogger("lipia.notices")
@@ -44,6 +45,7 @@ def register_notices(app):
     from . import views  # noqa: F401  (routes attach to bp)
 
     app.register_blueprint(bp)
+    listen()  # settlements and balance changes made by this app's requests and commands
 
     @app.context_processor
     def unread_notices():

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ..mpesa.redact import mask_phone
 from ..payments import records
-
-PAID = "completed"
+from ..payments.states import COMPLETED
 
 
 def receipt_for(db, payment_id, viewer) -> dict | None:
@@ -17,7 +16,7 @@ def receipt_for(db, payment_id, viewer) -> dict | None:
         payment = records.get(db, payment_id)
     else:
         payment = records.get_for_owner(db, payment_id, viewer.username)
-    if payment is None or payment.get("status") != PAID:
+    if payment is None or payment.get("status") != COMPLETED:
         return None
     confirmed = payment.get("confirmed_amount")
     return {

@@ -6,7 +6,8 @@ retried adjustment or two workers settling the same payment can never notify twi
 When e-mail is configured, the same event puts one message in the outbox (see
 `outbox.py`); the worker sends it later, never the request that caused it.
 
-The ledger calls the three event functions below right after a money write. They
+The three event functions below hear of money writes through the signals of
+`app.events` (connected by `listen`, when the web app or the worker starts). They
 are guarded: a notice is a courtesy, so a failure here is logged and swallowed and
 the money write that triggered it stands.
 """
@@ -20,7 +21,9 @@ from flask import current_app, has_app_context
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from .. import events
 from ..db import utcnow
+from ..payments.states import COMPLETED, PROBLEM_STATUSES, wording
 from . import outbox
 
 log = logging.getLogger("lipia.notices")
@@ -34,26 +37,6 @@ CATEGORIES = {
     LOW_BALANCE: "Low balance warnings",
 }
 
-# Payment statuses, as app.ledger names them (spelled out to keep imports one-way).
-COMPLETED, REVIEW, REJECTED = "completed", "review", "rejected"
-PROBLEM_TITLES = {
-    "failed": "Payment failed",
-    "cancelled": "Payment cancelled",
-    "timeout": "Payment timed out",
-    "expired": "Payment not confirmed",
-    REVIEW: "Payment under review",
-    REJECTED: "Payment not credited",
-}
-DEFAULT_PROBLEM_TEXT = {
-    "failed": "M-Pesa did not complete this payment. No words were added.",
-    "cancelled": "The payment was cancelled on the phone. No money was taken.",
-    "timeout": "The PIN prompt was not answered in time. No money was taken.",
-    "expired": "We never heard back from M-Pesa about this payment. If money left your account "
-               "it will still be credited when M-Pesa confirms it.",
-    REVIEW: "M-Pesa's confirmation did not match this order, so we are checking it by hand. "
-            "If money left your account it is safe; we will credit or refund it.",
-    REJECTED: "After checking, this payment was not credited. Contact support if money left your account.",
-}
 UNREAD_CAP = 100
 
 # Settings of a process that has no Flask app (the worker); see `configure`.
@@ -154,7 +137,7 @@ def _user(db, username: str, fields: tuple[str, ...]) -> dict:
     return db.users.find_one({"username": username}, {f: 1 for f in fields}) or {}
 
 
-# ---------------------------------------------------------------- events (called by app.ledger)
+# ---------------------------------------------------------------- events (heard through app.events)
 
 @_guarded
 def payment_settled(db, payment: Mapping) -> bool | None:
@@ -178,10 +161,10 @@ def payment_settled(db, payment: Mapping) -> bool | None:
             mail_lines=(f"Reference: {payment.get('reference', '')}",), user=payment.get("user_after"))
         _check_low_balance(db, payment["username"], payment.get("balance_after"), user=payment.get("user_after"))
         return created
-    if status in PROBLEM_TITLES:
-        text = payment.get("customer_message") or DEFAULT_PROBLEM_TEXT[status]
+    if status in PROBLEM_STATUSES:
+        text = payment.get("customer_message") or wording(status).explanation
         return create(db, key=key, username=payment["username"], kind=f"payment_{status}", category=PROBLEM,
-                      title=PROBLEM_TITLES[status],
+                      title=wording(status).notice_title,
                       body=f"Your payment of KES {payment['amount']:,} for the {plan} plan: {text}",
                       link=f"/payments/{pid}", payment_id=pid, link_label="See the payment")
     return None
@@ -214,6 +197,27 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
 def balance_changed(db, username: str, new_balance: int | None = None, user: Mapping | None = None) -> bool | None:
     """A spend lowered the balance: warn once when it falls below the customer's threshold."""
     return _check_low_balance(db, username, new_balance, user=user)
+
+
+def listen() -> None:
+    """Hear of settlements and balance changes from now on (app.events); safe to repeat.
+
+    The web app (`register_notices`) and the worker call it as they start, so a notice is
+    written whichever process settles the payment or moves the balance.
+    """
+    events.payment_settled.connect(_on_payment_settled, weak=False)
+    events.balance_changed.connect(_on_balance_changed, weak=False)
+
+
+def _on_payment_settled(db, *, payment: Mapping) -> None:
+    payment_settled(db, payment)
+
+
+def _on_balance_changed(db, *, entry: Mapping, correction: bool) -> None:
+    if correction:
+        balance_adjusted(db, entry)
+    else:
+        balance_changed(db, entry["username"], entry.get("balance_after"), user=entry.get("user_after"))
 
 
 def threshold_for(user_doc: Mapping) -> int:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .. import ledger, queue
+from .. import queue
+from ..payments import states
 
 COUNT_LIMIT = 10_000
 RECENT_WINDOW = timedelta(hours=24)
-OPEN_PAYMENT_STATUSES = (ledger.QUEUED, ledger.PENDING, ledger.REVIEW)
-RECENT_PAYMENT_STATUSES = tuple(sorted(ledger.RANK))
+OPEN_PAYMENT_STATUSES = (states.QUEUED, states.PENDING, states.REVIEW)
+RECENT_PAYMENT_STATUSES = tuple(sorted(states.RANK))
 LIVE_JOB_STATUSES = (queue.QUEUED, queue.PROCESSING, queue.DEAD)
 
 
@@ -51,8 +52,8 @@ def payments_needing_review(db) -> int:
     # The flagged ones are read by the needs_review index alone and told apart here: a
     # `$ne` on status in the same filter lets some planners give up the index and scan.
     flagged = db.payments.find({"needs_review": True}, {"status": 1}).limit(COUNT_LIMIT)
-    return (_count(db.payments, {"status": ledger.REVIEW})  # status_age
-            + sum(1 for payment in flagged if payment.get("status") != ledger.REVIEW))
+    return (_count(db.payments, {"status": states.REVIEW})  # status_age
+            + sum(1 for payment in flagged if payment.get("status") != states.REVIEW))
 
 
 def live_jobs(db) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """What a customer can do to a payment that is still waiting: cancel it, send a new prompt, ask M-Pesa now.
 
-Every change of status goes through `app.ledger.settle`, so a customer's cancel is one more
+Every change of status goes through `app.payments.settlement.settle`, so a customer's cancel is one more
 failure status in the ledger's order: a confirmed success that arrives later (the customer
 approved the old prompt after all) still outranks it and credits the words.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from .. import ledger
 from ..db import as_utc, utcnow
-from . import checkout
+from . import checkout, settlement, states
 
 # A new prompt for a payment still on the phone only after this long (and never later than
 # half the prompt's window): Daraja answers a second push to a number that still holds a
@@ -28,17 +27,17 @@ def abandon(db, payment: dict, *, note: str = "cancelled by the customer") -> bo
     The prompt already on the phone cannot be withdrawn: if the customer approves it,
     the callback settles this payment as completed (the ledger lets a success outrank a cancel).
     """
-    if payment["status"] not in ledger.OPEN_STATUSES:
+    if payment["status"] not in states.OPEN_STATUSES:
         return False
-    result = ledger.settle(db, payment["_id"], ledger.Outcome(
-        status=ledger.CANCELLED, via="customer", reason="abandoned", result_desc=note,
+    result = settlement.settle(db, payment["_id"], states.Outcome(
+        status=states.CANCELLED, via="customer", reason="abandoned", result_desc=note,
         customer_message=ABANDONED_MESSAGE), payment=payment)
     return result.effect.startswith("settled")
 
 
 def seconds_until_resend(payment: dict, prompt_timeout: int, now=None) -> int:
     """0 when a new prompt may be sent for this payment; otherwise the seconds to wait."""
-    if payment["status"] not in ledger.OPEN_STATUSES:
+    if payment["status"] not in states.OPEN_STATUSES:
         return 0
     started = as_utc(payment.get("pushed_at") or payment.get("created_at"))
     if started is None:
@@ -78,13 +77,13 @@ def ask_after_prompt(db, payment: dict, prompt_timeout: int) -> bool:
     operation; the write itself is conditional, so two polls at once ask only once. The
     reconciler then asks at once and afterwards keeps its normal schedule.
     """
-    if payment["status"] != ledger.PENDING or not payment.get("checkout_request_id") \
+    if payment["status"] != states.PENDING or not payment.get("checkout_request_id") \
             or payment.get("asked_after_prompt") or payment.get("pushed_at") is None:
         return False
     now = utcnow()
     if as_utc(payment["pushed_at"]) + timedelta(seconds=prompt_timeout) > now:
         return False
     result = db.payments.update_one(
-        {"_id": payment["_id"], "status": ledger.PENDING, "asked_after_prompt": {"$exists": False}},
+        {"_id": payment["_id"], "status": states.PENDING, "asked_after_prompt": {"$exists": False}},
         {"$set": {"asked_after_prompt": now, "next_query_at": now, "query_requested_at": now}})
     return result.modified_count == 1

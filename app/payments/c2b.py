@@ -7,7 +7,7 @@ goes to the callback spool (kind `c2b_confirmation`) and is settled once replaye
 Daraja still gets its C2B acknowledgement. Each
 `TransID` then gets one `c2b_payments` document whose `_id` is the TransID, so a
 duplicate or concurrent confirmation finds the first one instead of booking twice.
-A matched confirmation settles its order through `ledger.settle`, the path STK
+A matched confirmation settles its order through `settlement.settle`, the path STK
 callbacks take; the order's unique `mpesa_receipt` index keeps one receipt on one
 order. Whatever cannot be credited as it stands (an unknown account number, a wrong
 amount, an order already paid) stays in `review` for an operator: never lost.
@@ -23,12 +23,11 @@ from typing import Any, Mapping
 from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
-from .. import ledger
 from ..config import DEV_C2B_URL_SECRET
 from ..db import utcnow
 from ..mpesa import c2b as wire
 from ..mpesa.errors import CallbackError
-from . import records
+from . import records, settlement, states
 
 log = logging.getLogger("lipia.c2b")
 
@@ -69,7 +68,7 @@ def _payable(payment: dict, since) -> bool:
     created = payment.get("created_at")
     if created is not None and created.replace(tzinfo=None) < since.replace(tzinfo=None):
         return False
-    return payment["status"] in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES
+    return payment["status"] in states.OPEN_STATUSES + states.FAILURE_STATUSES
 
 
 def orders_for_account(db, config: Mapping[str, Any], bill_ref: str) -> list[dict]:
@@ -95,14 +94,14 @@ def match(db, config: Mapping[str, Any], conf: wire.Confirmation) -> tuple[dict 
         if payable:
             return payable[0], None
         newest = orders[0]
-        if newest["status"] in (ledger.COMPLETED, ledger.REVIEW, ledger.REJECTED):
+        if newest["status"] in (states.COMPLETED, states.REVIEW, states.REJECTED):
             return None, f"order {newest['reference']} is already {newest['status']}"
         return None, f"order {newest['reference']} no longer accepts payment"
     amount = conf.whole_amount
     if amount is None:
         return None, "till payment with cents matches no order"
     candidates = [p for p in db.payments.find(
-        {"status": {"$in": list(ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES)}, "amount": amount,
+        {"status": {"$in": list(states.OPEN_STATUSES + states.FAILURE_STATUSES)}, "amount": amount,
          "created_at": {"$gte": since}}, {"exchanges": 0}).sort("created_at", DESCENDING).limit(200)
         if wire.phone_matches(p.get("phone"), conf.msisdn)]
     if len({p["username"] for p in candidates}) == 1 and (wire.phone_is_exact(conf.msisdn) or len(candidates) == 1):
@@ -185,7 +184,7 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
         payment = _settled_by(db, conf.trans_id) or None
     if payment is None:
         return _finish(db, doc["_id"], REVIEW, problem, None)
-    result = ledger.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
+    result = settlement.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
     current = records.get(db, payment["_id"])
     # Credited by this TransID: by a copy of this confirmation, or by the customer's receipt claim.
     ours = current.get("settled_via") in ("c2b", "claim")
@@ -202,9 +201,9 @@ def _settled_by(db, trans_id: str) -> dict | None:
             or db.payments.find_one({"review_receipt": trans_id}, {"exchanges": 0}))
 
 
-def outcome_for(conf: wire.Confirmation, actor: str | None = None) -> ledger.Outcome:
+def outcome_for(conf: wire.Confirmation, actor: str | None = None) -> states.Outcome:
     amount = conf.whole_amount
-    return ledger.Outcome(status=ledger.COMPLETED, via="c2b", result_code="0",
+    return states.Outcome(status=states.COMPLETED, via="c2b", result_code="0",
                           result_desc=f"{conf.trans_type or 'C2B'} payment {conf.trans_id}",
                           receipt=conf.trans_id, amount=amount if amount is not None else conf.amount,
                           transaction_date=conf.trans_time or None, actor=actor)
@@ -272,14 +271,14 @@ def handle_validation(db, config: Mapping[str, Any], *, secret: str, raw: bytes)
 # ---------------------------------------------------------------- operators
 
 def assign(db, config, trans_id: str, payment_id, *, actor: str, reason: str) -> str:
-    """An operator settles a reviewed C2B payment against a chosen order, through the ledger."""
+    """An operator settles a reviewed C2B payment against a chosen order, through settlement."""
     if not reason or not reason.strip():
         raise ValueError("an assignment needs a reason")
     doc = db.c2b_payments.find_one({"_id": trans_id})
     if doc is None or doc["state"] != REVIEW or doc.get("payment_id"):
         raise ValueError("only an unmatched payment under review can be assigned")
     payment = records.get(db, payment_id)
-    if payment is None or payment["status"] not in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES:
+    if payment is None or payment["status"] not in states.OPEN_STATUSES + states.FAILURE_STATUSES:
         raise ValueError("the order must be open or failed (not paid) to take this payment")
     claimed = db.c2b_payments.find_one_and_update(
         {"_id": trans_id, "state": REVIEW, "payment_id": {"$exists": False}},
@@ -302,5 +301,5 @@ def manual_instructions(payment: Mapping[str, Any], config: Mapping[str, Any]) -
             else str(config.get("MPESA_SHORTCODE")),
             "account": None if till else payment.get("reference"),
             "amount": payment.get("amount"), "phone": payment.get("phone"), "until": until,
-            "open": payment.get("status") in ledger.OPEN_STATUSES + ledger.FAILURE_STATUSES
+            "open": payment.get("status") in states.OPEN_STATUSES + states.FAILURE_STATUSES
             and (until is None or until.replace(tzinfo=None) > utcnow().replace(tzinfo=None))}

@@ -1,4 +1,4 @@
-"""The Daraja callback: check its URL secret, keep it, settle through the ledger. Never raise to Daraja.
+"""The Daraja callback: check its URL secret, keep it, settle it (app.payments.settlement). Never raise to Daraja.
 
 A genuine callback (the HMAC in its URL matches, or the secret stored on a payment made
 before URLs were signed) is stored raw and whole before anything reads it. When the
@@ -27,12 +27,11 @@ from datetime import timedelta
 import pymongo
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from .. import ledger
 from ..db import database_for, utcnow
 from ..mpesa.callback import CallbackError, parse_callback
 from ..outage import web_database
 from ..ratelimits import FAIL_CLOSED
-from . import callback_signing, outcomes, records, spool
+from . import callback_signing, outcomes, records, settlement, spool
 
 log = logging.getLogger("lipia.callbacks")
 
@@ -289,7 +288,7 @@ def _settle(db, doc, body) -> tuple[str, dict]:
     outcome = outcomes.from_callback(callback)
     fields = {"checkout_request_id": callback.checkout_request_id, "result_code": callback.result_code}
     # The usual callback settles an open payment that matches it: one write, no read first.
-    result = ledger.settle_matching(db, records.oid(doc["payment_id"]), outcome)
+    result = settlement.settle_matching(db, records.oid(doc["payment_id"]), outcome)
     if result is not None:
         return result.effect, fields
     payment = records.get(db, doc["payment_id"])
@@ -301,7 +300,7 @@ def _settle(db, doc, body) -> tuple[str, dict]:
         log.warning("callback for payment %s names another CheckoutRequestID", payment["_id"])
         return "ignored: CheckoutRequestID does not match the payment", {"checkout_request_id": callback.checkout_request_id}
     # The settling write counts this callback too (one write instead of two).
-    result = ledger.settle(db, payment["_id"], outcome, payment=payment, count_callback=True)
+    result = settlement.settle(db, payment["_id"], outcome, payment=payment, count_callback=True)
     return result.effect, fields
 
 

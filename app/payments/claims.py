@@ -4,7 +4,7 @@ The customer types the code from their M-Pesa SMS. The worker asks Transaction S
 (with the initiator's SecurityCredential); the answer comes back later at a result URL
 carrying this claim's own secret, checked before the body is kept (a forgery keeps only
 the callback route's bounded record; during an outage it is spooled and checked on replay).
-A verified receipt settles the order through `ledger.settle`, whose unique receipt
+A verified receipt settles the order through `settlement.settle`, whose unique receipt
 index keeps one receipt on one order whoever claims it, however often.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any, Mapping
 from bson import ObjectId
 from bson.errors import InvalidId
 
-from .. import ledger, queue
+from .. import queue
 from ..config import DEV_INITIATOR_PASSWORD
 from ..db import utcnow
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
-from . import records
+from . import records, settlement, states
 
 log = logging.getLogger("lipia.claims")
 
@@ -74,7 +74,7 @@ def start(db, config: Mapping[str, Any], payment: dict, username: str, typed: st
     if receipt is None:
         raise ClaimRefused("That does not look like an M-Pesa receipt code: it is 10 letters and digits, "
                            "like RKL51ZDR4F, at the start of the SMS.")
-    if payment["status"] not in (ledger.PENDING,) + ledger.FAILURE_STATUSES:
+    if payment["status"] not in (states.PENDING,) + states.FAILURE_STATUSES:
         raise ClaimRefused("This payment is already settled; there is nothing to claim.")
     used = db.payments.find_one({"mpesa_receipt": receipt}, {"_id": 1})
     if used is not None:
@@ -210,11 +210,11 @@ def _apply_result(db, config, claim, raw, timed_out: bool) -> str:
 
 def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     amount = result.amount
-    outcome = ledger.Outcome(status=ledger.COMPLETED, via="claim", result_code="0",
+    outcome = states.Outcome(status=states.COMPLETED, via="claim", result_code="0",
                              result_desc=f"receipt {claim['receipt']} confirmed by Transaction Status",
                              receipt=claim["receipt"],
                              amount=int(amount) if amount is not None and amount == int(amount) else amount)
-    ledger.settle(db, ObjectId(claim["payment_id"]), outcome)
+    settlement.settle(db, ObjectId(claim["payment_id"]), outcome)
     payment = records.get(db, claim["payment_id"])
     if payment.get("mpesa_receipt") == claim["receipt"]:
         _finish(db, claim, CREDITED, None)
@@ -226,7 +226,7 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     if payment.get("review_receipt") == claim["receipt"]:
         _finish(db, claim, REVIEW, payment.get("review_reason"))
         return "held for review"
-    text = ("This payment was already settled another way." if payment["status"] == ledger.COMPLETED
+    text = ("This payment was already settled another way." if payment["status"] == states.COMPLETED
             else "That receipt has already been used for a payment.")
     _finish(db, claim, NOT_VERIFIED, text, text)
     return "not verified: " + text

@@ -1,7 +1,7 @@
-"""Turn what Daraja said (a callback or an STK Query answer) into a ledger Outcome."""
+"""Turn what Daraja said (a callback or an STK Query answer), or the clock, or a failed push, into an Outcome."""
 from __future__ import annotations
 
-from ..ledger import EXPIRED, Outcome
+from .states import EXPIRED, FAILED, Outcome, wording
 from ..mpesa.result_codes import classify, strip_desc_prefix
 
 
@@ -22,9 +22,8 @@ def from_callback(callback) -> Outcome:
 
 def expired(note: str) -> Outcome:
     return Outcome(status=EXPIRED, via="expiry", reason="no_answer", result_desc=note,
-                   customer_message="We never heard back from M-Pesa about this payment. If money left your "
-                                    "account it will still be credited when M-Pesa confirms it.")
+                   customer_message=wording(EXPIRED).explanation)
 
 
 def push_failed(reason: str, message: str, detail: str | None) -> Outcome:
-    return Outcome(status="failed", via="worker", reason=reason, customer_message=message, result_desc=detail)
+    return Outcome(status=FAILED, via="worker", reason=reason, customer_message=message, result_desc=detail)

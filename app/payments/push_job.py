@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 from pymongo.errors import ConnectionFailure
 
-from .. import ledger, queue
+from .. import queue
 from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import DarajaError
 from ..queue import GiveUp, Job, Retry
-from . import outcomes, records
+from . import outcomes, records, settlement, states
 
 log = logging.getLogger("lipia.push")
 
@@ -76,7 +76,7 @@ def run(db, client, settings, job: Job, persist: Callable = once) -> str:
     if payment is None:
         return "no such payment"
     bind(payment_id=payment["_id"])
-    if payment["status"] != ledger.QUEUED:
+    if payment["status"] != states.QUEUED:
         return f"nothing to do: payment already {payment['status']}"
     # A marker write whose reply was lost may have happened: our own token on it says so,
     # so it is never mistaken for an earlier attempt's (a payment waiting on a push never sent).
@@ -127,14 +127,14 @@ def _refused(db, payment: dict, exc: Exception, persist: Callable) -> str:
     """Final: the payment fails and nothing was taken."""
     if not isinstance(exc, DarajaError):
         persist(records.record_exchange, db, payment["_id"], None)
-    persist(ledger.settle, db, payment["_id"], outcomes.push_failed("rejected", REFUSED_WORDS, str(exc)))
+    persist(settlement.settle, db, payment["_id"], outcomes.push_failed("rejected", REFUSED_WORDS, str(exc)))
     return f"refused: {exc}"
 
 
 def give_up(db, job: Job, error: str) -> None:
     """The job is dead-lettered: the customer's payment ends failed (nothing was taken)."""
     records.clear_push(db, job.payment_id, job.token)
-    ledger.settle(db, job.payment_id, outcomes.push_failed("mpesa_unreachable", UNREACHABLE_WORDS, error))
+    settlement.settle(db, job.payment_id, outcomes.push_failed("mpesa_unreachable", UNREACHABLE_WORDS, error))
 
 
 def hand_back(db, job: Job, keep_seconds: float) -> str | None:
@@ -143,7 +143,7 @@ def hand_back(db, job: Job, keep_seconds: float) -> str | None:
     payment was settled meanwhile, the job is done: "finished". None: nothing was pushed,
     so the queue may simply take the job back."""
     payment = records.get(db, job.payment_id)
-    if payment is not None and payment["status"] != ledger.QUEUED:
+    if payment is not None and payment["status"] != states.QUEUED:
         queue.complete(db, job, f"nothing to do: payment already {payment['status']}", keep_seconds=keep_seconds)
         return "finished"
     if payment and (payment.get("push_in_flight") or {}).get("token") == job.token:

@@ -2,7 +2,7 @@
 
 This module keeps the record of each checkout up to the moment M-Pesa answers:
 creation, the push in flight, the ids Daraja returned, every exchange with Daraja.
-Final outcomes (and the words they credit) are written by `app.ledger.settle` only.
+Final outcomes are written by `app.payments.settlement.settle` only (and the words they credit by `app.ledger`).
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ..db import find_by_id, utcnow
-from ..ledger import PENDING, QUEUED
+from .states import PENDING, QUEUED
 
 EXCHANGES_KEPT = 50
 # A payment that may still be waiting on the customer's phone holds `open_slot: <username>`;
 # a unique sparse index lets only one payment per customer hold it, so two checkouts racing
 # each other cannot both create one, with no transaction and no extra round trip. Settling
-# the payment unsets it (in app.ledger's settling write); a pending payment whose prompt
+# the payment unsets it (in app.payments.settlement's settling write); a pending payment whose prompt
 # window has passed gives it up to the next checkout (`free_stale_slot`).
 OPEN_SLOT = "open_slot"
 

@@ -23,6 +23,7 @@ from ..mpesa import reversal as reversal_api
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
+from . import states
 
 log = logging.getLogger("lipia.refunds")
 
@@ -84,7 +85,7 @@ def request(db, config: Mapping[str, Any], client, payment: dict, *, actor: str,
     """Record and send one reversal for a completed payment; return the reversal record."""
     if words_mode not in WORD_MODES:
         raise RefundRefused("Choose whether to take back the unspent words or the whole purchase.")
-    if payment["status"] != ledger.COMPLETED or not payment.get("mpesa_receipt"):
+    if payment["status"] != states.COMPLETED or not payment.get("mpesa_receipt"):
         raise RefundRefused("Only a completed payment with an M-Pesa receipt can be sent back.")
     refusal = second_refund_refusal(db, payment["_id"])
     if refusal:

@@ -1,27 +1,17 @@
-"""What a payment's state means to the customer: a title, a message and what they can do."""
+"""What a payment's state means to the customer: a title, a message and what they can do.
+
+The words of each status are in app.payments.states; this module adds what depends on the
+payment itself (the prompt's countdown, an amount, whether it was asked about).
+"""
 from __future__ import annotations
 
 from datetime import timedelta
 
-from .. import ledger
 from ..db import as_utc, utcnow
 from ..mpesa.phone import display_phone
 from .actions import seconds_until_resend
-
-TITLES = {
-    "queued": "Sending the prompt to your phone…",
-    "pending": "Check your phone",
-    "completed": "Paid",
-    "cancelled": "Cancelled",
-    "timeout": "Timed out",
-    "expired": "No answer from M-Pesa",
-    "failed": "Payment failed",
-    "review": "Under review",
-    "rejected": "Not credited",
-}
-TONES = {"completed": "success", "cancelled": "secondary", "timeout": "warning", "expired": "warning",
-         "failed": "danger", "review": "info", "rejected": "danger", "queued": "primary", "pending": "primary"}
-
+from .states import (COMPLETED, FAILURE_STATUSES, FINAL_STATUSES, OPEN_STATUSES, PENDING, QUEUED, REVIEW,
+                     wording)
 
 def balance_to_show(payment: dict, user_doc: dict) -> int:
     """The customer's balance for a payment's page, from documents the request already read.
@@ -44,16 +34,16 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
     pushed_at = as_utc(payment.get("pushed_at"))
     expires_at = pushed_at + timedelta(seconds=prompt_timeout) if pushed_at else None
     message = payment.get("customer_message")
-    title = TITLES.get(status, status)
+    title = wording(status).title
     phone = display_phone(payment.get("phone"))
-    if status == "queued":
-        message = "We are asking M-Pesa to send a payment prompt to your phone."
+    if status == QUEUED:
+        message = wording(QUEUED).explanation
         if payment.get("exchanges"):
             # An attempt already came back unanswered (Daraja down or refusing): say so at once.
             title = "M-Pesa is not answering"
             message = ("M-Pesa did not take our request just now. We keep trying for a short while; "
                        "no money has been taken. You can cancel and try later.")
-    elif status == "pending":
+    elif status == PENDING:
         if expires_at and utcnow() < expires_at:
             message = (f"Enter your M-Pesa PIN on your phone to pay KES {payment['amount']}. "
                        "Keep this page open: it updates by itself.")
@@ -65,38 +55,37 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
             title = "Checking with M-Pesa"
             message = ("The prompt has closed. If you entered your PIN, your words will appear "
                        "here as soon as M-Pesa tells us.")
-    elif status == "completed":
+    elif status == COMPLETED:
         message = f"KES {payment['amount']} received. {payment['words']:,} words were added to your balance."
-    elif status == "review":
-        message = ("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
-                   "If money left your account it is safe; we will credit or refund it.")
+    elif status == REVIEW:
+        message = wording(REVIEW).explanation
     return {
         "id": str(payment["_id"]),
         "status": status,
         "title": title,
-        "tone": TONES.get(status, "secondary"),
+        "tone": wording(status).tone,
         "message": message or "",
         # A payment turns completed a moment before its words are booked: keep polling
         # until they are, so the balance the page shows is the one with them.
-        "final": status in ledger.FINAL_STATUSES and (status != "completed" or bool(payment.get("credited"))),
+        "final": status in FINAL_STATUSES and (status != COMPLETED or bool(payment.get("credited"))),
         "amount": payment["amount"],
         "words": payment["words"],
         "plan": payment.get("subscription_type"),
         "receipt": payment.get("mpesa_receipt"),
         # Paid, confirmed by STK Query (which carries no receipt code): say where the code is.
         "receipt_note": (f"Your M-Pesa receipt code is in the SMS M-Pesa sent to {phone}."
-                         if status == "completed" and not payment.get("mpesa_receipt") else ""),
+                         if status == COMPLETED and not payment.get("mpesa_receipt") else ""),
         "phone": phone,
-        "expires_at": expires_at.isoformat() if expires_at and status == "pending" else None,
+        "expires_at": expires_at.isoformat() if expires_at and status == PENDING else None,
         # Seconds left, so the countdown does not depend on the customer's phone clock being right.
         "expires_in": (round(max(0.0, (expires_at - utcnow()).total_seconds()), 1)
-                       if expires_at and status == "pending" else None),
-        "can_check": status == "pending" and bool(payment.get("checkout_request_id")),
-        "can_cancel": status in ledger.OPEN_STATUSES,
+                       if expires_at and status == PENDING else None),
+        "can_check": status == PENDING and bool(payment.get("checkout_request_id")),
+        "can_cancel": status in OPEN_STATUSES,
         # Seconds before "Send the prompt again" may be used (0: now); None once it ended.
-        "resend_in": seconds_until_resend(payment, prompt_timeout) if status in ledger.OPEN_STATUSES else None,
-        "can_retry": status in ledger.FAILURE_STATUSES,
+        "resend_in": seconds_until_resend(payment, prompt_timeout) if status in OPEN_STATUSES else None,
+        "can_retry": status in FAILURE_STATUSES,
         # The "pay from the M-Pesa menu" panel: while the prompt is out or after it failed.
-        "can_pay_manually": status == ledger.PENDING or status in ledger.FAILURE_STATUSES,
+        "can_pay_manually": status == PENDING or status in FAILURE_STATUSES,
         "words_remaining": balance,
     }

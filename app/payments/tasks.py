@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from .. import ledger
 from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import DarajaError
-from . import outcomes, records
+from . import outcomes, records, settlement, states
 
 log = logging.getLogger("lipia.tasks")
 
@@ -41,7 +40,7 @@ def reconcile_due(db, client, settings, limit: int = 20, should_stop: Callable[[
         records.record_exchange(db, payment["_id"], answer.exchange)
         if answer.pending:
             continue
-        ledger.settle(db, payment["_id"], outcomes.from_result(
+        settlement.settle(db, payment["_id"], outcomes.from_result(
             answer.result_code, answer.result_desc, via="query",
             checkout_request_id=payment["checkout_request_id"]))
     return done
@@ -58,14 +57,14 @@ def expire_overdue(db, settings, should_stop: Callable[[], bool] = lambda: False
         if outcome_unknown(payment):
             # Flagged before it expires, so the console's "under review" list shows it: a crash
             # between the two writes leaves it overdue, and the next pass expires it, flagged.
-            db.payments.update_one({"_id": payment["_id"], "status": {"$in": [ledger.QUEUED, ledger.PENDING]}},
+            db.payments.update_one({"_id": payment["_id"], "status": {"$in": [states.QUEUED, states.PENDING]}},
                                    {"$set": {"needs_review": True, "review_reason": note}})
-        result = ledger.settle(db, payment["_id"], outcomes.expired(note), payment=payment)
+        result = settlement.settle(db, payment["_id"], outcomes.expired(note), payment=payment)
         count += result.effect.startswith("settled")
         if outcome_unknown(payment) and not result.effect.startswith("settled"):
             # Settled another way just before (a callback): its outcome is known after all.
             db.payments.update_one({"_id": payment["_id"], "needs_review": True, "review_reason": note,
-                                    "status": {"$ne": ledger.EXPIRED}},
+                                    "status": {"$ne": states.EXPIRED}},
                                    {"$set": {"needs_review": False}, "$unset": {"review_reason": ""}})
     return count
 

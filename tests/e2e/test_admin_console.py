@@ -24,8 +24,7 @@ import pytest
 from bson import ObjectId
 from playwright.sync_api import expect
 
-from app import ledger
-from app.payments import outcomes
+from app.payments import outcomes, settlement
 from tests.support.invariants import assert_money_invariants
 from tests.support.web import Customer
 
@@ -66,7 +65,7 @@ def payments(stack) -> dict:
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.2, "callback": "none"})
     late = customer.checkout("basic")
     customer.wait_for(late, "pending")
-    ledger.settle(stack.db, late, outcomes.expired("no answer from M-Pesa in time"))
+    settlement.settle(stack.db, late, outcomes.expired("no answer from M-Pesa in time"))
     assert customer.status(late)["status"] == "expired"
     # The customer never answered the prompt: M-Pesa's callback says 1037.
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 1037, "after": 0.2})

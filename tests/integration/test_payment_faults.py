@@ -240,9 +240,9 @@ def test_query_never_downgrades_a_success(stack, customer):
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.1})
     payment_id = customer.checkout()
     customer.wait_for(payment_id, "completed")
-    from app import ledger
+    from app.payments import settlement
     from app.payments.outcomes import from_result
-    result = ledger.settle(stack.db, payment_id, from_result("1032", "Request cancelled by user", via="query"))
+    result = settlement.settle(stack.db, payment_id, from_result("1032", "Request cancelled by user", via="query"))
     assert result.effect == "flagged for review"
     doc = payment_doc(stack, payment_id)
     assert doc["status"] == "completed" and doc["needs_review"] and balance(stack, customer) == 10_000

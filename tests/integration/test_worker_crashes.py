@@ -9,6 +9,7 @@ import requests
 from bson import ObjectId
 
 from app import ledger, queue
+from app.payments import settlement, states
 from tests.support.invariants import assert_money_invariants
 from tests.support.stack import start_stack
 from tests.support.web import registered, wait_until
@@ -124,7 +125,7 @@ def test_crash_between_two_money_writes_is_finished_by_the_repair_pass(bare, cus
             {"Name": "PhoneNumber", "Value": int(customer.phone)}]}}}}
     monkeypatch.setattr(pymongo.collection.Collection, "insert_one", crash)
     with pytest.raises(Crash):
-        ledger.settle(bare.db, payment_id, from_callback(parse_callback(body)))
+        settlement.settle(bare.db, payment_id, from_callback(parse_callback(body)))
     monkeypatch.undo()
     assert payment(bare, payment_id)["status"] == "completed" and payment(bare, payment_id)["credited"] is False
     assert bare.db.ledger.find_one({"payment_id": payment_id}) is None
@@ -177,11 +178,11 @@ def test_seeded_storm_of_faults_over_many_payments(bare):
         for t in threads:
             t.join()
         for c, pid in payments[-len(customers):]:
-            c.wait_for(pid, set(ledger.FINAL_STATUSES), timeout=45)
+            c.wait_for(pid, set(states.FINAL_STATUSES), timeout=45)
         if round_no == 1:
             workers[0].kill()  # one worker dies mid-storm
     for c, pid in payments:
-        c.wait_for(pid, set(ledger.FINAL_STATUSES), timeout=45)
+        c.wait_for(pid, set(states.FINAL_STATUSES), timeout=45)
     for w in workers[1:]:
         w.stop()
     assert_money_invariants(bare.db)

@@ -78,6 +78,7 @@ def settle_then_die(db, payment_id, phone):
     """Run the settle path here, with a success callback, and die between the settling write
     and the credit: what a process killed at that instant leaves behind."""
     from app import ledger
+    from app.payments import settlement
     from app.mpesa.callback import parse_callback
     from app.payments.outcomes import from_callback
 
@@ -96,7 +97,7 @@ def settle_then_die(db, payment_id, phone):
     ledger.credit_payment = crash
     try:
         with pytest.raises(Crash):
-            ledger.settle(db, payment_id, from_callback(parse_callback(body)))
+            settlement.settle(db, payment_id, from_callback(parse_callback(body)))
     finally:
         ledger.credit_payment = real
 

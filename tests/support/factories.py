@@ -8,9 +8,11 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from app import ledger, queue, users
+from app import queue, users
 from app.payments import outcomes, push_job, records
 from app.plans.service import get_plan
+from app.payments import settlement
+from app.payments import states
 
 FAKE_HASH = "$2b$12$" + "x" * 53  # never checked: tests log in through the session
 
@@ -85,14 +87,14 @@ def paid(db, user: users.User, plan: str = "basic", **outcome_fields) -> dict:
                            content_type="application/json")
     fields = {"receipt": receipt(), "amount": Decimal(payment["amount"]), "phone": payment["phone"],
               "checkout_request_id": payment["checkout_request_id"], **outcome_fields}
-    result = ledger.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="callback", **fields))
+    result = settlement.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="callback", **fields))
     return result.payment
 
 
 def under_review(db, user: users.User) -> dict:
     """M-Pesa confirmed a different amount: held for review, nothing credited."""
     payment = pushed(db, new_payment(db, user))
-    return ledger.settle(db, payment["_id"], outcomes.from_result(
+    return settlement.settle(db, payment["_id"], outcomes.from_result(
         "0", "ok", via="callback", receipt=receipt(), amount=Decimal(1), phone=payment["phone"],
         checkout_request_id=payment["checkout_request_id"])).payment
 
@@ -100,7 +102,7 @@ def under_review(db, user: users.User) -> dict:
 def expired(db, user: users.User) -> dict:
     """No answer from the phone in time: expired, nothing credited."""
     payment = pushed(db, new_payment(db, user))
-    return ledger.settle(db, payment["_id"], outcomes.expired("no answer")).payment
+    return settlement.settle(db, payment["_id"], outcomes.expired("no answer")).payment
 
 
 def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:
@@ -115,16 +117,16 @@ def dead_push_job(db, payment: dict, *, give_up: bool = True) -> str:
 
 # ---------------------------------------------------------------- outcomes (not yet settled)
 
-def paid_outcome(payment: dict, receipt: str | None = None) -> ledger.Outcome:
+def paid_outcome(payment: dict, receipt: str | None = None) -> states.Outcome:
     """The callback of a successful payment, matching it in amount and phone."""
-    return ledger.Outcome(status=ledger.COMPLETED, via="callback", result_code="0",
+    return states.Outcome(status=states.COMPLETED, via="callback", result_code="0",
                           receipt=receipt or "R" + uuid.uuid4().hex[:9].upper(),
                           amount=payment["amount"], phone=payment["phone"])
 
 
-def ended_outcome(status: str, message: str | None = None) -> ledger.Outcome:
+def ended_outcome(status: str, message: str | None = None) -> states.Outcome:
     """The callback of a payment that ended without money (cancelled, failed...)."""
-    return ledger.Outcome(status=status, via="callback", result_code="1032", reason=status,
+    return states.Outcome(status=status, via="callback", result_code="1032", reason=status,
                           customer_message=message)
 
 
@@ -141,6 +143,6 @@ def checkout_payment(db, user: users.User, key: str = "k-00000001", plan: str = 
 
 
 def success_outcome(receipt: str = "ABC1234567", amount=100, phone: str = "254712345678",
-                    via: str = "callback") -> ledger.Outcome:
+                    via: str = "callback") -> states.Outcome:
     """M-Pesa's word that a payment succeeded, before it is matched to one (defaults fit a basic plan)."""
     return outcomes.from_result(0, "ok", via=via, receipt=receipt, amount=Decimal(amount), phone=phone)

@@ -9,6 +9,7 @@ from app.admin import periods, store
 from app.db import utcnow
 from app.payments import records
 from tests.support.factories import dead_push_job, expired, make_user, new_payment, paid, pushed, under_review
+from app.payments import settlement
 
 
 def text(response):
@@ -175,7 +176,7 @@ def test_pages_cope_with_sparse_records(as_admin, db, customer):
     assert "refused" in page
     payment = expired(db, customer)
     from app.payments import outcomes
-    ledger.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="query"))
+    settlement.settle(db, payment["_id"], outcomes.from_result("0", "ok", via="query"))
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
     assert "M-Pesa confirmed" not in page and "found by an STK Query" in page
 
@@ -212,7 +213,7 @@ def outcome_cell(page: str) -> str:
 def test_a_timed_out_payment_is_not_called_settled(as_admin, db, customer):
     from app.payments import outcomes
     payment = pushed(db, new_payment(db, customer))
-    ledger.settle(db, payment["_id"], outcomes.from_result("1037", "DS timeout user cannot be reached", via="callback"))
+    settlement.settle(db, payment["_id"], outcomes.from_result("1037", "DS timeout user cannot be reached", via="callback"))
     page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
     cell = outcome_cell(page)
     assert "Timed out" in cell and "reported by M-Pesa&#39;s callback" in cell

@@ -9,7 +9,7 @@ from app import ledger
 from app.auth.service import register
 from app.mpesa import c2b as wire
 from app.mpesa.errors import CallbackError
-from app.payments import c2b, checkout, records
+from app.payments import c2b, checkout, records, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 
@@ -104,15 +104,15 @@ def test_paybill_with_a_sloppy_account_number_credits_the_order_once(client, db,
 
 
 def test_a_failed_stk_order_can_still_be_paid_from_the_menu(client, db, order):
-    ledger.settle(db, order["_id"], from_result(1037, "DS timeout user cannot be reached", via="callback"))
+    settlement.settle(db, order["_id"], from_result(1037, "DS timeout user cannot be reached", via="callback"))
     confirm(client, body(ref=order["reference"]))
     assert records.get(db, order["_id"])["status"] == "completed"
     assert words(db) == 10_000
 
 
 def test_confirmation_for_an_order_already_paid_by_stk_goes_to_review(client, db, order):
-    ledger.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
-                                                amount=Decimal(100), phone=PHONE))
+    settlement.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
+                                                    amount=Decimal(100), phone=PHONE))
     confirm(client, body(ref=order["reference"]))
     assert words(db) == 10_000
     doc = c2b_doc(db)
@@ -308,8 +308,8 @@ def test_console_lists_menu_payments_under_review_and_assigns_one(app, client, d
 
 def test_stk_success_after_a_menu_payment_flags_the_second_payment(client, db, order):
     confirm(client, body(ref=order["reference"]))
-    result = ledger.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
-                                                         amount=Decimal(100), phone=PHONE))
+    result = settlement.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
+                                                             amount=Decimal(100), phone=PHONE))
     assert result.effect == "ignored: already completed"
     payment = records.get(db, order["_id"])
     assert payment["needs_review"] and payment["extra_receipts"] == ["STK0000001"]

@@ -9,7 +9,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from app import ledger
 from app.db import utcnow
-from app.payments import callbacks, records, spool
+from app.payments import callbacks, records, settlement, spool
 from tests.support.factories import new_payment, pushed
 from tests.support.stk_callbacks import only_callback, spooled_files, post_callback, signed, stk_body
 
@@ -54,8 +54,8 @@ def test_reprocess_never_touches_a_received_callback_whose_secret_was_not_checke
 
 def test_a_callback_that_keeps_failing_is_marked_for_an_operator(db, payment, monkeypatch):
     doc = stored_received(db, payment, age_seconds=300)
-    monkeypatch.setattr(ledger, "settle", lambda *a, **k: 1 / 0)
-    monkeypatch.setattr(ledger, "settle_matching", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(settlement, "settle", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(settlement, "settle_matching", lambda *a, **k: 1 / 0)
     for _ in range(callbacks.MAX_ATTEMPTS):
         db.callbacks.update_one({"_id": doc["_id"]}, {"$unset": {"retry_at": ""}})
         callbacks.reprocess_stale(db, older_than=60)

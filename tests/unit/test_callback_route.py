@@ -11,7 +11,7 @@ from bson import ObjectId
 
 from app import ledger
 from app.db import as_utc, utcnow
-from app.payments import callback_signing, callbacks, records
+from app.payments import callback_signing, callbacks, records, settlement
 from tests.support.factories import login, make_user, new_payment
 from tests.support.stk_callbacks import only_callback, post_callback, signed, stk_body
 
@@ -172,8 +172,8 @@ def test_an_error_while_settling_still_answers_accepted_and_leaves_it_for_the_wo
         client, db, settings, payment, customer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(ledger, "settle", broken)
-    monkeypatch.setattr(ledger, "settle_matching", broken)
+    monkeypatch.setattr(settlement, "settle", broken)
+    monkeypatch.setattr(settlement, "settle_matching", broken)
     post_callback(client, payment["_id"], signed(settings, payment), stk_body(payment))
     row = only_callback(db, payment["_id"])
     assert row["effect"] == "received"

@@ -8,6 +8,7 @@ from app import ledger
 from app.auth.service import register
 from app.payments import records
 from tests.support.factories import checkout_payment, success_outcome
+from app.payments import settlement
 
 @pytest.fixture
 def user(app, db):
@@ -20,7 +21,7 @@ def words(db):
 
 
 def test_spend_is_whole_or_nothing_and_idempotent(db, user):
-    ledger.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
     with pytest.raises(ledger.InsufficientWords):
         ledger.spend(db, "alice", 10_001, "too-much-1", channel="api")
     assert words(db) == 10_000
@@ -35,7 +36,7 @@ def test_spend_is_whole_or_nothing_and_idempotent(db, user):
 
 
 def test_a_debit_that_loses_a_race_is_refused_not_negative(db, user):
-    ledger.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
     entry, _ = ledger.post_entry(db, "spend:alice:race", "alice", -10_001, "spend")
     assert entry["state"] == "refused" and words(db) == 10_000
     assert ledger.check_invariants(db) == []
@@ -89,7 +90,7 @@ def test_old_completed_payments_without_the_credited_field_are_marked_then_repai
 
 
 def test_invariant_check_catches_drift(db, user):
-    ledger.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
     db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 7}})
     assert ledger.check_invariants(db) == ["user alice: balance 10007 but ledger says 10000"]
 

@@ -5,7 +5,7 @@ import pytest
 
 from app import ledger, notices
 from app.notices import service
-from app.payments import records
+from app.payments import records, settlement, states
 
 from tests.support.factories import ended_outcome, make_user, paid, paid_outcome, prompted
 
@@ -26,10 +26,10 @@ def test_a_completed_payment_makes_one_receipt_notice_with_words_and_balance(db)
     user = make_user(db, "amina")
     payment = prompted(db, user)
     outcome = paid_outcome(payment, receipt="RKT1234567")
-    assert ledger.settle(db, payment["_id"], outcome).credited
+    assert settlement.settle(db, payment["_id"], outcome).credited
     for _ in range(3):  # Daraja retries the same callback; a query confirms it again
-        ledger.settle(db, payment["_id"], outcome)
-    ledger.settle(db, payment["_id"], ledger.Outcome(status="completed", via="query", result_code="0"))
+        settlement.settle(db, payment["_id"], outcome)
+    settlement.settle(db, payment["_id"], states.Outcome(status="completed", via="query", result_code="0"))
     [notice] = notices_of(db, "amina")
     assert notice["kind"] == "payment_completed" and notice["key"] == f"payment:{payment['_id']}:completed"
     assert "10,000 words" in notice["title"]
@@ -42,9 +42,9 @@ def test_a_completed_payment_makes_one_receipt_notice_with_words_and_balance(db)
 def test_each_failure_makes_one_notice_and_duplicates_none(db, status, title):
     user = make_user(db, "amina")
     payment = prompted(db, user)
-    ledger.settle(db, payment["_id"], ended_outcome(status, "You cancelled the prompt."))
-    ledger.settle(db, payment["_id"], ended_outcome(status))
-    ledger.settle(db, payment["_id"], ended_outcome("failed"))  # a later, different failure is ignored by the ledger
+    settlement.settle(db, payment["_id"], ended_outcome(status, "You cancelled the prompt."))
+    settlement.settle(db, payment["_id"], ended_outcome(status))
+    settlement.settle(db, payment["_id"], ended_outcome("failed"))  # a later, different failure is ignored by the ledger
     [notice] = notices_of(db, "amina")
     assert notice["kind"] == f"payment_{status}" and notice["title"] == title
     assert notice["category"] == "problem" and notice["link"] == f"/payments/{payment['_id']}"
@@ -53,32 +53,32 @@ def test_each_failure_makes_one_notice_and_duplicates_none(db, status, title):
 
 def test_the_customer_message_of_the_outcome_is_the_body(db):
     payment = prompted(db, make_user(db, "amina"))
-    ledger.settle(db, payment["_id"], ended_outcome("cancelled", "You cancelled the prompt on your phone."))
+    settlement.settle(db, payment["_id"], ended_outcome("cancelled", "You cancelled the prompt on your phone."))
     assert "You cancelled the prompt on your phone." in notices_of(db, "amina")[0]["body"]
 
 
 def test_a_late_success_after_expiry_adds_the_receipt_notice(db):
     payment = prompted(db, make_user(db, "amina"))
-    ledger.settle(db, payment["_id"], ended_outcome("expired"))
-    ledger.settle(db, payment["_id"], paid_outcome(payment))
+    settlement.settle(db, payment["_id"], ended_outcome("expired"))
+    settlement.settle(db, payment["_id"], paid_outcome(payment))
     assert [n["kind"] for n in notices_of(db, "amina")] == ["payment_expired", "payment_completed"]
 
 
 def test_review_then_approval_notifies_each_step_once(db):
     payment = prompted(db, make_user(db, "amina"))
-    wrong = ledger.Outcome(status="completed", via="callback", result_code="0", receipt="RKTREVIEW1",
+    wrong = states.Outcome(status="completed", via="callback", result_code="0", receipt="RKTREVIEW1",
                            amount=1, phone=payment["phone"])
-    ledger.settle(db, payment["_id"], wrong)
-    ledger.settle(db, payment["_id"], wrong)
-    ledger.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="paid in full, checked")
+    settlement.settle(db, payment["_id"], wrong)
+    settlement.settle(db, payment["_id"], wrong)
+    settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="paid in full, checked")
     assert [n["kind"] for n in notices_of(db, "amina")] == ["payment_review", "payment_completed"]
 
 
 def test_a_rejected_review_says_so(db):
     payment = prompted(db, make_user(db, "amina"))
-    ledger.settle(db, payment["_id"], ledger.Outcome(status="completed", via="callback", result_code="0",
+    settlement.settle(db, payment["_id"], states.Outcome(status="completed", via="callback", result_code="0",
                                                      receipt="RKTREJECT1", amount=5, phone=payment["phone"]))
-    ledger.resolve_review(db, payment["_id"], actor="ops", approve=False, reason="not ours")
+    settlement.resolve_review(db, payment["_id"], actor="ops", approve=False, reason="not ours")
     assert [n["kind"] for n in notices_of(db, "amina")] == ["payment_review", "payment_rejected"]
 
 
@@ -181,11 +181,11 @@ def test_a_broken_notice_never_breaks_the_money_write(db, monkeypatch, caplog):
     monkeypatch.setattr(service, "create", explode)
     with caplog.at_level(logging.ERROR, logger="lipia.notices"):
         payment = prompted(db, user)
-        assert ledger.settle(db, payment["_id"], paid_outcome(payment)).credited
+        assert settlement.settle(db, payment["_id"], paid_outcome(payment)).credited
         assert _spend(db, 9_500, "x").balance == 500
         ledger.adjust(db, "amina", 10, actor="ops", reason="goodwill")
         failed = prompted(db, user)
-        assert ledger.settle(db, failed["_id"], ended_outcome("cancelled")).effect == "settled cancelled"
+        assert settlement.settle(db, failed["_id"], ended_outcome("cancelled")).effect == "settled cancelled"
     assert ledger.balance(db, "amina") == 510
     assert records.get(db, payment["_id"])["credited"] is True
     assert ledger.check_invariants(db) == []

@@ -8,6 +8,7 @@ from email import policy
 import pytest
 
 from app import ledger, notices
+from app.payments import settlement
 from app.notices import mailer, outbox, service
 from app.notices.mailer import PermanentMailError, SmtpSender, TransientMailError, UnknownOutcome
 from tests.support.procs import free_port
@@ -52,8 +53,8 @@ def _as_utc(value):
 def test_events_queue_one_message_each_when_mail_is_configured(db, mail_on):
     user = make_user(db, "amina", email="amina@example.com")
     payment = prompted(db, user)
-    ledger.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
-    ledger.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
+    settlement.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
+    settlement.settle(db, payment["_id"], paid_outcome(payment, receipt="RKTMAIL001"))
     [message] = list(db.outbox.find())
     assert message["_id"] == f"payment:{payment['_id']}:completed" and message["to"] == "amina@example.com"
     assert message["status"] == "pending" and message["attempts"] == 0
@@ -78,7 +79,7 @@ def test_per_event_opt_outs_are_honoured(db, mail_on):
     paid(db, user)
     ledger.spend(db, "amina", 9_500, "k1", channel="web")            # low balance: opted out
     failed = prompted(db, user)
-    ledger.settle(db, failed["_id"], ended_outcome("cancelled"))             # problem: wanted
+    settlement.settle(db, failed["_id"], ended_outcome("cancelled"))             # problem: wanted
     ledger.adjust(db, "amina", 100, actor="ops", reason="goodwill")  # adjustment: wanted
     kinds = sorted(m["category"] for m in db.outbox.find())
     assert kinds == ["adjustment", "problem"]

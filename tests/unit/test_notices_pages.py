@@ -5,6 +5,7 @@ import re
 import pytest
 
 from app import ledger
+from app.payments import settlement
 from app.notices import service
 
 from tests.support.factories import ended_outcome, login, make_user, paid, prompted
@@ -26,7 +27,7 @@ def _bell(html):
 def test_the_bell_counts_unread_notices_and_mark_all_read_is_a_post(client, db):
     user = make_user(db, "amina", threshold=0)
     first = prompted(db, user)
-    ledger.settle(db, first["_id"], ended_outcome("cancelled"))
+    settlement.settle(db, first["_id"], ended_outcome("cancelled"))
     paid(db, user)
     login(client, user)
     bell = _bell(client.get("/").text)
@@ -151,7 +152,7 @@ def test_no_receipt_for_an_unpaid_payment(client, db, status):
     user = make_user(db, "amina")
     payment = prompted(db, user)
     if status != "pending":
-        ledger.settle(db, payment["_id"], ended_outcome(status))
+        settlement.settle(db, payment["_id"], ended_outcome(status))
     login(client, user)
     assert client.get(f"/payments/{payment['_id']}/receipt").status_code == 404
 

@@ -7,7 +7,7 @@ import pytest
 from app import ledger
 from app.auth.service import register
 from app.db import init_db, utcnow
-from app.payments import checkout, records
+from app.payments import checkout, records, settlement
 from app.payments.outcomes import expired, from_result
 from app.payments.status import balance_to_show
 from app.plans.service import get_plan
@@ -41,7 +41,7 @@ def test_the_index_itself_refuses_a_second_open_payment(db, user):
 def test_a_settled_payment_frees_the_slot(db, user):
     first = start(db, user, "form-1")
     assert start(db, user, "form-2").reason == "waiting"
-    ledger.settle(db, first.payment["_id"], from_result(1032, "cancelled", via="callback"))
+    settlement.settle(db, first.payment["_id"], from_result(1032, "cancelled", via="callback"))
     assert "open_slot" not in records.get(db, first.payment["_id"])
     second = start(db, user, "form-3")
     assert second.created and second.payment["_id"] != first.payment["_id"]
@@ -55,10 +55,10 @@ def test_every_final_status_frees_the_slot(db, user):
     for i, outcome in enumerate([expired("late"), from_result(0, "ok", via="callback", receipt="R00000001",
                                                              amount=Decimal(100), phone=user.phone_number)]):
         payment = start(db, user, f"form-{i}").payment
-        ledger.settle(db, payment["_id"], outcome)
+        settlement.settle(db, payment["_id"], outcome)
         assert "open_slot" not in records.get(db, payment["_id"])
     review = start(db, user, "form-review").payment
-    ledger.settle(db, review["_id"], from_result(0, "ok", via="callback", receipt="R00000002", amount=Decimal(1),
+    settlement.settle(db, review["_id"], from_result(0, "ok", via="callback", receipt="R00000002", amount=Decimal(1),
                                                 phone=user.phone_number))
     assert records.get(db, review["_id"])["status"] == "review"
     assert start(db, user, "form-after").created
@@ -79,8 +79,8 @@ def test_a_prompt_still_on_the_phone_keeps_the_slot_and_a_stale_one_gives_it_up(
 def test_the_poll_shows_the_newer_of_the_two_balances_it_read(db, user):
     payment = start(db, user, "form-1").payment
     before = db.users.find_one({"username": "alice"})  # the session's read, before the credit
-    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="R00000003",
-                                                  amount=Decimal(100), phone=user.phone_number))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="R00000003",
+                                                      amount=Decimal(100), phone=user.phone_number))
     credited = records.get(db, payment["_id"])
     assert credited["credited"] is True and credited["balance_after"] == 10_000
     assert balance_to_show(credited, before) == 10_000

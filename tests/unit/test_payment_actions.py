@@ -7,7 +7,7 @@ import pytest
 from app import ledger
 from app.db import init_db, utcnow
 from app.mpesa.phone import display_phone
-from app.payments import records
+from app.payments import records, settlement
 from app.payments.outcomes import from_result
 from app.payments.status import describe
 from tests.support.factories import login, make_user, new_payment, pushed
@@ -50,8 +50,8 @@ def test_cancel_ends_the_payment_frees_the_slot_and_a_late_success_still_credits
     assert second is not None and second["status"] == "queued" and second["open_slot"] == shopper.username
 
     # The customer approves the old prompt after all: M-Pesa's success outranks our cancel.
-    result = ledger.settle(db, first["_id"], from_result(0, "ok", via="callback", receipt="RKL0000001",
-                                                         amount=Decimal(100), phone="254712345678"))
+    result = settlement.settle(db, first["_id"], from_result(0, "ok", via="callback", receipt="RKL0000001",
+                                                             amount=Decimal(100), phone="254712345678"))
     assert result.credited and records.get(db, first["_id"])["status"] == "completed"
     assert ledger.balance(db, shopper.username) == 10_000
     assert ledger.check_invariants(db) == []
@@ -59,7 +59,7 @@ def test_cancel_ends_the_payment_frees_the_slot_and_a_late_success_still_credits
 
 def test_cancel_of_an_ended_payment_changes_nothing(db, client, shopper):
     payment = new_payment(db, shopper, with_job=False)
-    ledger.settle(db, payment["_id"], from_result(2001, "wrong pin", via="callback"))
+    settlement.settle(db, payment["_id"], from_result(2001, "wrong pin", via="callback"))
     before = records.get(db, payment["_id"])
     client.post(f"/payments/{payment['_id']}/cancel", data={"then": "stay"})
     assert records.get(db, payment["_id"])["history"] == before["history"]
@@ -94,7 +94,7 @@ def test_send_again_waits_a_little_then_replaces_the_prompt_once(db, client, sho
 
 def test_try_again_after_a_failure_is_one_tap(db, client, shopper):
     payment = new_payment(db, shopper, with_job=False)
-    ledger.settle(db, payment["_id"], from_result(1032, "cancelled by user", via="callback"))
+    settlement.settle(db, payment["_id"], from_result(1032, "cancelled by user", via="callback"))
     response = client.post(f"/payments/{payment['_id']}/again")
     new = payment_of(db, shopper, status="queued")
     assert new is not None and response.headers["Location"].endswith(f"/payments/{new['_id']}")
@@ -157,8 +157,8 @@ def test_phones_are_shown_as_customers_write_them(stored, shown):
 
 def test_history_shows_words_per_row_with_adjustments_and_refunds(db, client, shopper):
     payment = new_payment(db, shopper, with_job=False)
-    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="RKL0000009",
-                                                  amount=Decimal(100), phone=payment["phone"]))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="RKL0000009",
+                                                      amount=Decimal(100), phone=payment["phone"]))
     ledger.spend(db, shopper.username, 250, "spend-0001", channel="api", note="summary")
     ledger.adjust(db, shopper.username, 500, actor="ops", reason="goodwill for a slow prompt")
     ledger.adjust(db, shopper.username, -1000, actor="ops", reason="refund of part", kind="refund")

@@ -11,7 +11,7 @@ from app import ledger
 from app.auth.service import register
 from app.mpesa import transaction_status as status_api
 from app.mpesa.credential import CredentialError, security_credential
-from app.payments import checkout, claims, records
+from app.payments import checkout, claims, records, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 from simulator.status import KEY_PATH
@@ -78,7 +78,7 @@ def user(app, db):
 def order(app, db, user):
     payment = checkout.start(db, app.config, user=user, plan=get_plan(db, "basic"), phone=PHONE,
                              idempotency_key="k-claim-001").payment
-    ledger.settle(db, payment["_id"], from_result(1037, "DS timeout", via="callback"))
+    settlement.settle(db, payment["_id"], from_result(1037, "DS timeout", via="callback"))
     return records.get(db, payment["_id"])
 
 
@@ -124,7 +124,7 @@ def test_a_used_receipt_cannot_be_claimed_again(app, db, order, user):
         bob = register(db, "bob", "password123", "254711111111")
     other = checkout.start(db, app.config, user=bob, plan=get_plan(db, "basic"), phone=bob.phone_number,
                            idempotency_key="k-claim-002").payment
-    ledger.settle(db, other["_id"], from_result(1032, "cancelled", via="callback"))
+    settlement.settle(db, other["_id"], from_result(1032, "cancelled", via="callback"))
     with pytest.raises(claims.ClaimRefused, match="already been used"):
         claims.start(db, app.config, records.get(db, other["_id"]), "bob", "RKL51ZDR4F")
     assert ledger.balance(db, "bob") == 0
@@ -135,7 +135,7 @@ def test_two_customers_claiming_one_receipt_at_once_credit_one(app, db, order):
         bob = register(db, "bob", "password123", "254711111111")
     other = checkout.start(db, app.config, user=bob, plan=get_plan(db, "basic"), phone=bob.phone_number,
                            idempotency_key="k-claim-003").payment
-    ledger.settle(db, other["_id"], from_result(1032, "cancelled", via="callback"))
+    settlement.settle(db, other["_id"], from_result(1032, "cancelled", via="callback"))
     first = asked_claim(app, db, order)
     second = asked_claim(app, db, records.get(db, other["_id"]), username="bob")
     effects = [deliver(app, db, first, result()), deliver(app, db, second, result())]

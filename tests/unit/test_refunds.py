@@ -8,7 +8,7 @@ from app import ledger
 from app.admin import repairs
 from app.auth.service import register
 from app.mpesa.errors import DarajaRejected
-from app.payments import checkout, records, refunds
+from app.payments import checkout, records, refunds, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 from tests.unit.test_receipt_claims import decrypt
@@ -23,8 +23,8 @@ def paid(app, db):
     payment = checkout.start(db, app.config, user=user, plan=get_plan(db, "basic"), phone=PHONE,
                              idempotency_key="k-refund-01").payment
     from decimal import Decimal
-    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="STK1234567",
-                                                  amount=Decimal(100), phone=PHONE))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="STK1234567",
+                                                      amount=Decimal(100), phone=PHONE))
     return records.get(db, payment["_id"])
 
 

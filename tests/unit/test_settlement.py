@@ -8,6 +8,7 @@ from app.auth.service import register
 from app.payments import records
 from app.payments.outcomes import expired, from_result
 from tests.support.factories import checkout_payment, success_outcome
+from app.payments import settlement
 
 @pytest.fixture
 def user(app, db):
@@ -21,19 +22,19 @@ def words(db):
 
 def test_success_credits_the_plan_once_whatever_repeats(db, user):
     payment = checkout_payment(db, user)
-    assert ledger.settle(db, payment["_id"], success_outcome()).effect == "credited"
+    assert settlement.settle(db, payment["_id"], success_outcome()).effect == "credited"
     for _ in range(3):
-        assert ledger.settle(db, payment["_id"], success_outcome()).effect == "ignored: already completed"
+        assert settlement.settle(db, payment["_id"], success_outcome()).effect == "ignored: already completed"
     assert words(db) == 10_000 and db.ledger.count_documents({}) == 1
     assert ledger.check_invariants(db) == []
 
 
 def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, user):
     payment = checkout_payment(db, user)
-    assert ledger.settle(db, payment["_id"], from_result(1032, "cancelled", via="callback")).effect == "settled cancelled"
-    assert ledger.settle(db, payment["_id"], from_result(1037, "timeout", via="query")).effect == "ignored: already cancelled"
-    assert ledger.settle(db, payment["_id"], success_outcome()).effect == "credited"
-    assert ledger.settle(db, payment["_id"], expired("late")).effect == "ignored: already completed"
+    assert settlement.settle(db, payment["_id"], from_result(1032, "cancelled", via="callback")).effect == "settled cancelled"
+    assert settlement.settle(db, payment["_id"], from_result(1037, "timeout", via="query")).effect == "ignored: already cancelled"
+    assert settlement.settle(db, payment["_id"], success_outcome()).effect == "credited"
+    assert settlement.settle(db, payment["_id"], expired("late")).effect == "ignored: already completed"
     history = [h["status"] for h in records.get(db, payment["_id"])["history"]]
     assert history == ["queued", "cancelled", "completed"]
     assert ledger.check_invariants(db) == []
@@ -41,8 +42,8 @@ def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, user
 
 def test_query_failure_after_success_flags_but_never_downgrades(db, user):
     payment = checkout_payment(db, user)
-    ledger.settle(db, payment["_id"], success_outcome())
-    result = ledger.settle(db, payment["_id"], from_result(1032, "cancelled", via="query"))
+    settlement.settle(db, payment["_id"], success_outcome())
+    result = settlement.settle(db, payment["_id"], from_result(1032, "cancelled", via="query"))
     doc = records.get(db, payment["_id"])
     assert result.effect == "flagged for review" and doc["status"] == "completed" and doc["needs_review"]
     assert words(db) == 10_000
@@ -50,8 +51,8 @@ def test_query_failure_after_success_flags_but_never_downgrades(db, user):
 
 def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db, user):
     payment = checkout_payment(db, user)
-    assert ledger.settle(db, payment["_id"], from_result(0, "ok", via="query")).effect == "credited"
-    ledger.settle(db, payment["_id"], success_outcome(receipt="LATE000001"))
+    assert settlement.settle(db, payment["_id"], from_result(0, "ok", via="query")).effect == "credited"
+    settlement.settle(db, payment["_id"], success_outcome(receipt="LATE000001"))
     doc = records.get(db, payment["_id"])
     assert doc["mpesa_receipt"] == "LATE000001" and words(db) == 10_000
 
@@ -65,20 +66,20 @@ def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db,
 
 def test_mismatch_goes_to_review_and_operator_decides(db, user, outcome, reason):
     payment = checkout_payment(db, user)
-    assert ledger.settle(db, payment["_id"], outcome).effect == "held for review"
+    assert settlement.settle(db, payment["_id"], outcome).effect == "held for review"
     doc = records.get(db, payment["_id"])
     assert doc["status"] == "review" and reason in doc["review_reason"] and words(db) == 0
     with pytest.raises(ValueError):
-        ledger.resolve_review(db, payment["_id"], actor="ops", approve=True, reason=" ")
-    ledger.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="confirmed with customer")
+        settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason=" ")
+    settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="confirmed with customer")
     assert words(db) == 10_000 and ledger.check_invariants(db) == []
 
 
 def test_one_receipt_never_credits_two_payments(db, user):
     first = checkout_payment(db, user, key="k-first-001")
-    ledger.settle(db, first["_id"], success_outcome(receipt="SAME000001"))
+    settlement.settle(db, first["_id"], success_outcome(receipt="SAME000001"))
     second = checkout_payment(db, user, key="k-second-01")
-    assert ledger.settle(db, second["_id"], success_outcome(receipt="SAME000001")).effect == "held for review"
+    assert settlement.settle(db, second["_id"], success_outcome(receipt="SAME000001")).effect == "held for review"
     assert words(db) == 10_000 and ledger.check_invariants(db) == []
 
 
@@ -87,7 +88,7 @@ def test_a_fresh_credit_writes_no_pending_entry(db, user, monkeypatch):
     inserted = []
     real_insert = db.ledger.insert_one
     monkeypatch.setattr(db.ledger, "insert_one", lambda doc, *a, **k: inserted.append(dict(doc)) or real_insert(doc))
-    assert ledger.settle(db, payment["_id"], success_outcome()).effect == "credited"
+    assert settlement.settle(db, payment["_id"], success_outcome()).effect == "credited"
     assert [doc["state"] for doc in inserted] == ["applied"]
     assert inserted[0]["balance_after"] == payment["words"]
     assert db.ledger.count_documents({"state": "pending"}) == 0 and ledger.check_invariants(db) == []

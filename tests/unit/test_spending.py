@@ -5,7 +5,7 @@ import pytest
 
 from app import ledger
 from app.auth.service import register
-from app.payments import checkout
+from app.payments import checkout, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 
@@ -17,8 +17,8 @@ def api_key(app, db, client):
     payment = checkout.start(db, {"PROMPT_TIMEOUT_SECONDS": 60, "MPESA_ACCOUNT_REFERENCE": "LIPIA",
                                   "JOB_MAX_ATTEMPTS": 5}, user=user, plan=get_plan(db, "basic"),
                              phone="254712345678", idempotency_key="k-00000001").payment
-    ledger.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="ABC1234567",
-                                                  amount=Decimal(100), phone="254712345678"))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="callback", receipt="ABC1234567",
+                                                      amount=Decimal(100), phone="254712345678"))
     from app.users import rotate_api_key
     return rotate_api_key(db, user.id)
 

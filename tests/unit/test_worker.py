@@ -169,17 +169,17 @@ def test_an_ordinary_expiry_is_not_put_under_review(db, payment, worker, setting
 
 def test_an_unknown_push_settled_by_a_callback_meanwhile_is_not_left_flagged(db, payment, worker, settings,
                                                                              monkeypatch):
-    from app import ledger
+    from app.payments import settlement, states
     job = queue.claim(db, "w-test", 30)
     records.claim_push(db, payment["_id"], job.token)
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"created_at": utcnow() - timedelta(hours=1)}})
-    real = ledger.settle
+    real = settlement.settle
 
     def callback_first(db_, payment_id, outcome, **kw):
-        real(db_, payment_id, ledger.Outcome(status="completed", via="callback", result_code="0",
+        real(db_, payment_id, states.Outcome(status="completed", via="callback", result_code="0",
                                              receipt="RKL51ZDR4F", amount=payment["amount"]))
         return real(db_, payment_id, outcome, **kw)
-    monkeypatch.setattr(ledger, "settle", callback_first)
+    monkeypatch.setattr(settlement, "settle", callback_first)
     assert tasks.expire_overdue(db, settings) == 0
     doc = records.get(db, payment["_id"])
     assert doc["status"] == "completed" and not doc.get("needs_review")
