@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import g, jsonify, render_template, request
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException, NotFound
@@ -13,17 +14,18 @@ from .outage import web_database
 
 log = logging.getLogger("lipia.errors")
 
-TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "Not allowed",
-          413: "Too large", 429: "Too many requests", 500: "Something went wrong",
-          503: "Back in a moment"}
+TITLES = {400: _l("Bad request"), 403: _l("Not allowed"), 404: _l("Page not found"), 405: _l("Not allowed"),
+          413: _l("Too large"), 429: _l("Too many requests"), 500: _l("Something went wrong"),
+          503: _l("Back in a moment")}
 
 # What a client is told to wait before trying again while the database is unreachable:
 # long enough not to hammer a recovering server, short enough for a customer to retry.
 DATABASE_RETRY_AFTER_SECONDS = 15
 # Werkzeug's own 404 text speaks of servers and URLs; a mistyped link gets the shop's words.
-NOT_FOUND_MESSAGE = ("We could not find that page. The link may be mistyped or out of date: "
-                     "start again from the plans page, or see your payments under History.")
-DATABASE_DOWN_MESSAGE = "Lipia cannot reach its database right now. Nothing was changed or charged; please try again shortly."
+NOT_FOUND_MESSAGE = _l("We could not find that page. The link may be mistyped or out of date: "
+                       "start again from the plans page, or see your payments under History.")
+DATABASE_DOWN_MESSAGE = _l("Lipia cannot reach its database right now. Nothing was changed or charged; "
+                           "please try again shortly.")
 
 
 def api_error(status: int, code: str, message: str, **extra):
@@ -39,9 +41,9 @@ def register_errors(app):
     def csrf_error(exc):
         if wants_json():
             return api_error(400, "csrf_failed", exc.description)
-        return render_template("errors/error.html", status=400, title="Form expired",
-                               message="This form was open too long or came from elsewhere. "
-                                       "Go back, reload the page and try again. Nothing was changed."), 400
+        return render_template("errors/error.html", status=400, title=_("Form expired"),
+                               message=_("This form was open too long or came from elsewhere. "
+                                         "Go back, reload the page and try again. Nothing was changed.")), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -61,7 +63,7 @@ def register_errors(app):
         log.warning("database unreachable on %s: %s", request_path(), type(exc).__name__)
         _show_as_visitor()
         if wants_json():
-            response, status = api_error(503, "database_unavailable", DATABASE_DOWN_MESSAGE,
+            response, status = api_error(503, "database_unavailable", str(DATABASE_DOWN_MESSAGE),
                                          retry_after=DATABASE_RETRY_AFTER_SECONDS)
         else:
             response = app.make_response((render_template(
@@ -78,7 +80,7 @@ def register_errors(app):
         if wants_json():
             return api_error(500, "internal_error", "Something went wrong on our side. Nothing was charged.")
         return render_template("errors/error.html", status=500, title=TITLES[500],
-                               message="Something went wrong on our side. Please try again in a moment."), 500
+                               message=_("Something went wrong on our side. Please try again in a moment.")), 500
 
 
 def _show_as_visitor() -> None:

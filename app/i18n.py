@@ -101,6 +101,20 @@ def switch():
 def register_i18n(app):
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT)
     babel.init_app(app, locale_selector=select_locale)
+    # A {% trans %} block's line breaks and indentation are not part of its text (babel.cfg says the same).
+    app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.register_blueprint(bp)
     app.add_template_global(current_language, "current_language")
     app.add_template_global(LANGUAGES, "LANGUAGES")
+    app.add_template_filter(translate_stored, "stored")
+
+
+def translate_stored(text: str | None) -> str:
+    """English text stored on a record (marked with N_ where it was written), in the reader's language.
+
+    Text the catalog does not know (older wording, or Daraja's own) is shown as it was stored.
+    """
+    from flask_babel import gettext
+    if not text:
+        return ""  # gettext("") would answer with the catalog's header
+    return gettext(text)

@@ -20,4 +20,4 @@ def register_templating(app):
     # Phones are stored as 2547XXXXXXXX (what Daraja wants) and shown as 0712 345 678.
     app.add_template_filter(display_phone, "phone")
     app.add_template_global(lambda status: TONES.get(status, "secondary"), "status_tone")
-    app.add_template_global(lambda status: TITLES.get(status, status), "status_title")
+    app.add_template_global(lambda status: str(TITLES.get(status, status)), "status_title")

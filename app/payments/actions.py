@@ -11,14 +11,15 @@ from datetime import timedelta
 
 from .. import ledger
 from ..db import as_utc, utcnow
+from ..translatable import N_
 from . import checkout
 
 # A new prompt for a payment still on the phone only after this long (and never later than
 # half the prompt's window): Daraja answers a second push to a number that still holds a
 # prompt with an error, and most prompts that arrive at all arrive within a few seconds.
 RESEND_AFTER_SECONDS = 20
-ABANDONED_MESSAGE = ("You cancelled this payment. If you approve the old prompt on your phone anyway, "
-                     "we will still credit your words.")
+ABANDONED_MESSAGE = N_("You cancelled this payment. If you approve the old prompt on your phone anyway, "
+                       "we will still credit your words.")
 
 
 def abandon(db, payment: dict, *, note: str = "cancelled by the customer") -> bool:

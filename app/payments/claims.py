@@ -25,6 +25,7 @@ from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError, DarajaNotAccepted
 from . import records
+from ..translatable import N_
 
 log = logging.getLogger("lipia.claims")
 
@@ -38,13 +39,14 @@ INBOX_KIND = "status_result"
 # A result's inbox record names its claim as `claim:<id>`.
 LABEL_PREFIX = "claim:"
 
+# Stored on the claim in English; the payment page shows them in the customer's language.
 MESSAGES = {
-    QUEUED: "We are checking your receipt with M-Pesa. This page updates by itself.",
-    ASKED: "We are checking your receipt with M-Pesa. This page updates by itself.",
-    CREDITED: "M-Pesa confirmed your receipt and your words were added.",
-    REVIEW: "M-Pesa confirmed the receipt but it does not match this order, so we are checking it by hand.",
-    TIMEOUT: "M-Pesa did not answer our check in time. Please try again in a few minutes.",
-    FAILED: "We could not check receipts with M-Pesa just now. Please try again later.",
+    QUEUED: N_("We are checking your receipt with M-Pesa. This page updates by itself."),
+    ASKED: N_("We are checking your receipt with M-Pesa. This page updates by itself."),
+    CREDITED: N_("M-Pesa confirmed your receipt and your words were added."),
+    REVIEW: N_("M-Pesa confirmed the receipt but it does not match this order, so we are checking it by hand."),
+    TIMEOUT: N_("M-Pesa did not answer our check in time. Please try again in a few minutes."),
+    FAILED: N_("We could not check receipts with M-Pesa just now. Please try again later."),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..ledger import EXPIRED, Outcome
 from ..mpesa.result_codes import classify, strip_desc_prefix
+from ..translatable import N_
 
 
 def from_result(result_code, result_desc: str | None, *, via: str, **details) -> Outcome:
@@ -22,8 +23,8 @@ def from_callback(callback) -> Outcome:
 
 def expired(note: str) -> Outcome:
     return Outcome(status=EXPIRED, via="expiry", reason="no_answer", result_desc=note,
-                   customer_message="We never heard back from M-Pesa about this payment. If money left your "
-                                    "account it will still be credited when M-Pesa confirms it.")
+                   customer_message=N_("We never heard back from M-Pesa about this payment. If money left your "
+                                       "account it will still be credited when M-Pesa confirms it."))
 
 
 def push_failed(reason: str, message: str, detail: str | None) -> Outcome:

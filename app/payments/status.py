@@ -3,21 +3,25 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask_babel import gettext as _, lazy_gettext as _l
+
 from .. import ledger
 from ..db import as_utc, utcnow
+from ..i18n import translate_stored
 from ..mpesa.phone import display_phone
 from .actions import seconds_until_resend
 
+# Lazy: read in the customer's language when a page or the status JSON shows one.
 TITLES = {
-    "queued": "Sending the prompt to your phone…",
-    "pending": "Check your phone",
-    "completed": "Paid",
-    "cancelled": "Cancelled",
-    "timeout": "Timed out",
-    "expired": "No answer from M-Pesa",
-    "failed": "Payment failed",
-    "review": "Under review",
-    "rejected": "Not credited",
+    "queued": _l("Sending the prompt to your phone…"),
+    "pending": _l("Check your phone"),
+    "completed": _l("Paid"),
+    "cancelled": _l("Cancelled"),
+    "timeout": _l("Timed out"),
+    "expired": _l("No answer from M-Pesa"),
+    "failed": _l("Payment failed"),
+    "review": _l("Under review"),
+    "rejected": _l("Not credited"),
 }
 TONES = {"completed": "success", "cancelled": "secondary", "timeout": "warning", "expired": "warning",
          "failed": "danger", "review": "info", "rejected": "danger", "queued": "primary", "pending": "primary"}
@@ -43,33 +47,35 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
     status = payment["status"]
     pushed_at = as_utc(payment.get("pushed_at"))
     expires_at = pushed_at + timedelta(seconds=prompt_timeout) if pushed_at else None
-    message = payment.get("customer_message")
-    title = TITLES.get(status, status)
+    # Stored in English by whoever settled the payment; shown in the customer's language.
+    message = translate_stored(payment.get("customer_message"))
+    title = str(TITLES.get(status, status))
     phone = display_phone(payment.get("phone"))
     if status == "queued":
-        message = "We are asking M-Pesa to send a payment prompt to your phone."
+        message = _("We are asking M-Pesa to send a payment prompt to your phone.")
         if payment.get("exchanges"):
             # An attempt already came back unanswered (Daraja down or refusing): say so at once.
-            title = "M-Pesa is not answering"
-            message = ("M-Pesa did not take our request just now. We keep trying for a short while; "
-                       "no money has been taken. You can cancel and try later.")
+            title = _("M-Pesa is not answering")
+            message = _("M-Pesa did not take our request just now. We keep trying for a short while; "
+                        "no money has been taken. You can cancel and try later.")
     elif status == "pending":
         if expires_at and utcnow() < expires_at:
-            message = (f"Enter your M-Pesa PIN on your phone to pay KES {payment['amount']}. "
-                       "Keep this page open: it updates by itself.")
+            message = _("Enter your M-Pesa PIN on your phone to pay KES %(amount)s. "
+                        "Keep this page open: it updates by itself.", amount=f"{payment['amount']:,}")
         elif payment.get("asked_after_prompt") or payment.get("query_requested_at") or payment.get("last_query_at"):
-            title = "Checking with M-Pesa"
-            message = ("The prompt has closed. We are asking M-Pesa whether you paid; "
-                       "the answer shows here within a few seconds.")
+            title = _("Checking with M-Pesa")
+            message = _("The prompt has closed. We are asking M-Pesa whether you paid; "
+                        "the answer shows here within a few seconds.")
         else:
-            title = "Checking with M-Pesa"
-            message = ("The prompt has closed. If you entered your PIN, your words will appear "
-                       "here as soon as M-Pesa tells us.")
+            title = _("Checking with M-Pesa")
+            message = _("The prompt has closed. If you entered your PIN, your words will appear "
+                        "here as soon as M-Pesa tells us.")
     elif status == "completed":
-        message = f"KES {payment['amount']} received. {payment['words']:,} words were added to your balance."
+        message = _("KES %(amount)s received. %(words)s words were added to your balance.",
+                    amount=f"{payment['amount']:,}", words=f"{payment['words']:,}")
     elif status == "review":
-        message = ("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
-                   "If money left your account it is safe; we will credit or refund it.")
+        message = _("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
+                    "If money left your account it is safe; we will credit or refund it.")
     return {
         "id": str(payment["_id"]),
         "status": status,
@@ -84,7 +90,7 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "plan": payment.get("subscription_type"),
         "receipt": payment.get("mpesa_receipt"),
         # Paid, confirmed by STK Query (which carries no receipt code): say where the code is.
-        "receipt_note": (f"Your M-Pesa receipt code is in the SMS M-Pesa sent to {phone}."
+        "receipt_note": (_("Your M-Pesa receipt code is in the SMS M-Pesa sent to %(phone)s.", phone=phone)
                          if status == "completed" and not payment.get("mpesa_receipt") else ""),
         "phone": phone,
         "expires_at": expires_at.isoformat() if expires_at and status == "pending" else None,

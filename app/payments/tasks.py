@@ -17,6 +17,7 @@ from ..logs import bind
 from ..mpesa.errors import (DarajaConfigError, DarajaError, DarajaNotAccepted, DarajaOutcomeUnknown,
                             DarajaRejected)
 from ..queue import Job
+from ..translatable import N_
 from . import outcomes, records
 
 log = logging.getLogger("lipia.tasks")
@@ -89,7 +90,7 @@ def run_push(db, client, settings, job: Job, persist: Callable = once) -> str:
         # callback URL). Retrying cannot help, so the payment fails and nothing was taken.
         persist(records.record_exchange, db, payment["_id"], getattr(exc, "exchange", None))
         persist(ledger.settle, db, payment["_id"], outcomes.push_failed(
-            "rejected", "M-Pesa refused this payment request. Please check your phone number and try again.",
+            "rejected", N_("M-Pesa refused this payment request. Please check your phone number and try again."),
             str(exc)))
         return f"refused: {exc}"
     except DarajaOutcomeUnknown as exc:
@@ -106,7 +107,7 @@ def give_up_push(db, job: Job, error: str) -> None:
     """The job is dead-lettered: the customer's payment ends failed (nothing was taken)."""
     records.clear_push(db, job.payment_id, job.token)
     ledger.settle(db, job.payment_id, outcomes.push_failed(
-        "mpesa_unreachable", "We could not reach M-Pesa to send the prompt. No money was taken; please try again.",
+        "mpesa_unreachable", N_("We could not reach M-Pesa to send the prompt. No money was taken; please try again."),
         error))
 
 
