@@ -1,12 +1,14 @@
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Regexp, Email, ValidationError
 
 from ..mpesa.phone import InvalidPhoneNumber, NotMpesaLine, check_mpesa_line, display_phone, normalize_phone
 from . import passwords
+from ..i18n import translate_stored
 from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
-USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message="Use letters, digits, dots, dashes or underscores only.")
+USERNAME_RULE = Regexp(r"^[A-Za-z0-9_.-]+$", message=_l("Use letters, digits, dots, dashes or underscores only."))
 
 
 class PhoneField(StringField):
@@ -24,9 +26,9 @@ class PhoneField(StringField):
             check_mpesa_line(self.data, moved=bool(moved is not None and moved.data))
         except NotMpesaLine as exc:
             self.other_network = exc.network
-            raise ValidationError(str(exc)) from exc
+            raise ValidationError(not_mpesa_message(self.data, exc.network)) from exc
         except InvalidPhoneNumber as exc:
-            raise ValidationError(str(exc)) from exc
+            raise ValidationError(translate_stored(str(exc))) from exc
 
     def _value(self):
         # What the customer typed is shown back as typed; a stored number as they write it.
@@ -35,30 +37,40 @@ class PhoneField(StringField):
         return display_phone(self.data) if self.data else ""
 
 
+def not_mpesa_message(phone: str, network: str) -> str:
+    """NotMpesaLine's words, in the customer's language ("an Airtel", "a Telkom" in English)."""
+    if network[:1] in "AEIOU":
+        return _("%(phone)s is an %(network)s number; M-Pesa needs a Safaricom line.",
+                 phone=display_phone(phone), network=network)
+    return _("%(phone)s is a %(network)s number; M-Pesa needs a Safaricom line.",
+             phone=display_phone(phone), network=network)
+
+
 # Numbers move between networks and keep their digits: a customer whose number the
 # numbering plan gives to Airtel or Telkom can say it is now on Safaricom.
 MOVED_FIELD = "moved_to_safaricom"
 
 
 def moved_field():
-    return BooleanField("This number has moved to Safaricom and has M-Pesa")
+    return BooleanField(_l("This number has moved to Safaricom and has M-Pesa"))
 
 
-def phone_field(label="M-Pesa phone number"):
-    return PhoneField(label, validators=[DataRequired(message="Enter your M-Pesa phone number."),
-                                         Length(max=32, message="That is too long for a phone number.")],
+def phone_field(label=_l("M-Pesa phone number")):
+    return PhoneField(label, validators=[DataRequired(message=_l("Enter your M-Pesa phone number.")),
+                                         Length(max=32, message=_l("That is too long for a phone number."))],
                       render_kw={"inputmode": "tel", "autocomplete": "tel", "placeholder": "0712 345 678"})
 
 
 class RegisterForm(FlaskForm):
-    username = StringField("Username", validators=[
-        DataRequired(message="Choose a username."),
-        Length(min=3, max=32, message="A username has 3 to 32 characters."), USERNAME_RULE],
+    username = StringField(_l("Username"), validators=[
+        DataRequired(message=_l("Choose a username.")),
+        Length(min=3, max=32, message=_l("A username has 3 to 32 characters.")), USERNAME_RULE],
         render_kw={"autocomplete": "username", "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired(message="Choose a password.")],
+    password = PasswordField(_l("Password"), validators=[DataRequired(message=_l("Choose a password."))],
                              render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Repeat password", validators=[
-        DataRequired(message="Repeat the password."), EqualTo("password", message="The passwords do not match.")],
+    confirm = PasswordField(_l("Repeat password"), validators=[
+        DataRequired(message=_l("Repeat the password.")),
+        EqualTo("password", message=_l("The passwords do not match."))],
         render_kw={"autocomplete": "new-password"})
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
@@ -76,24 +88,24 @@ def check_new_password(field, username):
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(message="Enter your username."),
-                                                   Length(max=32, message="Incorrect username or password.")],
+    username = StringField(_l("Username"), validators=[DataRequired(message=_l("Enter your username.")),
+                                                       Length(max=32, message=_l("Incorrect username or password."))],
                            render_kw={"autocomplete": "username", "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired(message="Enter your password."),
-                                                     Length(max=128, message="Incorrect username or password.")],
+    password = PasswordField(_l("Password"), validators=[DataRequired(message=_l("Enter your password.")),
+                                                         Length(max=128, message=_l("Incorrect username or password."))],
                              render_kw={"autocomplete": "current-password"})
-    remember = BooleanField("Keep me logged in")
+    remember = BooleanField(_l("Keep me logged in"))
     next = HiddenField()
 
 
 class ProfileForm(FlaskForm):
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
-    email = EmailField("E-mail for receipts (optional)", validators=[
-        Optional(), Length(max=254), Email(message="Enter a valid e-mail address, or leave it empty.")],
+    email = EmailField(_l("E-mail for receipts (optional)"), validators=[
+        Optional(), Length(max=254), Email(message=_l("Enter a valid e-mail address, or leave it empty."))],
         render_kw={"autocomplete": "email"})
-    low_words_threshold = IntegerField("Warn me when my balance falls below (words)", validators=[
-        Optional(), NumberRange(min=0, max=10_000_000, message="Enter a number of words from 0 up.")],
+    low_words_threshold = IntegerField(_l("Warn me when my balance falls below (words)"), validators=[
+        Optional(), NumberRange(min=0, max=10_000_000, message=_l("Enter a number of words from 0 up."))],
         render_kw={"inputmode": "numeric"})
     # Which notices also come by e-mail; stored as users.email_opt_out (the unticked ones).
     email_receipt = BooleanField(EMAIL_CATEGORIES["receipt"], default=True)
@@ -103,13 +115,13 @@ class ProfileForm(FlaskForm):
 
 
 class PasswordChangeForm(FlaskForm):
-    current_password = PasswordField("Current password", validators=[
-        DataRequired(message="Enter your current password.")], render_kw={"autocomplete": "current-password"})
-    new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],
+    current_password = PasswordField(_l("Current password"), validators=[
+        DataRequired(message=_l("Enter your current password."))], render_kw={"autocomplete": "current-password"})
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(message=_l("Choose a new password."))],
                                  render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Repeat the new password", validators=[
-        DataRequired(message="Repeat the new password."),
-        EqualTo("new_password", message="The passwords do not match.")], render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField(_l("Repeat the new password"), validators=[
+        DataRequired(message=_l("Repeat the new password.")),
+        EqualTo("new_password", message=_l("The passwords do not match."))], render_kw={"autocomplete": "new-password"})
 
     def __init__(self, *args, username: str = "", **kwargs):
         super().__init__(*args, **kwargs)
@@ -125,4 +137,4 @@ class SessionsForm(FlaskForm):
 
 class ApiKeyForm(FlaskForm):
     """Rotating the key is a POST; replacing a key that exists needs the box ticked."""
-    confirm = BooleanField("Yes, replace my key: the current one stops working at once")
+    confirm = BooleanField(_l("Yes, replace my key: the current one stops working at once"))

@@ -17,6 +17,7 @@ import logging
 from typing import Any, Mapping
 
 from flask import current_app, has_app_context
+from flask_babel import lazy_gettext as _l
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
@@ -28,10 +29,10 @@ log = logging.getLogger("lipia.notices")
 # E-mail categories a customer can opt out of, with the label the profile page shows.
 RECEIPT, PROBLEM, ADJUSTMENT, LOW_BALANCE = "receipt", "problem", "adjustment", "low_balance"
 CATEGORIES = {
-    RECEIPT: "Payment receipts",
-    PROBLEM: "Payments that fail, are cancelled or need checking",
-    ADJUSTMENT: "Balance changes made by support",
-    LOW_BALANCE: "Low balance warnings",
+    RECEIPT: _l("Payment receipts"),
+    PROBLEM: _l("Payments that fail, are cancelled or need checking"),
+    ADJUSTMENT: _l("Balance changes made by support"),
+    LOW_BALANCE: _l("Low balance warnings"),
 }
 
 # Payment statuses, as app.ledger names them (spelled out to keep imports one-way).
