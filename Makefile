@@ -58,7 +58,7 @@ wrk:
 ## new entries in app/translations/sw/LC_MESSAGES/messages.po, run this again and commit both the
 ## .po and the .mo (kept in git, so no host needs a build step; a unit test checks they agree).
 translations: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k N_ --no-location --sort-output --width=100 --project=Lipia -o $(VENV)/messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k N_ -k t -k plural:1,2 --no-location --sort-output --width=100 --project=Lipia -o $(VENV)/messages.pot .
 	$(BIN)/pybabel update -i $(VENV)/messages.pot -d app/translations --width=100 --ignore-obsolete
 	$(BIN)/pybabel compile -d app/translations --statistics
 

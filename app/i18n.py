@@ -17,8 +17,8 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField
 from wtforms.validators import AnyOf, DataRequired, Length
 
-# Code, and the language's name in itself (what the switch shows: a customer looks for their own).
-LANGUAGES = {"en": "English", "sw": "Kiswahili"}
+from .translatable import LANGUAGES
+
 DEFAULT = "en"
 COOKIE = "lang"
 COOKIE_DAYS = 365

@@ -22,6 +22,7 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ..db import utcnow
+from ..translatable import N_, translator
 from . import outbox
 
 log = logging.getLogger("lipia.notices")
@@ -37,23 +38,24 @@ CATEGORIES = {
 
 # Payment statuses, as app.ledger names them (spelled out to keep imports one-way).
 COMPLETED, REVIEW, REJECTED = "completed", "review", "rejected"
+# Notices are written in the customer's language (their stored choice) when the event happens.
 PROBLEM_TITLES = {
-    "failed": "Payment failed",
-    "cancelled": "Payment cancelled",
-    "timeout": "Payment timed out",
-    "expired": "Payment not confirmed",
-    REVIEW: "Payment under review",
-    REJECTED: "Payment not credited",
+    "failed": N_("Payment failed"),
+    "cancelled": N_("Payment cancelled"),
+    "timeout": N_("Payment timed out"),
+    "expired": N_("Payment not confirmed"),
+    REVIEW: N_("Payment under review"),
+    REJECTED: N_("Payment not credited"),
 }
 DEFAULT_PROBLEM_TEXT = {
-    "failed": "M-Pesa did not complete this payment. No words were added.",
-    "cancelled": "The payment was cancelled on the phone. No money was taken.",
-    "timeout": "The PIN prompt was not answered in time. No money was taken.",
-    "expired": "We never heard back from M-Pesa about this payment. If money left your account "
-               "it will still be credited when M-Pesa confirms it.",
-    REVIEW: "M-Pesa's confirmation did not match this order, so we are checking it by hand. "
-            "If money left your account it is safe; we will credit or refund it.",
-    REJECTED: "After checking, this payment was not credited. Contact support if money left your account.",
+    "failed": N_("M-Pesa did not complete this payment. No words were added."),
+    "cancelled": N_("The payment was cancelled on the phone. No money was taken."),
+    "timeout": N_("The PIN prompt was not answered in time. No money was taken."),
+    "expired": N_("We never heard back from M-Pesa about this payment. If money left your account "
+                  "it will still be credited when M-Pesa confirms it."),
+    REVIEW: N_("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
+               "If money left your account it is safe; we will credit or refund it."),
+    REJECTED: N_("After checking, this payment was not credited. Contact support if money left your account."),
 }
 UNREAD_CAP = 100
 
@@ -96,7 +98,8 @@ def _guarded(fn):
 
 def create(db, *, key: str, username: str, kind: str, category: str, title: str, body: str,
            link: str | None = None, payment_id: str | None = None,
-           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None) -> bool:
+           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None,
+           language: str = "en") -> bool:
     """Store one notice per key, and its e-mail when wanted. True when it is new.
 
     `user`: the customer's document as a money write just returned it (with `email` and
@@ -114,7 +117,8 @@ def create(db, *, key: str, username: str, kind: str, category: str, title: str,
         to = _email_for(db, username, category, user)
         if to:
             outbox.enqueue(db, key=key, username=username, to=to, category=category, subject=title,
-                           text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label)
+                           text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label,
+                           language=language)
     return True
 
 
@@ -147,12 +151,13 @@ def opt_outs_from(form_data: Mapping[str, Any]) -> list[str]:
     return [category for category in CATEGORIES if not form_data.get(f"email_{category}")]
 
 
-def _words(n: int) -> str:
-    return f"{n:,} word" + ("" if abs(n) == 1 else "s")
-
-
 def _user(db, username: str, fields: tuple[str, ...]) -> dict:
     return db.users.find_one({"username": username}, {f: 1 for f in fields}) or {}
+
+
+# What a notice needs of its customer when no money write handed the document over: the
+# language to write it in, and (read here once rather than again by `create`) the e-mail choices.
+NOTICE_FIELDS = ("language", "email", "email_opt_out")
 
 
 # ---------------------------------------------------------------- events (called by app.ledger)
@@ -163,28 +168,39 @@ def payment_settled(db, payment: Mapping) -> bool | None:
     status, pid = payment.get("status"), str(payment["_id"])
     key = f"payment:{pid}:{status}"
     plan = payment.get("subscription_type") or "word"
+    user = payment.get("user_after")
+    if user is None and (status == COMPLETED or status in PROBLEM_TITLES):
+        user = _user(db, payment["username"], NOTICE_FIELDS)
+    t = translator((user or {}).get("language"))
     if status == COMPLETED:
         # The ledger hands over the balance its credit left (and the user's post-image), saving reads.
         balance = payment.get("balance_after")
         if balance is None:
             balance = int(_user(db, payment["username"], ("words_remaining",)).get("words_remaining", 0))
         receipt = payment.get("mpesa_receipt")
+        figures = {"amount": f"{payment['amount']:,}", "plan": plan, "words": t.words(int(payment["words"])),
+                   "balance": t.words(balance), "receipt": receipt}
         created = create(
             db, key=key, username=payment["username"], kind="payment_completed", category=RECEIPT,
-            title=f"Payment received: {_words(int(payment['words']))} added",
-            body=(f"We received KES {payment['amount']:,} for the {plan} plan"
-                  + (f" (M-Pesa receipt {receipt})" if receipt else "")
-                  + f". {_words(int(payment['words']))} were added; your balance is now {_words(balance)}."),
-            link=f"/payments/{pid}/receipt", payment_id=pid, link_label="View your receipt",
-            mail_lines=(f"Reference: {payment.get('reference', '')}",), user=payment.get("user_after"))
+            title=t("Payment received: %(words)s added", words=figures["words"]),
+            body=(t("We received KES %(amount)s for the %(plan)s plan (M-Pesa receipt %(receipt)s). "
+                    "%(words)s were added; your balance is now %(balance)s.", **figures) if receipt else
+                  t("We received KES %(amount)s for the %(plan)s plan. "
+                    "%(words)s were added; your balance is now %(balance)s.", **figures)),
+            link=f"/payments/{pid}/receipt", payment_id=pid, link_label=t("View your receipt"),
+            mail_lines=(t("Reference: %(reference)s", reference=payment.get("reference", "")),), user=user,
+            language=t.language)
         _check_low_balance(db, payment["username"], payment.get("balance_after"), user=payment.get("user_after"))
         return created
     if status in PROBLEM_TITLES:
-        text = payment.get("customer_message") or DEFAULT_PROBLEM_TEXT[status]
+        # The stored message is English marked for the catalog (see app.translatable).
+        text = t(payment.get("customer_message") or DEFAULT_PROBLEM_TEXT[status])
         return create(db, key=key, username=payment["username"], kind=f"payment_{status}", category=PROBLEM,
-                      title=PROBLEM_TITLES[status],
-                      body=f"Your payment of KES {payment['amount']:,} for the {plan} plan: {text}",
-                      link=f"/payments/{pid}", payment_id=pid, link_label="See the payment")
+                      title=t(PROBLEM_TITLES[status]),
+                      body=t("Your payment of KES %(amount)s for the %(plan)s plan: %(text)s",
+                             amount=f"{payment['amount']:,}", plan=plan, text=text),
+                      link=f"/payments/{pid}", payment_id=pid, link_label=t("See the payment"), user=user,
+                      language=t.language)
     return None
 
 
@@ -200,13 +216,23 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
     balance = entry.get("balance_after")
     if balance is None:
         balance = int(_user(db, username, ("words_remaining",)).get("words_remaining", 0))
-    verb = "added to" if delta > 0 else "removed from"
-    prefix = "Refund: " if entry.get("kind") == "refund" else "Support: "
+    user = entry.get("user_after") or _user(db, username, NOTICE_FIELDS)
+    t = translator(user.get("language"))
+    refund = entry.get("kind") == "refund"
+    figures = {"words": t.words(abs(delta)), "balance": t.words(int(balance))}
+    if delta > 0:
+        title = (t("Refund: %(words)s added to your balance", **figures) if refund
+                 else t("Support: %(words)s added to your balance", **figures))
+        body = t("Our support team added %(words)s. Your balance is now %(balance)s. "
+                 "Contact support if you have questions.", **figures)
+    else:
+        title = (t("Refund: %(words)s removed from your balance", **figures) if refund
+                 else t("Support: %(words)s removed from your balance", **figures))
+        body = t("Our support team removed %(words)s. Your balance is now %(balance)s. "
+                 "Contact support if you have questions.", **figures)
     created = create(db, key=f"ledger:{entry['_id']}", username=username, kind=entry.get("kind", "adjustment"),
-                     category=ADJUSTMENT, title=f"{prefix}{_words(abs(delta))} {verb} your balance",
-                     body=f"Our support team {'added' if delta > 0 else 'removed'} {_words(abs(delta))}. "
-                          f"Your balance is now {_words(int(balance))}. Contact support if you have questions.",
-                     link="/history", link_label="See your history")
+                     category=ADJUSTMENT, title=title, body=body,
+                     link="/history", link_label=t("See your history"), user=user, language=t.language)
     _check_low_balance(db, username)
     return created
 
@@ -250,15 +276,17 @@ def _check_low_balance(db, username: str, new_balance: int | None = None, user: 
         {"username": username, "low_balance_notified": {"$ne": True}, "words_remaining": {"$lt": threshold}},
         {"$set": {"low_balance_notified": True, "low_balance_notified_at": utcnow()},
          "$inc": {"low_balance_crossings": 1}},
-        projection={"words_remaining": 1, "low_balance_crossings": 1}, return_document=ReturnDocument.AFTER)
+        projection={"words_remaining": 1, "low_balance_crossings": 1, "language": 1},
+        return_document=ReturnDocument.AFTER)
     if claimed is None:
         return False
     words = int(claimed.get("words_remaining", 0))
+    t = translator(claimed.get("language"))
     return create(db, key=f"low_balance:{username}:{claimed['low_balance_crossings']}", username=username,
-                  kind="low_balance", category=LOW_BALANCE, title="Your word balance is low",
-                  body=f"You have {_words(words)} left, below the {_words(threshold)} you asked to be warned at. "
-                       "Buy more words to keep going.",
-                  link="/", link_label="Buy words")
+                  kind="low_balance", category=LOW_BALANCE, title=t("Your word balance is low"),
+                  body=t("You have %(words)s left, below the %(threshold)s you asked to be warned at. "
+                         "Buy more words to keep going.", words=t.words(words), threshold=t.words(threshold)),
+                  link="/", link_label=t("Buy words"), language=t.language)
 
 
 # ---------------------------------------------------------------- reading notices

@@ -61,7 +61,9 @@ def marked_in_code() -> set[str]:
     found = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
             str(ROOT), method_map=method_map, options_map={"app/templates/**.html": {"trimmed": "true"}},
-            keywords={"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "N_": None}):
+            # The Makefile's `translations` target gives pybabel the same keywords.
+            keywords={"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "N_": None,
+                      "t": None, "plural": (1, 2)}):
         found.add(message[0] if isinstance(message, tuple) else message)
     return found
 
@@ -217,3 +219,67 @@ def test_operator_pages_stay_in_english(client, db):
     page = client.get("/admin/", headers={"Accept-Language": "sw"}).get_data(as_text=True)
     assert '<html lang="en">' in page
     assert "Dashboard" in page
+
+
+# ---------------------------------------------------------------- notices and e-mails, written away from a request
+
+def test_notices_are_written_in_the_customers_language(db, app):
+    from app import ledger
+    from app.notices import service
+    from tests.unit.notices_support import ended, make_payment, notices_of, paid
+    from tests.unit.notices_support import make_user as make_customer
+
+    service.configure(None)
+    user = make_customer(db, "wanjiku")
+    db.users.update_one({"username": "wanjiku"}, {"$set": {"language": "sw"}})
+    payment = make_payment(db, user)
+    ledger.settle(db, payment["_id"], paid(payment, receipt="RKTSW00001"))
+    failed = make_payment(db, user)
+    from app.mpesa.result_codes import classify
+    ledger.settle(db, failed["_id"], ended("cancelled", classify(1032).customer_message))
+    by_kind = {n["kind"]: n for n in notices_of(db, "wanjiku")}
+    received, cancelled = by_kind["payment_completed"], by_kind["payment_cancelled"]
+    assert received["title"] == "Malipo yamepokelewa: maneno 10,000 yameongezwa"
+    assert received["body"].startswith("Imethibitishwa. Tumepokea KES 100") and "RKTSW00001" in received["body"]
+    assert received["link_label"] == "Tazama risiti yako"
+    assert cancelled["title"] == "Malipo yameghairiwa"
+    assert cancelled["body"].endswith("Ulighairi malipo kwenye simu yako. Hakuna pesa zilizotolewa.")
+    # Without a stored choice: English, as before.
+    other = make_payment(db, make_customer(db, "otieno", phone="254712345679"))
+    ledger.settle(db, other["_id"], paid(other, receipt="RKTEN00001"))
+    [english] = notices_of(db, "otieno")
+    assert english["title"] == "Payment received: 10,000 words added"
+
+
+def test_an_email_says_its_own_lines_in_the_language_of_its_notice(db, app):
+    from app.notices import service
+    from app.notices.mailer import build_message
+    from tests.unit.notices_support import make_payment, paid
+    from tests.unit.notices_support import make_user as make_customer
+
+    settings = {"SMTP_HOST": "127.0.0.1", "PUBLIC_BASE_URL": "https://lipia.example",
+                "MAIL_FROM": "Lipia <no-reply@lipia.example>"}
+    service.configure(settings)
+    try:
+        user = make_customer(db, "wanjiku", email="wanjiku@example.com")
+        db.users.update_one({"username": "wanjiku"}, {"$set": {"language": "sw"}})
+        payment = make_payment(db, user)
+        from app import ledger
+        ledger.settle(db, payment["_id"], paid(payment, receipt="RKTSW00002"))
+    finally:
+        service.configure(None)
+    [message] = list(db.outbox.find())
+    assert message["language"] == "sw" and message["subject"].startswith("Malipo yamepokelewa")
+    text = build_message(message, settings).get_content()
+    assert "Tazama risiti yako: https://lipia.example/payments/" in text
+    assert "Chagua barua pepe unazopokea kwenye wasifu wako: https://lipia.example/profile" in text
+    assert "Kumbukumbu: " in text
+
+
+def test_registration_keeps_the_language_the_visitor_read_the_site_in(app, client, db):
+    app.config["WTF_CSRF_ENABLED"] = False
+    response = client.post("/register", headers={"Accept-Language": "sw"}, data={
+        "username": "wanjiku", "password": "correct horse battery", "confirm": "correct horse battery",
+        "phone_number": "0712345678"})
+    assert response.status_code == 302
+    assert db.users.find_one({"username": "wanjiku"})["language"] == "sw"
