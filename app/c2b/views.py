@@ -65,7 +65,7 @@ def claim_receipt(payment_id):
             claims.start(db, current_app.config, payment, current_user.username, form.receipt.data)
             flash(translate_stored(claims.MESSAGES[claims.QUEUED]), "info")
         except claims.ClaimRefused as exc:
-            flash(str(exc), "warning")
+            flash(translate_stored(str(exc)), "warning")
     return redirect(url_for("payments.show", payment_id=payment["_id"]) + "#pay-manually")
 
 

@@ -70,21 +70,21 @@ def latest(db, payment_id) -> dict | None:
 def start(db, config: Mapping[str, Any], payment: dict, username: str, typed: str) -> dict:
     """Record a claim and queue its check; raise ClaimRefused with the reason in plain words."""
     if not enabled(config):
-        raise ClaimRefused("Receipt checks are not set up here. If you paid, your words will be added as soon as "
-                           "M-Pesa confirms the payment.")
+        raise ClaimRefused(N_("Receipt checks are not set up here. If you paid, your words will be added as soon as "
+                              "M-Pesa confirms the payment."))
     receipt = status_api.normalize_receipt(typed)
     if receipt is None:
-        raise ClaimRefused("That does not look like an M-Pesa receipt code: it is 10 letters and digits, "
-                           "like RKL51ZDR4F, at the start of the SMS.")
+        raise ClaimRefused(N_("That does not look like an M-Pesa receipt code: it is 10 letters and digits, "
+                              "like RKL51ZDR4F, at the start of the SMS."))
     if payment["status"] not in (ledger.PENDING,) + ledger.FAILURE_STATUSES:
-        raise ClaimRefused("This payment is already settled; there is nothing to claim.")
+        raise ClaimRefused(N_("This payment is already settled; there is nothing to claim."))
     used = db.payments.find_one({"mpesa_receipt": receipt}, {"_id": 1})
     if used is not None:
-        raise ClaimRefused("That receipt has already been used for a payment.")
+        raise ClaimRefused(N_("That receipt has already been used for a payment."))
     current = latest(db, payment["_id"])
     if current and current["state"] in WAITING:
         if utcnow().replace(tzinfo=None) - current["created_at"].replace(tzinfo=None) < ANSWER_WITHIN:
-            raise ClaimRefused("We are still checking the last receipt you sent for this payment.")
+            raise ClaimRefused(N_("We are still checking the last receipt you sent for this payment."))
         _finish(db, current, TIMEOUT, "no answer from M-Pesa")
     claim = {"_id": ObjectId(), "payment_id": str(payment["_id"]), "username": username, "receipt": receipt,
              "secret": secrets.token_hex(20), "state": QUEUED, "created_at": utcnow()}
