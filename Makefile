@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: dev test test-fast bench install chromium axe wrk clean-data
+.PHONY: dev test test-fast bench install chromium axe wrk clean-data translations
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ wrk:
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; \
 	  else echo "Benchmarks need wrk: run 'sudo apt-get install wrk'"; exit 1; fi; }
+
+## Swahili: bring new customer text from the code into the catalog, then compile it. Translate the
+## new entries in app/translations/sw/LC_MESSAGES/messages.po, run this again and commit both the
+## .po and the .mo (kept in git, so no host needs a build step; a unit test checks they agree).
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k N_ -k t -k plural:1,2 --no-location --sort-output --width=100 --project=Lipia -o $(VENV)/messages.pot .
+	$(BIN)/pybabel update -i $(VENV)/messages.pot -d app/translations --width=100 --ignore-obsolete
+	$(BIN)/pybabel compile -d app/translations --statistics
 
 ## Forget the local development database.
 clean-data:

@@ -37,8 +37,10 @@ def create_app(overrides: Mapping[str, Any] | None = None, environ: Mapping[str,
     from .templating import register_templating
     from .assets import register_static
     from .site import register_site
+    from .i18n import register_i18n
 
     register_logging(app)
+    register_i18n(app)
     register_db(app)
     register_extensions(app)
     register_security(app)

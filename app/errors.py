@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import g, jsonify, render_template, request
+from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -13,24 +14,26 @@ from .outage import web_database
 
 log = logging.getLogger("lipia.errors")
 
-TITLES = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "That page cannot do this",
-          413: "Too large", 429: "Too many requests", 500: "Something went wrong",
-          503: "Back in a moment"}
+TITLES = {400: _l("Bad request"), 403: _l("Not allowed"), 404: _l("Page not found"),
+          405: _l("That page cannot do this"), 413: _l("Too large"), 429: _l("Too many requests"),
+          500: _l("Something went wrong"), 503: _l("Back in a moment")}
 
 # What a client is told to wait before trying again while the database is unreachable:
 # long enough not to hammer a recovering server, short enough for a customer to retry.
 DATABASE_RETRY_AFTER_SECONDS = 15
 # Werkzeug's own 404 text speaks of servers and URLs; a mistyped link gets the shop's words.
-NOT_FOUND_MESSAGE = ("We could not find that page. The link may be mistyped or out of date: "
-                     "start again from the plans page, or see your payments under History.")
+NOT_FOUND_MESSAGE = _l("We could not find that page. The link may be mistyped or out of date: "
+                       "start again from the plans page, or see your payments under History.")
 # A 405 is what a bookmarked or reloaded form address gives (a POST-only action opened as a page).
-METHOD_NOT_ALLOWED_MESSAGE = ("That address is for a button on one of our pages, not a page to open. "
-                              "Nothing was changed: go back to the page you were on, or start again from the plans.")
+METHOD_NOT_ALLOWED_MESSAGE = _l("That address is for a button on one of our pages, not a page to open. "
+                                "Nothing was changed: go back to the page you were on, or start again "
+                                "from the plans.")
 # Werkzeug's own wording for these speaks of servers, URLs and methods; ours replaces it
 # unless a view gave a reason of its own (e.g. "We could not find that payment on your account.").
 GENERIC_REPLACED = {404: (NotFound.description, NOT_FOUND_MESSAGE),
                     405: (MethodNotAllowed.description, METHOD_NOT_ALLOWED_MESSAGE)}
-DATABASE_DOWN_MESSAGE = "Lipia cannot reach its database right now. Nothing was changed or charged; please try again shortly."
+DATABASE_DOWN_MESSAGE = _l("Lipia cannot reach its database right now. Nothing was changed or charged; "
+                           "please try again shortly.")
 
 
 def api_error(status: int, code: str, message: str, **extra):
@@ -46,9 +49,9 @@ def register_errors(app):
     def csrf_error(exc):
         if wants_json():
             return api_error(400, "csrf_failed", exc.description)
-        return render_template("errors/error.html", status=400, title="Form expired",
-                               message="This form was open too long or came from elsewhere. "
-                                       "Go back, reload the page and try again. Nothing was changed."), 400
+        return render_template("errors/error.html", status=400, title=_("Form expired"),
+                               message=_("This form was open too long or came from elsewhere. "
+                                         "Go back, reload the page and try again. Nothing was changed.")), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -69,7 +72,7 @@ def register_errors(app):
         log.warning("database unreachable on %s: %s", request_path(), type(exc).__name__)
         _show_as_visitor()
         if wants_json():
-            response, status = api_error(503, "database_unavailable", DATABASE_DOWN_MESSAGE,
+            response, status = api_error(503, "database_unavailable", str(DATABASE_DOWN_MESSAGE),
                                          retry_after=DATABASE_RETRY_AFTER_SECONDS)
         else:
             response = app.make_response((render_template(
@@ -86,7 +89,7 @@ def register_errors(app):
         if wants_json():
             return api_error(500, "internal_error", "Something went wrong on our side. Nothing was charged.")
         return render_template("errors/error.html", status=500, title=TITLES[500],
-                               message="Something went wrong on our side. Please try again in a moment."), 500
+                               message=_("Something went wrong on our side. Please try again in a moment.")), 500
 
 
 def _show_as_visitor() -> None:

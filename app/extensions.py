@@ -4,6 +4,7 @@ import time
 from urllib.parse import urlparse
 
 from flask import flash, redirect, render_template, request
+from flask_babel import gettext as _, ngettext
 from flask_bcrypt import Bcrypt
 from flask_bootstrap import Bootstrap5
 from flask_limiter import Limiter
@@ -15,13 +16,16 @@ from flask_wtf.csrf import CSRFProtect
 from . import ratelimits
 from .errors import api_error, wants_json
 from .security import safe_next
+from .translatable import N_
 
 bcrypt = Bcrypt()
 csrf = CSRFProtect()
 bootstrap = Bootstrap5()
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
-login_manager.login_message = "Please log in to continue."
+login_manager.login_message = N_("Please log in to continue.")
+# Translated when flashed (the session keeps the text, so it must be a plain string by then).
+login_manager.localize_callback = _
 login_manager.login_message_category = "info"
 # Limits are keyed per address by default; login adds per-account keys of its own.
 # No X-RateLimit-* headers: each costs a storage read on every limited response (two per
@@ -32,9 +36,8 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enable
 
 def wait_words(seconds: int) -> str:
     if seconds <= 60:
-        return f"{max(seconds, 1)} second{'s' if seconds != 1 else ''}"
-    minutes = math.ceil(seconds / 60)
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+        return ngettext("%(num)s second", "%(num)s seconds", max(seconds, 1))
+    return ngettext("%(num)s minute", "%(num)s minutes", math.ceil(seconds / 60))
 
 
 def _form_page() -> str:
@@ -60,7 +63,7 @@ def too_many(exc: RateLimitExceeded):
 
 def refused(wait: int):
     """The answer to a request over a limit, which may try again in `wait` seconds."""
-    message = f"Too many attempts. Please wait {wait_words(wait)} and try again."
+    message = _("Too many attempts. Please wait %(wait)s and try again.", wait=wait_words(wait))
     if wants_json():
         response, status = api_error(429, "rate_limited", message, retry_after_seconds=wait)
     elif request.method == "POST":
@@ -68,7 +71,7 @@ def refused(wait: int):
         flash(message, "warning")
         response, status = redirect(_form_page(), code=303), 303
     else:
-        response, status = render_template("errors/error.html", status=429, title="Please wait",
+        response, status = render_template("errors/error.html", status=429, title=_("Please wait"),
                                            message=message), 429
     response.headers["Retry-After"] = str(wait)
     return response, status

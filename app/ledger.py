@@ -50,7 +50,7 @@ APPLIED_KEYS_KEPT = 500
 # notices decide on (low-balance flags, e-mail address and opt-outs), so no step after a
 # money write has to read the user again.
 USER_AFTER_FIELDS = {"words_remaining": 1, "ledger_seq": 1, "low_words_threshold": 1, "low_balance_notified": 1,
-                     "email": 1, "email_opt_out": 1}
+                     "email": 1, "email_opt_out": 1, "language": 1}
 REPAIR_GRACE = timedelta(seconds=5)
 REPAIR_BATCH = 100
 

@@ -2,6 +2,8 @@
 import json
 from datetime import datetime, timedelta, timezone
 
+from flask_babel import gettext
+
 from .db import as_utc
 from .mpesa.phone import display_phone
 from .payments.states import wording
@@ -104,6 +106,7 @@ def register_templating(app):
     # Phones are stored as 2547XXXXXXXX (what Daraja wants) and shown as 0712 345 678.
     app.add_template_filter(display_phone, "phone")
     app.add_template_global(lambda status: wording(status).tone, "status_tone")
-    app.add_template_global(lambda status: wording(status).title, "status_title")
+    # Statuses are worded in English in payments/states; each page shows them in its language.
+    app.add_template_global(lambda status: gettext(wording(status).title), "status_title")
     for name, function in (("when", when), ("age", age), ("changes", changes), ("pretty_json", pretty_json)):
         app.add_template_filter(function, name)

@@ -262,3 +262,9 @@ def get_by_api_key(db, key: str) -> User | None:
         return None
     doc = db.users.find_one({"api_key_hash": hash_api_key(key)}, REQUEST_PROJECTION)
     return User(doc) if doc else None
+
+
+def set_language(db, user: User, language: str) -> None:
+    """Keep the customer's language on the account: pages, notices and e-mails follow it."""
+    db.users.update_one({"_id": ObjectId(user.id)}, {"$set": {"language": language}})
+    user.doc["language"] = language

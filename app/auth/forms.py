@@ -1,3 +1,4 @@
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Email, ValidationError
@@ -10,25 +11,26 @@ from ..notices.service import CATEGORIES as EMAIL_CATEGORIES
 
 def email_field(label):
     return EmailField(label, validators=[
-        Optional(), Length(max=254, message="That is too long for an e-mail address."),
-        Email(message="Enter a valid e-mail address, or leave it empty.")],
+        Optional(), Length(max=254, message=_l("That is too long for an e-mail address.")),
+        Email(message=_l("Enter a valid e-mail address, or leave it empty."))],
         filters=[lambda value: value.strip() if isinstance(value, str) else value],
         render_kw={"autocomplete": "email", "autocapitalize": "none", "spellcheck": "false"})
 
 
 class RegisterForm(RetypedPasswords, FlaskForm):
-    username = StringField("Username", validators=[
-        DataRequired(message="Choose a username."),
-        Length(min=3, max=32, message="A username has 3 to 32 characters."), USERNAME_RULE],
+    username = StringField(_l("Username"), validators=[
+        DataRequired(message=_l("Choose a username.")),
+        Length(min=3, max=32, message=_l("A username has 3 to 32 characters.")), USERNAME_RULE],
         render_kw={"autocomplete": "username", "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired(message="Choose a password.")],
+    password = PasswordField(_l("Password"), validators=[DataRequired(message=_l("Choose a password."))],
                              render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Repeat password", validators=[
-        DataRequired(message="Repeat the password."), EqualTo("password", message="The passwords do not match.")],
+    confirm = PasswordField(_l("Repeat password"), validators=[
+        DataRequired(message=_l("Repeat the password.")),
+        EqualTo("password", message=_l("The passwords do not match."))],
         render_kw={"autocomplete": "new-password"})
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
-    email = email_field("E-mail (optional)")
+    email = email_field(_l("E-mail (optional)"))
     next = HiddenField()
 
     def validate_password(self, field):
@@ -43,22 +45,22 @@ def check_new_password(field, username):
 
 
 class LoginForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(message="Enter your username."),
-                                                   Length(max=32, message="Incorrect username or password.")],
+    username = StringField(_l("Username"), validators=[DataRequired(message=_l("Enter your username.")),
+                                                       Length(max=32, message=_l("Incorrect username or password."))],
                            render_kw={"autocomplete": "username", "autocapitalize": "none"})
-    password = PasswordField("Password", validators=[DataRequired(message="Enter your password."),
-                                                     Length(max=128, message="Incorrect username or password.")],
+    password = PasswordField(_l("Password"), validators=[DataRequired(message=_l("Enter your password.")),
+                                                         Length(max=128, message=_l("Incorrect username or password."))],
                              render_kw={"autocomplete": "current-password"})
-    remember = BooleanField("Keep me logged in")
+    remember = BooleanField(_l("Keep me logged in"))
     next = HiddenField()
 
 
 class ProfileForm(FlaskForm):
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
-    email = email_field("E-mail for receipts and password resets (optional)")
-    low_words_threshold = IntegerField("Warn me when my balance falls below (words)", validators=[
-        Optional(), NumberRange(min=0, max=10_000_000, message="Enter a number of words from 0 up.")],
+    email = email_field(_l("E-mail for receipts and password resets (optional)"))
+    low_words_threshold = IntegerField(_l("Warn me when my balance falls below (words)"), validators=[
+        Optional(), NumberRange(min=0, max=10_000_000, message=_l("Enter a number of words from 0 up."))],
         render_kw={"inputmode": "numeric"})
     # Which notices also come by e-mail; stored as users.email_opt_out (the unticked ones).
     email_receipt = BooleanField(EMAIL_CATEGORIES["receipt"], default=True)
@@ -68,13 +70,13 @@ class ProfileForm(FlaskForm):
 
 
 class PasswordChangeForm(RetypedPasswords, FlaskForm):
-    current_password = PasswordField("Current password", validators=[
-        DataRequired(message="Enter your current password.")], render_kw={"autocomplete": "current-password"})
-    new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],
+    current_password = PasswordField(_l("Current password"), validators=[
+        DataRequired(message=_l("Enter your current password."))], render_kw={"autocomplete": "current-password"})
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(message=_l("Choose a new password."))],
                                  render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Repeat the new password", validators=[
-        DataRequired(message="Repeat the new password."),
-        EqualTo("new_password", message="The passwords do not match.")], render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField(_l("Repeat the new password"), validators=[
+        DataRequired(message=_l("Repeat the new password.")),
+        EqualTo("new_password", message=_l("The passwords do not match."))], render_kw={"autocomplete": "new-password"})
 
     def __init__(self, *args, username: str = "", **kwargs):
         super().__init__(*args, **kwargs)
@@ -90,22 +92,22 @@ class SessionsForm(FlaskForm):
 
 class ApiKeyForm(FlaskForm):
     """Rotating the key is a POST; replacing a key that exists needs the box ticked."""
-    confirm = BooleanField("Yes, replace my key: the current one stops working at once")
+    confirm = BooleanField(_l("Yes, replace my key: the current one stops working at once"))
 
 
 class ForgotPasswordForm(FlaskForm):
-    account = StringField("Your username or e-mail address", validators=[
-        DataRequired(message="Enter your username or your e-mail address."),
-        Length(max=254, message="That is too long for a username or an e-mail address.")],
+    account = StringField(_l("Your username or e-mail address"), validators=[
+        DataRequired(message=_l("Enter your username or your e-mail address.")),
+        Length(max=254, message=_l("That is too long for a username or an e-mail address."))],
         render_kw={"autocomplete": "username", "autocapitalize": "none", "spellcheck": "false"})
 
 
 class ResetPasswordForm(RetypedPasswords, FlaskForm):
-    new_password = PasswordField("New password", validators=[DataRequired(message="Choose a new password.")],
+    new_password = PasswordField(_l("New password"), validators=[DataRequired(message=_l("Choose a new password."))],
                                  render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField("Repeat the new password", validators=[
-        DataRequired(message="Repeat the new password."),
-        EqualTo("new_password", message="The passwords do not match.")], render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField(_l("Repeat the new password"), validators=[
+        DataRequired(message=_l("Repeat the new password.")),
+        EqualTo("new_password", message=_l("The passwords do not match."))], render_kw={"autocomplete": "new-password"})
 
     def __init__(self, *args, username: str = "", **kwargs):
         super().__init__(*args, **kwargs)

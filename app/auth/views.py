@@ -2,11 +2,13 @@ import time
 
 from flask import current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_limiter.util import get_remote_address
+from flask_babel import gettext as _
 from flask_login import current_user, login_required, login_user, logout_user
 from limits import parse
 
 from ..db import get_db
 from ..extensions import limiter, refused
+from ..i18n import current_language
 from ..ratelimits import fail_closed
 from ..security import safe_next
 from .. import notices, users
@@ -99,10 +101,13 @@ def register_view():
                             email=form.email.data)
         except users.UsernameTaken:
             # Same words whatever the reason, so the form is no oracle for existing names.
-            form.username.errors.append("That username can't be used. Please choose another.")
+            form.username.errors.append(_("That username can't be used. Please choose another."))
         else:
             _log_in(user)
-            flash(f"Welcome to Lipia, {user.username}!", "success")
+            # The language the visitor read the site in (switch, cookie or browser) becomes the
+            # account's: notices and e-mails, written away from any request, follow it.
+            users.set_language(get_db(), user, current_language())
+            flash(_("Welcome to Lipia, %(name)s!", name=user.username), "success")
             return _after_login(form.next.data)
     return render_template("auth/register.html", form=form), (400 if request.method == "POST" else 200)
 
@@ -126,7 +131,7 @@ def login():
         ceiling.count_failure()
         if reached:
             return refused(ceiling.wait_seconds())
-        form.password.errors.append("Incorrect username or password.")
+        form.password.errors.append(_("Incorrect username or password."))
     return render_template("auth/login.html", form=form), (400 if request.method == "POST" else 200)
 
 
@@ -137,7 +142,7 @@ def logout():
         # Ends this log-in in the database: a copy of the cookie taken before is worthless.
         users.close_session(get_db(), current_user._get_current_object())
     logout_user()
-    flash("You are logged out.", "info")
+    flash(_("You are logged out."), "info")
     return redirect(url_for("plans.index"))
 
 
@@ -148,7 +153,7 @@ def logout_everywhere():
     if SessionsForm().validate_on_submit():
         users.close_all_sessions(get_db(), current_user.id)
         logout_user()
-        flash("You are logged out on every device and browser. Log in again to continue.", "info")
+        flash(_("You are logged out on every device and browser. Log in again to continue."), "info")
     return redirect(url_for("auth.login"))
 
 
@@ -175,7 +180,7 @@ def profile():
                              email=users.email_key(form.email.data),
                              low_words_threshold=form.low_words_threshold.data,
                              email_opt_out=notices.opt_outs_from(form.data))
-        flash("Your profile is saved.", "success")
+        flash(_("Your profile is saved."), "success")
         return redirect(url_for("auth.profile"))
     return _render_profile(form, status=400 if form.errors else 200)
 
@@ -188,13 +193,13 @@ def password():
     form = PasswordChangeForm(username=current_user.username)
     if form.validate_on_submit():
         if not password_matches(current_user.doc.get("password"), form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+            form.current_password.errors.append(_("That is not your current password."))
         else:
             user = current_user._get_current_object()
             change_password(get_db(), user, form.new_password.data)
             # Every log-in ended with the old password, this one included; carry on in a new one.
             _log_in(user)
-            flash("Your password is changed. Every other device and browser is logged out.", "success")
+            flash(_("Your password is changed. Every other device and browser is logged out."), "success")
             return redirect(url_for("auth.profile"))
     return _render_profile(_profile_form(current_user.doc, formdata=None), password_form=form, status=400)
 
@@ -228,8 +233,8 @@ def rotate_api_key():
     if not form.validate_on_submit():
         return redirect(url_for("auth.api_key"))
     if current_user.doc.get("api_key_hint") and not form.confirm.data:
-        flash("Tick the box to confirm: your current key stops working at once.", "warning")
+        flash(_("Tick the box to confirm: your current key stops working at once."), "warning")
         return redirect(url_for("auth.api_key"))
     session[NEW_KEY_SESSION] = {"key": users.rotate_api_key(get_db(), current_user.id), "at": time.time()}
-    flash("Copy your new API key now: it is shown only once. Any old key no longer works.", "warning")
+    flash(_("Copy your new API key now: it is shown only once. Any old key no longer works."), "warning")
     return redirect(url_for("auth.api_key"), code=303)

@@ -1,8 +1,10 @@
 from flask import abort, current_app, flash, jsonify, redirect, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..db import get_db
 from ..extensions import limiter
+from ..i18n import translate_stored
 from ..mpesa import c2b as wire
 from ..payments import c2b, claims, records, refunds
 from . import bp
@@ -54,16 +56,16 @@ def claim_receipt(payment_id):
     db = get_db()
     payment = records.get_for_owner(db, payment_id, current_user.username)
     if payment is None:
-        abort(404, "We could not find that payment on your account.")
+        abort(404, _("We could not find that payment on your account."))
     form = ReceiptClaimForm()
     if not form.validate_on_submit():
-        flash(" ".join(e for errors in form.errors.values() for e in errors) or "Type the receipt code.", "danger")
+        flash(" ".join(e for errors in form.errors.values() for e in errors) or _("Type the receipt code."), "danger")
     else:
         try:
             claims.start(db, current_app.config, payment, current_user.username, form.receipt.data)
-            flash(claims.MESSAGES[claims.QUEUED], "info")
+            flash(translate_stored(claims.MESSAGES[claims.QUEUED]), "info")
         except claims.ClaimRefused as exc:
-            flash(str(exc), "warning")
+            flash(translate_stored(str(exc)), "warning")
     return redirect(url_for("payments.show", payment_id=payment["_id"]) + "#pay-manually")
 
 

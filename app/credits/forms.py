@@ -1,3 +1,4 @@
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, TextAreaField
 from wtforms.validators import DataRequired, Length
@@ -6,7 +7,8 @@ from .service import MAX_TEXT_CHARS
 
 
 class SpendForm(FlaskForm):
-    text = TextAreaField("Paste your text", validators=[
-        DataRequired(message="Paste some text to count and charge."),
-        Length(max=MAX_TEXT_CHARS, message=f"That is more than {MAX_TEXT_CHARS:,} characters; split it up.")])
+    text = TextAreaField(_l("Paste your text"), validators=[
+        DataRequired(message=_l("Paste some text to count and charge.")),
+        Length(max=MAX_TEXT_CHARS, message=_l("That is more than %(num)s characters; split it up.",
+                                              num=f"{MAX_TEXT_CHARS:,}"))])
     idempotency_key = HiddenField(validators=[DataRequired(), Length(min=8, max=64)])

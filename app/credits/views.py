@@ -2,6 +2,7 @@
 import uuid
 
 from flask import flash, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..db import get_db
@@ -22,12 +23,15 @@ def spend():
             result = charge(get_db(), current_user.username, words, form.idempotency_key.data, channel="web",
                             note=form.text.data[:80], available=current_user.words_remaining)
         except InsufficientWords as exc:
-            form.text.errors.append(f"This text has {exc.needed:,} words but your balance is {exc.available:,}. "
-                                    "Nothing was charged. Buy more words or shorten the text.")
+            form.text.errors.append(_("This text has %(needed)s words but your balance is %(available)s. "
+                                      "Nothing was charged. Buy more words or shorten the text.",
+                                      needed=f"{exc.needed:,}", available=f"{exc.available:,}"))
         except ValueError:
-            form.text.errors.append("We found no words in that text. Nothing was charged.")
+            form.text.errors.append(_("We found no words in that text. Nothing was charged."))
         else:
-            verb = "were already charged" if result.replayed else "charged"
-            flash(f"{result.words:,} words {verb}. You have {result.balance:,} words left.", "success")
+            figures = {"words": f"{result.words:,}", "balance": f"{result.balance:,}"}
+            flash(_("%(words)s words were already charged. You have %(balance)s words left.", **figures)
+                  if result.replayed else _("%(words)s words charged. You have %(balance)s words left.", **figures),
+                  "success")
             return redirect(url_for("credits.spend"))
     return render_template("credits/spend.html", form=form), (400 if form.errors else 200)

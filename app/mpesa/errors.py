@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..translatable import N_
+
 
 class DarajaError(Exception):
     """Base class; carries what Daraja said so operators can see it verbatim."""
@@ -107,7 +109,7 @@ class DarajaConfigError(DarajaError):
 class InvalidPhoneNumber(ValueError):
     """The str() is safe to show the customer as-is."""
 
-    MESSAGE = "Enter a Safaricom number like 0712 345 678 or 254712345678."
+    MESSAGE = N_("Enter a Safaricom number like 0712 345 678 or 254712345678.")
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.MESSAGE)

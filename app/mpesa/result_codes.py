@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
+from ..translatable import N_
+
 __all__ = ["ResultOutcome", "classify", "normalize_result_code", "strip_desc_prefix", "STATUSES"]
 
 STATUSES = ("completed", "failed", "cancelled", "timeout")
@@ -25,46 +27,46 @@ class ResultOutcome:
     operator_alert: bool = False
 
 
-_TRY_AGAIN_LATER = "M-Pesa could not take this payment right now. Please try again in a few minutes."
+_TRY_AGAIN_LATER = N_("M-Pesa could not take this payment right now. Please try again in a few minutes.")
 
 # code(s) -> (status, reason, customer message, operator alert)
 _TABLE: dict[tuple[str, ...], tuple[str, str, str, bool]] = {
     ("0",): ("completed", "paid",
-             "Payment received. Thank you.", False),
+             N_("Payment received. Thank you."), False),
     ("1",): ("failed", "insufficient_funds",
-             "Your M-Pesa balance is not enough for this payment. Top up your M-Pesa and try again.", False),
+             N_("Your M-Pesa balance is not enough for this payment. Top up your M-Pesa and try again."), False),
     ("2", "3", "4", "8"): ("failed", "limit",
-                           "M-Pesa declined the payment because it is outside a limit on your account "
-                           "(minimum, maximum, daily or balance limit). Check your M-Pesa limits and try again.",
+                           N_("M-Pesa declined the payment because it is outside a limit on your account "
+                           "(minimum, maximum, daily or balance limit). Check your M-Pesa limits and try again."),
                            False),
     ("17",): ("failed", "try_later",
-              "M-Pesa blocked a repeat payment of the same amount. Wait two minutes, then try again.", False),
+              N_("M-Pesa blocked a repeat payment of the same amount. Wait two minutes, then try again."), False),
     ("26",): ("failed", "try_later", _TRY_AGAIN_LATER, False),
     ("1001",): ("failed", "busy",
-                "Another M-Pesa transaction is still in progress on your phone. "
-                "Finish or cancel it, then try again in a minute.", False),
+                N_("Another M-Pesa transaction is still in progress on your phone. "
+                "Finish or cancel it, then try again in a minute."), False),
     ("1019",): ("timeout", "expired",
-                "The payment request expired before it was completed. No money was taken; please try again.",
+                N_("The payment request expired before it was completed. No money was taken; please try again."),
                 False),
     ("1025", "9999"): ("failed", "push_error",
-                       "We could not send the payment prompt to your phone. Please try again.", False),
+                       N_("We could not send the payment prompt to your phone. Please try again."), False),
     ("1032",): ("cancelled", "cancelled",
-                "You cancelled the payment on your phone. No money was taken.", False),
+                N_("You cancelled the payment on your phone. No money was taken."), False),
     ("1037",): ("timeout", "unreachable",
-                "We could not reach your phone, or the prompt was not answered in time. Make sure your phone "
-                "is on and unlocked, then try again.", False),
+                N_("We could not reach your phone, or the prompt was not answered in time. Make sure your phone "
+                "is on and unlocked, then try again."), False),
     ("2001",): ("failed", "wrong_pin",
-                "The M-Pesa PIN entered was wrong. No money was taken; please try again.", False),
+                N_("The M-Pesa PIN entered was wrong. No money was taken; please try again."), False),
     ("2028", "SFC_IC0003"): ("failed", "merchant_misconfigured",
-                             "M-Pesa payments are temporarily unavailable. We have been alerted; "
-                             "please try again later.", True),
+                             N_("M-Pesa payments are temporarily unavailable. We have been alerted; "
+                             "please try again later."), True),
     ("8006",): ("failed", "pin_locked",
-                "Your M-Pesa PIN is locked. Contact Safaricom customer care to unlock it, then try again.", False),
+                N_("Your M-Pesa PIN is locked. Contact Safaricom customer care to unlock it, then try again."), False),
 }
 _BY_CODE = {code: row for codes, row in _TABLE.items() for code in codes}
 
 _UNKNOWN = ("failed", "unknown",
-            "M-Pesa could not complete the payment. Please try again; if money left your account, contact us.",
+            N_("M-Pesa could not complete the payment. Please try again; if money left your account, contact us."),
             False)
 
 _CODE_SHAPE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")

@@ -20,6 +20,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Any, Mapping
 
+from ..translatable import translator
+
 SMTP_TIMEOUT = 10.0
 
 
@@ -48,11 +50,12 @@ def message_id(key: str, mail_from: str) -> str:
 def build_message(msg: Mapping[str, Any], settings: Mapping[str, Any]) -> EmailMessage:
     """Plain text: the notice, a link to it, and where to change which e-mails are sent."""
     base = (settings.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    t = translator(msg.get("language"))  # the language the notice was written in
     lines = [msg["text"]]
     if msg.get("link"):
-        lines.append(f"{msg.get('link_label') or 'Details'}: {base}{msg['link']}")
-    lines.append("--\nLipia: prepaid words paid with M-Pesa.\n"
-                 f"Choose which e-mails you get on your profile: {base}/profile")
+        lines.append(f"{msg.get('link_label') or t('Details')}: {base}{msg['link']}")
+    lines.append("--\n" + t("Lipia: prepaid words paid with M-Pesa.") + "\n"
+                 + t("Choose which e-mails you get on your profile: %(link)s", link=f"{base}/profile"))
     email = EmailMessage(policy=policy.SMTP)
     email["Subject"] = msg["subject"]
     email["From"] = settings.get("MAIL_FROM") or "Lipia <no-reply@lipia.example>"

@@ -56,11 +56,13 @@ def backoff(attempts: int, first: float = BACKOFF_FIRST, cap: float = BACKOFF_CA
 
 
 def enqueue(db, *, key: str, username: str, to: str, category: str, subject: str, text: str,
-            link: str | None, link_label: str) -> bool:
+            link: str | None, link_label: str, language: str = "en") -> bool:
     now = db_now(db)
     try:
+        # `language`: what the text is written in, for the lines the mailer adds around it.
         db.outbox.insert_one({"_id": key, "username": username, "to": to, "category": category,
                               "subject": subject, "text": text, "link": link, "link_label": link_label,
+                              "language": language,
                               "status": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now})
     except DuplicateKeyError:
         return False

@@ -18,12 +18,14 @@ import logging
 from typing import Any, Mapping
 
 from flask import current_app, has_app_context
+from flask_babel import lazy_gettext as _l
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from .. import events
 from ..db import utcnow
 from ..payments.states import COMPLETED, PROBLEM_STATUSES, wording
+from ..translatable import translator
 from . import outbox
 
 log = logging.getLogger("lipia.notices")
@@ -31,10 +33,10 @@ log = logging.getLogger("lipia.notices")
 # E-mail categories a customer can opt out of, with the label the profile page shows.
 RECEIPT, PROBLEM, ADJUSTMENT, LOW_BALANCE = "receipt", "problem", "adjustment", "low_balance"
 CATEGORIES = {
-    RECEIPT: "Payment receipts",
-    PROBLEM: "Payments that fail, are cancelled or need checking",
-    ADJUSTMENT: "Balance changes made by support",
-    LOW_BALANCE: "Low balance warnings",
+    RECEIPT: _l("Payment receipts"),
+    PROBLEM: _l("Payments that fail, are cancelled or need checking"),
+    ADJUSTMENT: _l("Balance changes made by support"),
+    LOW_BALANCE: _l("Low balance warnings"),
 }
 
 UNREAD_CAP = 100
@@ -78,7 +80,8 @@ def _guarded(fn):
 
 def create(db, *, key: str, username: str, kind: str, category: str, title: str, body: str,
            link: str | None = None, payment_id: str | None = None,
-           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None) -> bool:
+           mail_lines: tuple[str, ...] = (), link_label: str = "Details", user: Mapping | None = None,
+           language: str = "en") -> bool:
     """Store one notice per key, and its e-mail when wanted. True when it is new.
 
     `user`: the customer's document as a money write just returned it (with `email` and
@@ -96,7 +99,8 @@ def create(db, *, key: str, username: str, kind: str, category: str, title: str,
         to = _email_for(db, username, category, user)
         if to:
             outbox.enqueue(db, key=key, username=username, to=to, category=category, subject=title,
-                           text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label)
+                           text="\n\n".join([body, *mail_lines]), link=link, link_label=link_label,
+                           language=language)
     return True
 
 
@@ -129,12 +133,13 @@ def opt_outs_from(form_data: Mapping[str, Any]) -> list[str]:
     return [category for category in CATEGORIES if not form_data.get(f"email_{category}")]
 
 
-def _words(n: int) -> str:
-    return f"{n:,} word" + ("" if abs(n) == 1 else "s")
-
-
 def _user(db, username: str, fields: tuple[str, ...]) -> dict:
     return db.users.find_one({"username": username}, {f: 1 for f in fields}) or {}
+
+
+# What a notice needs of its customer when no money write handed the document over: the
+# language to write it in, and (read here once rather than again by `create`) the e-mail choices.
+NOTICE_FIELDS = ("language", "email", "email_opt_out")
 
 
 # ---------------------------------------------------------------- events (heard through app.events)
@@ -145,28 +150,39 @@ def payment_settled(db, payment: Mapping) -> bool | None:
     status, pid = payment.get("status"), str(payment["_id"])
     key = f"payment:{pid}:{status}"
     plan = payment.get("subscription_type") or "word"
+    user = payment.get("user_after")
+    if user is None and (status == COMPLETED or status in PROBLEM_STATUSES):
+        user = _user(db, payment["username"], NOTICE_FIELDS)
+    t = translator((user or {}).get("language"))
     if status == COMPLETED:
         # The ledger hands over the balance its credit left (and the user's post-image), saving reads.
         balance = payment.get("balance_after")
         if balance is None:
             balance = int(_user(db, payment["username"], ("words_remaining",)).get("words_remaining", 0))
         receipt = payment.get("mpesa_receipt")
+        figures = {"amount": f"{payment['amount']:,}", "plan": plan, "words": t.words(int(payment["words"])),
+                   "balance": t.words(balance), "receipt": receipt}
         created = create(
             db, key=key, username=payment["username"], kind="payment_completed", category=RECEIPT,
-            title=f"Payment received: {_words(int(payment['words']))} added",
-            body=(f"We received KES {payment['amount']:,} for the {plan} plan"
-                  + (f" (M-Pesa receipt {receipt})" if receipt else "")
-                  + f". {_words(int(payment['words']))} were added; your balance is now {_words(balance)}."),
-            link=f"/payments/{pid}/receipt", payment_id=pid, link_label="View your receipt",
-            mail_lines=(f"Reference: {payment.get('reference', '')}",), user=payment.get("user_after"))
+            title=t("Payment received: %(words)s added", words=figures["words"]),
+            body=(t("We received KES %(amount)s for the %(plan)s plan (M-Pesa receipt %(receipt)s). "
+                    "%(words)s were added; your balance is now %(balance)s.", **figures) if receipt else
+                  t("We received KES %(amount)s for the %(plan)s plan. "
+                    "%(words)s were added; your balance is now %(balance)s.", **figures)),
+            link=f"/payments/{pid}/receipt", payment_id=pid, link_label=t("View your receipt"),
+            mail_lines=(t("Reference: %(reference)s", reference=payment.get("reference", "")),), user=user,
+            language=t.language)
         _check_low_balance(db, payment["username"], payment.get("balance_after"), user=payment.get("user_after"))
         return created
     if status in PROBLEM_STATUSES:
-        text = payment.get("customer_message") or wording(status).explanation
+        # The stored message and the status wording are English marked for the catalog.
+        text = t(payment.get("customer_message") or wording(status).explanation)
         return create(db, key=key, username=payment["username"], kind=f"payment_{status}", category=PROBLEM,
-                      title=wording(status).notice_title,
-                      body=f"Your payment of KES {payment['amount']:,} for the {plan} plan: {text}",
-                      link=f"/payments/{pid}", payment_id=pid, link_label="See the payment")
+                      title=t(wording(status).notice_title),
+                      body=t("Your payment of KES %(amount)s for the %(plan)s plan: %(text)s",
+                             amount=f"{payment['amount']:,}", plan=plan, text=text),
+                      link=f"/payments/{pid}", payment_id=pid, link_label=t("See the payment"), user=user,
+                      language=t.language)
     return None
 
 
@@ -182,13 +198,23 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
     balance = entry.get("balance_after")
     if balance is None:
         balance = int(_user(db, username, ("words_remaining",)).get("words_remaining", 0))
-    verb = "added to" if delta > 0 else "removed from"
-    prefix = "Refund: " if entry.get("kind") == "refund" else "Support: "
+    user = entry.get("user_after") or _user(db, username, NOTICE_FIELDS)
+    t = translator(user.get("language"))
+    refund = entry.get("kind") == "refund"
+    figures = {"words": t.words(abs(delta)), "balance": t.words(int(balance))}
+    if delta > 0:
+        title = (t("Refund: %(words)s added to your balance", **figures) if refund
+                 else t("Support: %(words)s added to your balance", **figures))
+        body = t("Our support team added %(words)s. Your balance is now %(balance)s. "
+                 "Contact support if you have questions.", **figures)
+    else:
+        title = (t("Refund: %(words)s removed from your balance", **figures) if refund
+                 else t("Support: %(words)s removed from your balance", **figures))
+        body = t("Our support team removed %(words)s. Your balance is now %(balance)s. "
+                 "Contact support if you have questions.", **figures)
     created = create(db, key=f"ledger:{entry['_id']}", username=username, kind=entry.get("kind", "adjustment"),
-                     category=ADJUSTMENT, title=f"{prefix}{_words(abs(delta))} {verb} your balance",
-                     body=f"Our support team {'added' if delta > 0 else 'removed'} {_words(abs(delta))}. "
-                          f"Your balance is now {_words(int(balance))}. Contact support if you have questions.",
-                     link="/history", link_label="See your history")
+                     category=ADJUSTMENT, title=title, body=body,
+                     link="/history", link_label=t("See your history"), user=user, language=t.language)
     _check_low_balance(db, username)
     return created
 
@@ -253,15 +279,17 @@ def _check_low_balance(db, username: str, new_balance: int | None = None, user: 
         {"username": username, "low_balance_notified": {"$ne": True}, "words_remaining": {"$lt": threshold}},
         {"$set": {"low_balance_notified": True, "low_balance_notified_at": utcnow()},
          "$inc": {"low_balance_crossings": 1}},
-        projection={"words_remaining": 1, "low_balance_crossings": 1}, return_document=ReturnDocument.AFTER)
+        projection={"words_remaining": 1, "low_balance_crossings": 1, "language": 1},
+        return_document=ReturnDocument.AFTER)
     if claimed is None:
         return False
     words = int(claimed.get("words_remaining", 0))
+    t = translator(claimed.get("language"))
     return create(db, key=f"low_balance:{username}:{claimed['low_balance_crossings']}", username=username,
-                  kind="low_balance", category=LOW_BALANCE, title="Your word balance is low",
-                  body=f"You have {_words(words)} left, below the {_words(threshold)} you asked to be warned at. "
-                       "Buy more words to keep going.",
-                  link="/", link_label="Buy words")
+                  kind="low_balance", category=LOW_BALANCE, title=t("Your word balance is low"),
+                  body=t("You have %(words)s left, below the %(threshold)s you asked to be warned at. "
+                         "Buy more words to keep going.", words=t.words(words), threshold=t.words(threshold)),
+                  link="/", link_label=t("Buy words"), language=t.language)
 
 
 # ---------------------------------------------------------------- reading notices

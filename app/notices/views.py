@@ -1,6 +1,7 @@
 import datetime as dt
 
 from flask import abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField
@@ -43,7 +44,7 @@ def mark_read():
         if seen_at is not None and seen_at.tzinfo is None:
             seen_at = seen_at.replace(tzinfo=dt.timezone.utc)
         mark_all_read(get_db(), current_user.username, up_to=min(seen_at, utcnow()) if seen_at else None)
-        flash("All notices are marked read.", "success")
+        flash(_("All notices are marked read."), "success")
     return redirect(url_for("notices.index"))
 
 
@@ -53,5 +54,5 @@ def receipt(payment_id):
     """A printable receipt for one of the customer's paid payments."""
     data = receipt_for(get_db(), payment_id[:64], current_user)
     if data is None:
-        abort(404, "There is no receipt for that payment on your account.")
+        abort(404, _("There is no receipt for that payment on your account."))
     return render_template("notices/receipt.html", receipt=data)

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..db import as_utc, utcnow
+from ..translatable import N_
 from . import checkout, settlement, states
 
 # A new prompt for a payment still on the phone only after this long (and never later than
 # half the prompt's window): Daraja answers a second push to a number that still holds a
 # prompt with an error, and most prompts that arrive at all arrive within a few seconds.
 RESEND_AFTER_SECONDS = 20
-ABANDONED_MESSAGE = ("You cancelled this payment. If you approve the old prompt on your phone anyway, "
-                     "we will still credit your words.")
+ABANDONED_MESSAGE = N_("You cancelled this payment. If you approve the old prompt on your phone anyway, "
+                       "we will still credit your words.")
 
 
 def abandon(db, payment: dict, *, note: str = "cancelled by the customer") -> bool:

@@ -24,6 +24,7 @@ from ..db import utcnow
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
+from ..translatable import N_
 from . import records, settlement, states
 
 log = logging.getLogger("lipia.claims")
@@ -38,13 +39,14 @@ INBOX_KIND = "status_result"
 # A result's inbox record names its claim as `claim:<id>`.
 LABEL_PREFIX = "claim:"
 
+# Stored on the claim in English; the payment page shows them in the customer's language.
 MESSAGES = {
-    QUEUED: "We are checking your receipt with M-Pesa. This page updates by itself.",
-    ASKED: "We are checking your receipt with M-Pesa. This page updates by itself.",
-    CREDITED: "M-Pesa confirmed your receipt and your words were added.",
-    REVIEW: "M-Pesa confirmed the receipt but it does not match this order, so we are checking it by hand.",
-    TIMEOUT: "M-Pesa did not answer our check in time. Please try again in a few minutes.",
-    FAILED: "We could not check receipts with M-Pesa just now. Please try again later.",
+    QUEUED: N_("We are checking your receipt with M-Pesa. This page updates by itself."),
+    ASKED: N_("We are checking your receipt with M-Pesa. This page updates by itself."),
+    CREDITED: N_("M-Pesa confirmed your receipt and your words were added."),
+    REVIEW: N_("M-Pesa confirmed the receipt but it does not match this order, so we are checking it by hand."),
+    TIMEOUT: N_("M-Pesa did not answer our check in time. Please try again in a few minutes."),
+    FAILED: N_("We could not check receipts with M-Pesa just now. Please try again later."),
 }
 
 
@@ -68,21 +70,21 @@ def latest(db, payment_id) -> dict | None:
 def start(db, config: Mapping[str, Any], payment: dict, username: str, typed: str) -> dict:
     """Record a claim and queue its check; raise ClaimRefused with the reason in plain words."""
     if not enabled(config):
-        raise ClaimRefused("Receipt checks are not set up here. If you paid, your words will be added as soon as "
-                           "M-Pesa confirms the payment.")
+        raise ClaimRefused(N_("Receipt checks are not set up here. If you paid, your words will be added as soon as "
+                              "M-Pesa confirms the payment."))
     receipt = status_api.normalize_receipt(typed)
     if receipt is None:
-        raise ClaimRefused("That does not look like an M-Pesa receipt code: it is 10 letters and digits, "
-                           "like RKL51ZDR4F, at the start of the SMS.")
+        raise ClaimRefused(N_("That does not look like an M-Pesa receipt code: it is 10 letters and digits, "
+                              "like RKL51ZDR4F, at the start of the SMS."))
     if payment["status"] not in (states.PENDING,) + states.FAILURE_STATUSES:
-        raise ClaimRefused("This payment is already settled; there is nothing to claim.")
+        raise ClaimRefused(N_("This payment is already settled; there is nothing to claim."))
     used = db.payments.find_one({"mpesa_receipt": receipt}, {"_id": 1})
     if used is not None:
-        raise ClaimRefused("That receipt has already been used for a payment.")
+        raise ClaimRefused(N_("That receipt has already been used for a payment."))
     current = latest(db, payment["_id"])
     if current and current["state"] in WAITING:
         if utcnow().replace(tzinfo=None) - current["created_at"].replace(tzinfo=None) < ANSWER_WITHIN:
-            raise ClaimRefused("We are still checking the last receipt you sent for this payment.")
+            raise ClaimRefused(N_("We are still checking the last receipt you sent for this payment."))
         _finish(db, current, TIMEOUT, "no answer from M-Pesa")
     claim = {"_id": ObjectId(), "payment_id": str(payment["_id"]), "username": username, "receipt": receipt,
              "secret": secrets.token_hex(20), "state": QUEUED, "created_at": utcnow()}

@@ -22,6 +22,7 @@ from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import DarajaError
 from ..queue import GiveUp, Job, Retry
+from ..translatable import N_
 from . import outcomes, records, settlement, states
 
 log = logging.getLogger("lipia.push")
@@ -31,8 +32,8 @@ KIND = "stk_push"
 ORPHAN_GRACE_SECONDS = 30
 ORPHANS_PER_PASS = 100
 
-REFUSED_WORDS = "M-Pesa refused this payment request. Please check your phone number and try again."
-UNREACHABLE_WORDS = "We could not reach M-Pesa to send the prompt. No money was taken; please try again."
+REFUSED_WORDS = N_("M-Pesa refused this payment request. Please check your phone number and try again.")
+UNREACHABLE_WORDS = N_("We could not reach M-Pesa to send the prompt. No money was taken; please try again.")
 
 
 def job_id(payment_id) -> str:

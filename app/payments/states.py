@@ -1,7 +1,9 @@
 """A payment's statuses: their names, their order, the sets they form, and what each means to the customer.
 
 This is the one place the nine statuses are spelled. It imports nothing from the rest of
-the app, so every layer (the ledger's checks included) can read it without a cycle.
+the app but the catalog marker (N_), so every layer (the ledger's checks included) can
+read it without a cycle. The wording is English as written; pages, notices and e-mails
+translate it into the customer's language when they show it.
 
 A payment only moves to a higher rank; among the failures the first answer wins, and
 only a confirmed success (or an operator) outranks them.
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from ..translatable import N_
 
 QUEUED, PENDING = "queued", "pending"
 FAILED, CANCELLED, TIMEOUT, EXPIRED = "failed", "cancelled", "timeout", "expired"
@@ -59,26 +63,26 @@ class Wording:
     explanation: str | None = None
 
 
-_REVIEW_TEXT = ("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
-                "If money left your account it is safe; we will credit or refund it.")
+_REVIEW_TEXT = N_("M-Pesa's confirmation did not match this order, so we are checking it by hand. "
+                  "If money left your account it is safe; we will credit or refund it.")
 
 WORDING = {
-    QUEUED: Wording("Sending the prompt to your phone…", "primary",
-                    explanation="We are asking M-Pesa to send a payment prompt to your phone."),
-    PENDING: Wording("Check your phone", "primary"),
-    COMPLETED: Wording("Paid", "success"),
-    FAILED: Wording("Payment failed", "danger", "Payment failed",
-                    "M-Pesa did not complete this payment. No words were added."),
-    CANCELLED: Wording("Cancelled", "secondary", "Payment cancelled",
-                       "The payment was cancelled on the phone. No money was taken."),
-    TIMEOUT: Wording("Timed out", "warning", "Payment timed out",
-                     "The PIN prompt was not answered in time. No money was taken."),
-    EXPIRED: Wording("No answer from M-Pesa", "warning", "Payment not confirmed",
-                     "We never heard back from M-Pesa about this payment. If money left your account "
-                     "it will still be credited when M-Pesa confirms it."),
-    REVIEW: Wording("Under review", "info", "Payment under review", _REVIEW_TEXT),
-    REJECTED: Wording("Not credited", "danger", "Payment not credited",
-                      "After checking, this payment was not credited. Contact support if money left your account."),
+    QUEUED: Wording(N_("Sending the prompt to your phone…"), "primary",
+                    explanation=N_("We are asking M-Pesa to send a payment prompt to your phone.")),
+    PENDING: Wording(N_("Check your phone"), "primary"),
+    COMPLETED: Wording(N_("Paid"), "success"),
+    FAILED: Wording(N_("Payment failed"), "danger", N_("Payment failed"),
+                    N_("M-Pesa did not complete this payment. No words were added.")),
+    CANCELLED: Wording(N_("Cancelled"), "secondary", N_("Payment cancelled"),
+                       N_("The payment was cancelled on the phone. No money was taken.")),
+    TIMEOUT: Wording(N_("Timed out"), "warning", N_("Payment timed out"),
+                     N_("The PIN prompt was not answered in time. No money was taken.")),
+    EXPIRED: Wording(N_("No answer from M-Pesa"), "warning", N_("Payment not confirmed"),
+                     N_("We never heard back from M-Pesa about this payment. If money left your account "
+                        "it will still be credited when M-Pesa confirms it.")),
+    REVIEW: Wording(N_("Under review"), "info", N_("Payment under review"), _REVIEW_TEXT),
+    REJECTED: Wording(N_("Not credited"), "danger", N_("Payment not credited"),
+                      N_("After checking, this payment was not credited. Contact support if money left your account.")),
 }
 
 

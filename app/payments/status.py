@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from flask_babel import gettext as _
+
 from ..db import as_utc, utcnow
+from ..i18n import translate_stored
 from ..mpesa.phone import display_phone
 from .actions import seconds_until_resend
 from .states import (COMPLETED, FAILURE_STATUSES, FINAL_STATUSES, OPEN_STATUSES, PENDING, QUEUED, REVIEW,
@@ -33,32 +36,34 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
     status = payment["status"]
     pushed_at = as_utc(payment.get("pushed_at"))
     expires_at = pushed_at + timedelta(seconds=prompt_timeout) if pushed_at else None
-    message = payment.get("customer_message")
-    title = wording(status).title
+    # Stored in English by whoever settled the payment; shown in the customer's language.
+    message = translate_stored(payment.get("customer_message"))
+    title = _(wording(status).title)
     phone = display_phone(payment.get("phone"))
     if status == QUEUED:
-        message = wording(QUEUED).explanation
+        message = _(wording(QUEUED).explanation)
         if payment.get("exchanges"):
             # An attempt already came back unanswered (Daraja down or refusing): say so at once.
-            title = "M-Pesa is not answering"
-            message = ("M-Pesa did not take our request just now. We keep trying for a short while; "
-                       "no money has been taken. You can cancel and try later.")
+            title = _("M-Pesa is not answering")
+            message = _("M-Pesa did not take our request just now. We keep trying for a short while; "
+                        "no money has been taken. You can cancel and try later.")
     elif status == PENDING:
         if expires_at and utcnow() < expires_at:
-            message = (f"Enter your M-Pesa PIN on your phone to pay KES {payment['amount']}. "
-                       "Keep this page open: it updates by itself.")
+            message = _("Enter your M-Pesa PIN on your phone to pay KES %(amount)s. "
+                        "Keep this page open: it updates by itself.", amount=f"{payment['amount']:,}")
         elif payment.get("asked_after_prompt") or payment.get("query_requested_at") or payment.get("last_query_at"):
-            title = "Checking with M-Pesa"
-            message = ("The prompt has closed. We are asking M-Pesa whether you paid; "
-                       "the answer shows here within a few seconds.")
+            title = _("Checking with M-Pesa")
+            message = _("The prompt has closed. We are asking M-Pesa whether you paid; "
+                        "the answer shows here within a few seconds.")
         else:
-            title = "Checking with M-Pesa"
-            message = ("The prompt has closed. If you entered your PIN, your words will appear "
-                       "here as soon as M-Pesa tells us.")
+            title = _("Checking with M-Pesa")
+            message = _("The prompt has closed. If you entered your PIN, your words will appear "
+                        "here as soon as M-Pesa tells us.")
     elif status == COMPLETED:
-        message = f"KES {payment['amount']} received. {payment['words']:,} words were added to your balance."
+        message = _("KES %(amount)s received. %(words)s words were added to your balance.",
+                    amount=f"{payment['amount']:,}", words=f"{payment['words']:,}")
     elif status == REVIEW:
-        message = wording(REVIEW).explanation
+        message = _(wording(REVIEW).explanation)
     return {
         "id": str(payment["_id"]),
         "status": status,
@@ -73,7 +78,7 @@ def describe(payment: dict, *, prompt_timeout: int, balance: int | None = None) 
         "plan": payment.get("subscription_type"),
         "receipt": payment.get("mpesa_receipt"),
         # Paid, confirmed by STK Query (which carries no receipt code): say where the code is.
-        "receipt_note": (f"Your M-Pesa receipt code is in the SMS M-Pesa sent to {phone}."
+        "receipt_note": (_("Your M-Pesa receipt code is in the SMS M-Pesa sent to %(phone)s.", phone=phone)
                          if status == COMPLETED and not payment.get("mpesa_receipt") else ""),
         "phone": phone,
         "expires_at": expires_at.isoformat() if expires_at and status == PENDING else None,

@@ -1,6 +1,7 @@
 import uuid
 
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
 from ..db import get_db
@@ -33,7 +34,7 @@ def checkout_view(plan_code):
     db = get_db()
     plan = get_plan(db, plan_code, max_age=current_app.config["PLAN_CACHE_SECONDS"])
     if plan is None:
-        abort(404, "There is no such plan. Pick one from the plans page.")
+        abort(404, _("There is no such plan. Pick one from the plans page."))
     # After "Use another number" the field starts empty: the saved number was the wrong one.
     phone = "" if request.args.get("phone") == "other" else current_user.phone_number
     form = CheckoutForm(data={"phone_number": phone, "idempotency_key": uuid.uuid4().hex})
@@ -41,7 +42,7 @@ def checkout_view(plan_code):
         result = checkout.start(db, current_app.config, user=current_user, plan=plan,
                                 phone=form.phone_number.data, idempotency_key=form.idempotency_key.data)
         if result.reason == "waiting":
-            flash("You already have a payment waiting on your phone. Finish or cancel it first.", "warning")
+            flash(_("You already have a payment waiting on your phone. Finish or cancel it first."), "warning")
         return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
     status = 400 if request.method == "POST" else 200
     return render_template("payments/checkout.html", plan=plan, form=form), status
@@ -50,7 +51,7 @@ def checkout_view(plan_code):
 def _owned(payment_id):
     payment = records.get_for_owner(get_db(), payment_id, current_user.username)
     if payment is None:
-        abort(404, "We could not find that payment on your account.")
+        abort(404, _("We could not find that payment on your account."))
     return payment
 
 
@@ -92,8 +93,8 @@ def check_again(payment_id):
     payment = _owned(payment_id)
     if PaymentActionForm().validate_on_submit():
         asked = records.request_query(get_db(), payment["_id"], current_user.username, min_gap=10)
-        flash("We are asking M-Pesa about this payment now." if asked else
-              "We asked M-Pesa a moment ago; the answer will show here.", "info")
+        flash(_("We are asking M-Pesa about this payment now.") if asked else
+              _("We asked M-Pesa a moment ago; the answer will show here."), "info")
     return redirect(url_for("payments.show", payment_id=payment["_id"]))
 
 
@@ -107,11 +108,11 @@ def cancel(payment_id):
         return redirect(url_for("payments.show", payment_id=payment["_id"]))
     cancelled = actions.abandon(get_db(), payment)
     if form.then.data == "another":
-        flash("We cancelled the earlier prompt. Enter the number to pay with." if cancelled else
-              "That payment had already ended. Enter the number to pay with.", "info")
+        flash(_("We cancelled the earlier prompt. Enter the number to pay with.") if cancelled else
+              _("That payment had already ended. Enter the number to pay with."), "info")
         return redirect(url_for("payments.checkout_view", plan_code=payment["plan_code"], phone="other"))
     if not cancelled:
-        flash("That payment had already ended, so there was nothing to cancel.", "info")
+        flash(_("That payment had already ended, so there was nothing to cancel."), "info")
     return redirect(url_for("payments.show", payment_id=payment["_id"]))
 
 
@@ -126,14 +127,14 @@ def send_again(payment_id):
     db = get_db()
     plan = get_plan(db, payment["plan_code"])
     if plan is None:
-        flash("That plan is no longer on sale. Pick one from the plans page.", "warning")
+        flash(_("That plan is no longer on sale. Pick one from the plans page."), "warning")
         return redirect(url_for("plans.index"))
     result = actions.send_again(db, current_app.config, user=current_user, plan=plan, payment=payment)
     if result.reason == "too_soon":
-        flash(f"The first prompt may still reach your phone. You can send a new one in {result.wait} seconds.",
-              "warning")
+        flash(_("The first prompt may still reach your phone. You can send a new one in %(num)s seconds.",
+                num=result.wait), "warning")
     elif result.reason == "waiting":
-        flash("You already have a payment waiting on your phone. Finish or cancel it first.", "warning")
+        flash(_("You already have a payment waiting on your phone. Finish or cancel it first."), "warning")
     return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
 
 

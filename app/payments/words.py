@@ -1,10 +1,12 @@
 """A customer's words in and out, one row per applied ledger entry: bought, spent, adjusted, refunded."""
 from __future__ import annotations
 
+from flask_babel import gettext as _, lazy_gettext as _l
 from pymongo import DESCENDING
 
 # What each kind of ledger entry means to the customer.
-KIND_LABELS = {"purchase": "Bought", "spend": "Spent", "adjustment": "Adjusted by Lipia", "refund": "Refunded"}
+KIND_LABELS = {"purchase": _l("Bought"), "spend": _l("Spent"), "adjustment": _l("Adjusted by Lipia"),
+               "refund": _l("Refunded")}
 SHOWN_FIELDS = {"delta": 1, "kind": 1, "created_at": 1, "channel": 1, "note": 1, "reason": 1, "payment_id": 1}
 
 
@@ -20,6 +22,6 @@ def word_history(db, username: str, *, page: int, per_page: int) -> tuple[list[d
 
 def _detail(row: dict) -> str:
     if row.get("kind") == "spend":
-        return " · ".join(part for part in (f"via {row['channel']}" if row.get("channel") else "",
+        return " · ".join(part for part in (_("via %(channel)s", channel=row["channel"]) if row.get("channel") else "",
                                             row.get("note") or "") if part)
     return row.get("reason") or row.get("note") or ""

@@ -146,3 +146,9 @@ def success_outcome(receipt: str = "ABC1234567", amount=100, phone: str = "25471
                     via: str = "callback") -> states.Outcome:
     """M-Pesa's word that a payment succeeded, before it is matched to one (defaults fit a basic plan)."""
     return outcomes.from_result(0, "ok", via=via, receipt=receipt, amount=Decimal(amount), phone=phone)
+
+
+def notices_of(db, username: str, kind: str | None = None) -> list[dict]:
+    """A customer's notices, oldest first (of one kind, if given)."""
+    query = {"username": username, **({"kind": kind} if kind else {})}
+    return list(db.notices.find(query).sort("created_at", 1))

@@ -10,7 +10,7 @@ from app.config import load_config
 from app.payments import records, settlement
 
 from tests.support.factories import ended_outcome as ended, make_user, paid_outcome as paid, prompted as make_payment
-from tests.unit.test_notices_events import notices_of
+from tests.support.factories import notices_of
 
 
 @pytest.fixture

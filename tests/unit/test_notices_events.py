@@ -7,12 +7,9 @@ from app import ledger, notices
 from app.notices import service
 from app.payments import records, settlement, states
 
-from tests.support.factories import ended_outcome, make_user, paid, paid_outcome, prompted
+from tests.support.factories import ended_outcome, make_user, paid, paid_outcome, prompted, notices_of
 
 
-def notices_of(db, username: str, kind: str | None = None) -> list[dict]:
-    query = {"username": username, **({"kind": kind} if kind else {})}
-    return list(db.notices.find(query).sort("created_at", 1))
 
 
 @pytest.fixture(autouse=True)

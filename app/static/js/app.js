@@ -2,13 +2,19 @@
 (function () {
   "use strict";
 
+  // Words this script writes come translated from the page (data-t-* on <body>), never from here.
+  function t(name, fallback) {
+    return document.body.getAttribute("data-t-" + name) || fallback;
+  }
+  var WORKING = t("working", "Working…");
+
   // A submit button marked data-once is disabled after the first click; the form's
   // idempotency key already makes a second submission harmless, this just says so.
   document.querySelectorAll("form").forEach(function (form) {
     form.addEventListener("submit", function () {
       form.querySelectorAll("button[data-once]").forEach(function (button) {
         button.disabled = true;
-        button.textContent = "Working…";
+        button.textContent = WORKING;
       });
     });
   });
@@ -19,7 +25,7 @@
   if (text && counter) {
     var update = function () {
       var words = (text.value.match(/\S+/g) || []).length;
-      counter.textContent = words.toLocaleString() + (words === 1 ? " word" : " words");
+      counter.textContent = t(words === 1 ? "word" : "words", "{n} words").replace("{n}", words.toLocaleString());
     };
     text.addEventListener("input", update);
     update();
@@ -38,10 +44,10 @@
         field.select();
         var copied = false;
         try { copied = document.execCommand("copy"); } catch (e) { copied = false; }
-        say(copied ? "Copied." : "Select the key and copy it by hand.");
+        say(copied ? t("copied", "Copied.") : t("copy-by-hand", "Select the key and copy it by hand."));
       };
       if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(field.value).then(function () { say("Copied."); }, fallback);
+        navigator.clipboard.writeText(field.value).then(function () { say(t("copied", "Copied.")); }, fallback);
       } else {
         fallback();
       }
@@ -135,7 +141,7 @@
   // the server says how many, and refuses an early tap in words as well.
   function showResend(seconds) {
     var button = card.querySelector("[data-resend]");
-    if (!button || button.textContent === "Working…") { return; }
+    if (!button || button.textContent === WORKING) { return; }
     var wait = typeof seconds === "number" ? seconds : 0;
     button.disabled = wait > 0;
     card.querySelector("[data-resend-in]").textContent = String(wait);
