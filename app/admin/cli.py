@@ -18,7 +18,7 @@ from ..fields import USERNAME_RULE
 from ..auth.service import hash_password
 from ..db import as_utc, get_db
 from ..mpesa.redact import mask_phone
-from .store import record_audit
+from .. import audit
 
 PASSWORD_ENV = "LIPIA_ADMIN_PASSWORD"
 
@@ -69,7 +69,7 @@ def _promote(db, existing: users.User, promote: bool, yes: bool) -> None:
     if not yes:
         click.confirm(f"Give {existing.username} the operator console, with the password they chose?", abort=True)
     users.set_role(db, existing.id, "admin")
-    record_audit(db, actor="flask create-admin", action="promote_admin", target_type="user",
+    audit.record(db, actor="flask create-admin", action="promote_admin", target_type="user",
                  target_id=existing.username, reason="promoted with --promote",
                  before={"role": existing.role}, after={"role": "admin"})
     click.echo(f"{existing.username} is now an admin; they log in with their own password.")
@@ -124,6 +124,6 @@ def reset_password_command(username, reason):
     if problem:
         raise click.ClickException(problem)
     users.set_password(db, user.id, hash_password(password))
-    record_audit(db, actor="flask reset-password", action="reset_password", target_type="user",
+    audit.record(db, actor="flask reset-password", action="reset_password", target_type="user",
                  target_id=user.username, reason=reason[:500], result="every log-in ended")
     click.echo(f"{user.username} has a new password; every log-in of the account has ended.")

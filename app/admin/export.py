@@ -14,9 +14,10 @@ from typing import Iterable
 
 from flask import Response, stream_with_context
 
+from .. import audit
 from ..db import as_utc, utcnow
 from ..mpesa.redact import mask_phone
-from . import periods, store
+from . import periods
 
 PAYMENT_COLUMNS = (
     "_id", "created_at", "username", "phone", "plan_code", "subscription_type", "amount", "words", "status",
@@ -99,7 +100,7 @@ def record(db, *, actor: str, what: str, date_from: str | None, date_to: str | N
     detail = f"{what.capitalize()} CSV, created {span}"
     if kept:
         detail += "; " + ", ".join(f"{name} {value}" for name, value in kept.items())
-    return store.record_audit(db, actor=actor, action=EXPORT_ACTIONS[what], target_type="export", target_id=what,
+    return audit.record(db, actor=actor, action=EXPORT_ACTIONS[what], target_type="export", target_id=what,
                               reason=detail, after={"from": date_from or None, "to": date_to or None,
                                                     "filters": kept, "rows": rows},
                               result=f"{rows:,} row{'' if rows == 1 else 's'}")

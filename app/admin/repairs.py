@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from pymongo.errors import DuplicateKeyError
 
-from .. import ledger, queue, users
+from .. import audit, ledger, queue, users
 from ..logs import bind
 from ..mpesa.client import DarajaClient, DarajaSettings
 from ..mpesa.errors import DarajaError
@@ -92,7 +92,7 @@ def ask_daraja(db, config, payment_id, *, actor: str, reason: str) -> RepairResu
             raise RepairError("Daraja was asked about this payment a few seconds ago, or it was settled just now. "
                               "Wait for that answer below.")
         after = records.get(db, payment["_id"])
-        store.record_audit(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
+        audit.record(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
                            reason=reason, before=store.payment_snapshot(payment),
                            after=store.payment_snapshot(after), result="query handed to the worker")
         return RepairResult("The worker will ask Daraja about this payment within a few seconds; "
@@ -107,7 +107,7 @@ def _query_now(db, config, payment: dict, *, actor: str, reason: str) -> RepairR
         answer = daraja_client(config).stk_query(payment["checkout_request_id"], payment_id=str(payment["_id"]))
     except DarajaError as exc:
         records.record_exchange(db, payment["_id"], exc.exchange)
-        store.record_audit(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
+        audit.record(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
                            reason=reason, before=store.payment_snapshot(payment),
                            after=store.payment_snapshot(payment), result=f"Daraja error: {exc}")
         return RepairResult(f"Daraja did not answer usefully: {exc}. Nothing was changed; try again later.",
@@ -122,7 +122,7 @@ def _query_now(db, config, payment: dict, *, actor: str, reason: str) -> RepairR
         effect = settled.effect
         result = f"Daraja answered {answer.result_code} ({answer.result_desc or 'no description'}): {effect}."
     after = records.get(db, payment["_id"])
-    store.record_audit(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
+    audit.record(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
                        reason=reason, before=store.payment_snapshot(payment), after=store.payment_snapshot(after),
                        result=effect)
     log.info("operator %s asked Daraja about payment %s: %s", actor, payment["_id"], effect)
@@ -155,7 +155,7 @@ def requeue_job(db, job_id: str, *, actor: str, reason: str) -> RepairResult:
                               "The customer can start a new checkout if they still want to pay.")
     if not queue.requeue_dead(db, job["_id"]):
         raise RepairError("Someone retried this job just now.")
-    store.record_audit(db, actor=actor, action="requeue_job", target_type="job", target_id=job["_id"],
+    audit.record(db, actor=actor, action="requeue_job", target_type="job", target_id=job["_id"],
                        reason=reason, before=store.job_snapshot(job),
                        after=store.job_snapshot(store.get_job(db, job["_id"])), result="requeued")
     log.info("operator %s requeued dead job %s", actor, job["_id"])
@@ -193,7 +193,7 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
         action, result, message = "clear_review_flag", "flag cleared", "Marked as checked; the flag is cleared."
     else:
         raise RepairError("This payment is not under review.")
-    store.record_audit(db, actor=actor, action=action, target_type="payment", target_id=payment["_id"],
+    audit.record(db, actor=actor, action=action, target_type="payment", target_id=payment["_id"],
                        reason=reason, before=store.payment_snapshot(payment), after=store.payment_snapshot(updated),
                        result=result)
     log.info("operator %s: %s on payment %s", actor, action, payment["_id"])
@@ -201,7 +201,7 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
 
 
 def _post_words(db, username: str, delta: int, *, actor: str, reason: str, kind: str, key: str, too_few: str,
-                audit: dict, audit_after: dict, entry_reason: str | None = None, payment_id: str | None = None) -> int:
+                audited: dict, audit_after: dict, entry_reason: str | None = None, payment_id: str | None = None) -> int:
     """Book an operator's change of words on the ledger and in the audit log; the balance after it.
 
     A debit larger than the balance is refused up front with `too_few` (formatted with
@@ -220,7 +220,7 @@ def _post_words(db, username: str, delta: int, *, actor: str, reason: str, kind:
     except (ledger.IdempotencyConflict, ValueError) as exc:
         raise RepairError(f"Not recorded: {exc}.") from None
     after = ledger.balance(db, username)
-    store.record_audit(db, actor=actor, **audit, reason=reason, before={"words_remaining": before},
+    audit.record(db, actor=actor, **audited, reason=reason, before={"words_remaining": before},
                        after={"words_remaining": after, "ledger_entry": entry["_id"], **audit_after},
                        result=entry["state"])
     return after
@@ -245,7 +245,7 @@ def adjust_words(db, username: str, delta: int, *, actor: str, reason: str, requ
         return RepairResult("This adjustment was already recorded (the form was sent twice).", "info")
     after = _post_words(db, username, delta, actor=actor, reason=reason, kind="adjustment", key=key,
                         too_few="{username} has {before:,} words; taking {words:,} would make the balance negative.",
-                        audit={"action": "credit_words" if delta > 0 else "debit_words", "target_type": "user",
+                        audited={"action": "credit_words" if delta > 0 else "debit_words", "target_type": "user",
                                "target_id": username}, audit_after={"delta": delta})
     log.info("operator %s adjusted %s by %s words", actor, username, delta)
     verb = "Credited" if delta > 0 else "Debited"
@@ -313,7 +313,7 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
                 entry_reason=f"{reason} (KES {amount_kes:,} refunded)", payment_id=str(payment["_id"]),
                 too_few="{username} has {before:,} words left, fewer than the {words:,} to take back. "
                         "Enter a smaller number of words.",
-                audit={"action": "refund", "target_type": "payment", "target_id": payment["_id"]},
+                audited={"action": "refund", "target_type": "payment", "target_id": payment["_id"]},
                 audit_after={"words": -words, "amount_kes": amount_kes})
     log.info("operator %s recorded a refund of payment %s", actor, payment["_id"])
     return RepairResult(f"Refund recorded: {words:,} words taken back from {username} (KES {amount_kes:,}). "
@@ -337,7 +337,7 @@ def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mo
                                    words_mode=words_mode)
     except refunds.RefundRefused as exc:
         raise RepairError(str(exc)) from None
-    store.record_audit(db, actor=actor, action="reversal", target_type="payment", target_id=payment["_id"],
+    audit.record(db, actor=actor, action="reversal", target_type="payment", target_id=payment["_id"],
                        reason=reason, before={"status": payment["status"]},
                        after={"reversal": reversal["_id"], "amount_kes": reversal["amount"],
                               "words_mode": words_mode}, result=reversal["state"])
@@ -361,7 +361,7 @@ def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: st
         effect = c2b.assign(db, config, (trans_id or "").strip().upper(), payment["_id"], actor=actor, reason=reason)
     except ValueError as exc:
         raise RepairError(f"{exc}.") from None
-    store.record_audit(db, actor=actor, action="assign_c2b", target_type="payment", target_id=payment["_id"],
+    audit.record(db, actor=actor, action="assign_c2b", target_type="payment", target_id=payment["_id"],
                        reason=reason, before={"status": payment["status"]},
                        after={"trans_id": trans_id, "effect": effect}, result=effect)
     if effect == "credited":
@@ -382,7 +382,7 @@ def reverse_menu_payment(db, config, trans_id: str, *, actor: str, reason: str) 
                                              actor=actor, reason=reason)
     except refunds.RefundRefused as exc:
         raise RepairError(str(exc)) from None
-    store.record_audit(db, actor=actor, action="reversal", target_type="c2b_payment", target_id=trans_id,
+    audit.record(db, actor=actor, action="reversal", target_type="c2b_payment", target_id=trans_id,
                        reason=reason, before={"state": "review"},
                        after={"reversal": reversal["_id"], "amount_kes": reversal["amount"]}, result=reversal["state"])
     if reversal["state"] == refunds.FAILED:

@@ -15,13 +15,13 @@ from datetime import datetime
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
-from .. import ledger, queue
+from .. import audit, ledger, queue
 from ..db import as_utc, utcnow
 from ..mpesa.phone import InvalidPhoneNumber, normalize_phone
 from ..payments import records, states
 from . import periods
 
-AUDIT = "audit_log"
+AUDIT = audit.COLLECTION
 PAYMENT_HIDDEN = {"callback_secret": 0}
 PAYMENT_LIST_HIDDEN = {"callback_secret": 0, "exchanges": 0, "history": 0}
 USER_HIDDEN = {"password": 0, "api_key_hash": 0, "applied_keys": 0, "sessions": 0}
@@ -293,16 +293,6 @@ def count_ledger(db, query: dict) -> int:
 
 
 # ---------------------------------------------------------------- audit log
-
-def record_audit(db, *, actor: str, action: str, target_type: str, target_id: str, reason: str,
-                 before: dict | None = None, after: dict | None = None, result: str | None = None) -> dict:
-    """Append one entry. Never updated or deleted: corrections are further entries."""
-    doc = {"at": utcnow(), "actor": actor, "action": action,
-           "target": {"type": target_type, "id": str(target_id)}, "reason": reason,
-           "before": before or {}, "after": after or {}, "result": result}
-    db[AUDIT].insert_one(doc)
-    return doc
-
 
 def audit_page(db, *, action: str = "", actor: str = "", target: str = "", page: int,
                per_page: int) -> tuple[list[dict], int]:

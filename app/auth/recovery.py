@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from .. import users
+from .. import audit, users
 from ..notices import outbox
 from .service import hash_password
 
@@ -96,12 +96,11 @@ def complete(db, config: Mapping[str, Any], token: str, new_password: str,
              now: datetime | None = None) -> users.User:
     """Set the new password (the caller checked it against the password rules) and end every
     log-in of the account, once per link; audited. Raises LinkProblem."""
-    from ..admin.store import record_audit  # the audit log's one home
     user, nonce, kind = read(db, config, token, now)
     if users.reset_password(db, user.id, nonce, hash_password(new_password)) is None:
         raise UNUSABLE  # the same link was used a moment ago
     how = "an e-mailed reset link" if kind == BY_EMAIL else "a reset link from an operator"
-    record_audit(db, actor=user.username, action="password_reset", target_type="user", target_id=user.username,
+    audit.record(db, actor=user.username, action="password_reset", target_type="user", target_id=user.username,
                  reason=f"the customer used {how}", result="new password; every log-in ended")
     log.info("password of %s reset with %s; every log-in ended", user.username, how)
     return user
@@ -159,7 +158,6 @@ class OperatorLink:
 def operator_reset_link(db, config: Mapping[str, Any], username: str, *, actor: str, reason: str) -> OperatorLink:
     """For a customer without e-mail: a link the operator passes on (by phone, SMS). Audited
     (who, for whom, when, why), the link itself never."""
-    from ..admin.store import record_audit
     user = users.get_by_username(db, username)
     if user is None:
         raise CannotIssueLink("There is no such user.")
@@ -168,7 +166,7 @@ def operator_reset_link(db, config: Mapping[str, Any], username: str, *, actor: 
         raise CannotIssueLink("Operators reset their own password with `flask reset-password`.")
     link = issue(db, config, user, BY_OPERATOR)
     hours = int(config["PASSWORD_RESET_OPERATOR_LINK_HOURS"])
-    record_audit(db, actor=actor, action="reset_link", target_type="user", target_id=user.username,
+    audit.record(db, actor=actor, action="reset_link", target_type="user", target_id=user.username,
                  reason=reason.strip()[:500],
                  result=f"one-time password reset link issued, works for {hours} hour{'s' if hours != 1 else ''}")
     log.info("operator %s issued a password reset link for %s", actor, user.username)

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from app import ledger
+from app import audit, ledger
 from app.admin import periods, store
 from app.db import utcnow
 from app.payments import records
@@ -232,9 +232,8 @@ def test_audit_rows_keep_names_whole(as_admin, db, customer):
     """Operator and user names sit in cells the console's style sheet keeps on one line."""
     from pathlib import Path
 
-    from app.admin import store as admin_store
-    admin_store.record_audit(db, actor="operations.desk.long-name", action="credit_words", target_type="user",
-                             target_id=customer.username, reason="a fix", after={"words_remaining": 5})
+    audit.record(db, actor="operations.desk.long-name", action="credit_words", target_type="user",
+                 target_id=customer.username, reason="a fix", after={"words_remaining": 5})
     page = text(as_admin.get("/admin/audit"))
     assert '<td class="audit-actor">operations.desk.long-name</td>' in page
     assert re.search(rf'<a class="audit-name" href="/admin/users/{customer.username}">{customer.username}</a>', page)
