@@ -95,7 +95,7 @@ def header_boxes(page) -> dict:
     return {name: page.locator(selector).bounding_box() for name, selector in HEADER_PARTS.items()}
 
 
-def test_phone_header_keeps_a_six_digit_balance_the_bell_and_the_menu_on_one_row(stack, browser):
+def test_phone_header_keeps_a_long_balance_the_bell_and_the_menu_on_one_row(stack, browser):
     context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
     context.set_default_timeout(10_000)
     try:
@@ -103,27 +103,32 @@ def test_phone_header_keeps_a_six_digit_balance_the_bell_and_the_menu_on_one_row
         watch = Watch.attach(page)
         shopper = signed_in(context, stack.web_url)
         # Through the ledger, as an operator would: the books stay whole for every other test.
-        ledger.adjust(stack.db, shopper.username, 125_000, actor="ops-e2e", reason="a large balance for the header")
-        for name, size in PHONE_SIZES.items():
-            page.set_viewport_size(size)
-            page.goto("/history")
-            expect(page.locator("a.nav-balance-phone")).to_contain_text("125,000")
-            boxes = header_boxes(page)
-            assert all(boxes.values()), boxes
-            # One row: every part overlaps every other vertically, and none leaves the screen.
-            assert max(b["y"] for b in boxes.values()) < min(b["y"] + b["height"] for b in boxes.values()), (name, boxes)
-            assert max(b["x"] + b["width"] for b in boxes.values()) <= size["width"], (name, boxes)
-            bell = page.locator("#nav-notices-phone")
-            expect(bell).to_be_visible()
-            expect(bell).to_have_attribute("aria-label", "Notices, 1 unread")  # the adjustment's notice
-            expect(bell).to_contain_text("1")
-            for part in ("bell", "menu", "balance"):
-                assert boxes[part]["width"] >= 44 and boxes[part]["height"] >= 44, (name, part, boxes[part])
-            expect(page.locator("a.nav-balance-phone")).to_have_accessible_name(re.compile(r"125,000 words left"))
-            assert_fits(page)
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOTS / f"phone-header-{name}.png"), animations="disabled")
-            open_and_close_menu(page, link_name="History")
+        # Six digits, then seven; each adjustment leaves one more unread notice.
+        for unread, (words, shown) in enumerate([(125_000, "125,000"), (1_000_000, "1,125,000")], start=1):
+            ledger.adjust(stack.db, shopper.username, words, actor="ops-e2e", reason="a large balance for the header")
+            for name, size in PHONE_SIZES.items():
+                page.set_viewport_size(size)
+                page.goto("/history")
+                balance = page.locator("a.nav-balance-phone")
+                expect(balance).to_contain_text(shown)
+                boxes = header_boxes(page)
+                assert all(boxes.values()), boxes
+                # One row: every part overlaps every other vertically, and none leaves the screen.
+                assert (max(b["y"] for b in boxes.values())
+                        < min(b["y"] + b["height"] for b in boxes.values())), (name, shown, boxes)
+                assert max(b["x"] + b["width"] for b in boxes.values()) <= size["width"], (name, shown, boxes)
+                bell = page.locator("#nav-notices-phone")
+                expect(bell).to_be_visible()
+                expect(bell).to_have_attribute("aria-label", f"Notices, {unread} unread")
+                expect(bell).to_contain_text(str(unread))
+                for part in ("bell", "menu", "balance"):
+                    assert boxes[part]["width"] >= 44 and boxes[part]["height"] >= 44, (name, part, boxes[part])
+                expect(balance).to_have_accessible_name(f"{shown} words left")
+                assert_fits(page)
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / f"phone-header-{name}-{shown.replace(',', '')}-words.png"),
+                                animations="disabled")
+                open_and_close_menu(page, link_name="History")
         bell = page.locator("#nav-notices-phone")
         bell.click()
         expect(page).to_have_url(re.compile(r"/notices$"))
