@@ -93,7 +93,8 @@ def test_landing_terms_receipt_and_404_on_a_phone(browser, stack, axe_script):
         expect(seller).to_contain_text("Paybill")
         expect(page.locator("[data-receipt-kra]")).to_have_text("P051234567X")
         # Masked, in the shape the customer writes it: a receipt may be forwarded.
-        expect(page.locator("[data-receipt-phone]")).to_have_text(f"{shopper.local_phone[:4]} ••• {shopper.local_phone[7:]}")
+        local = shopper.local_phone
+        expect(page.locator("[data-receipt-phone]")).to_have_text(f"{local[:4]} ••• {local[7:]}")
         expect(page.get_by_role("link", name="Payment details")).to_be_visible()
         overlaps = _overlaps(page, ".receipt-details dt, .receipt-details dd")
         assert not overlaps, f"receipt labels collide at 360 px: {overlaps}"
