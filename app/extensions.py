@@ -27,6 +27,22 @@ login_manager.login_message = N_("Please log in to continue.")
 # Translated when flashed (the session keeps the text, so it must be a plain string by then).
 login_manager.localize_callback = _
 login_manager.login_message_category = "info"
+
+
+@login_manager.unauthorized_handler
+def ask_to_log_in():
+    """Flask-Login's own answer (a redirect to log-in, back here after), but without its
+    "Please log in" flash when the log-in page's heading already names the plan chosen:
+    the page then reads as one message ("Log in to buy Premium — ...")."""
+    from flask_login.utils import login_url
+
+    from .site.intent import plan_from_next
+
+    message = login_manager.login_message
+    if message and plan_from_next(request.full_path) is None:
+        localize = login_manager.localize_callback
+        flash(localize(message) if localize else message, login_manager.login_message_category)
+    return redirect(login_url(login_manager.login_view, next_url=request.url))
 # Limits are keyed per address by default; login adds per-account keys of its own.
 # No X-RateLimit-* headers: each costs a storage read on every limited response (two per
 # checkout and per API spend). A refused request still says when to come back: `too_many`

@@ -14,7 +14,7 @@ from phonenumbers import carrier
 from .errors import InvalidPhoneNumber
 from .redact import mask_phone
 
-__all__ = ["normalize_phone", "display_phone", "network_of", "check_mpesa_line", "mask_phone",
+__all__ = ["normalize_phone", "display_phone", "masked_display_phone", "network_of", "check_mpesa_line", "mask_phone",
            "InvalidPhoneNumber", "NotMpesaLine"]
 
 MPESA_NETWORK = "Safaricom"
@@ -57,6 +57,21 @@ def display_phone(stored) -> str:
         local = "0" + text[3:]
         return f"{local[:4]} {local[4:7]} {local[7:]}"
     return text
+
+
+def masked_display_phone(stored) -> str:
+    """A stored 2547XXXXXXXX in the shape customers know, middle hidden: 0712 ••• 678.
+
+    For pages that travel (a receipt is printed and forwarded): the customer still knows
+    their number by its start and end. Anything not in the stored form is masked the way
+    logs mask phones, never shown whole.
+    """
+    if stored is None or stored == "":
+        return ""
+    shown = display_phone(stored)
+    if shown == str(stored):  # not the stored form: display_phone left it as it was
+        return mask_phone(stored)
+    return f"{shown[:4]} ••• {shown[-3:]}"
 
 
 def network_of(phone: str) -> str:

@@ -1,7 +1,7 @@
 """Receipts: what a paid payment's receipt page shows, and who may see it."""
 from __future__ import annotations
 
-from ..mpesa.redact import mask_phone
+from ..mpesa.phone import masked_display_phone
 from ..payments import records
 from ..payments.states import COMPLETED
 
@@ -26,7 +26,7 @@ def receipt_for(db, payment_id, viewer) -> dict | None:
         "amount": confirmed if isinstance(confirmed, int) else payment["amount"],
         "plan": payment.get("subscription_type") or payment.get("plan_code"),
         "words": int(payment["words"]),
-        "phone": mask_phone(payment.get("confirmed_phone") or payment.get("phone")),
+        "phone": masked_display_phone(payment.get("confirmed_phone") or payment.get("phone")),
         "paid_at": payment.get("settled_at") or payment.get("updated_at") or payment.get("created_at"),
         "reference": payment.get("reference"),
         "own": payment["username"] == viewer.username,

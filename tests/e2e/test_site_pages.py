@@ -67,6 +67,7 @@ def test_landing_terms_receipt_and_404_on_a_phone(browser, stack, axe_script):
         # Choosing a plan logged out: the log-in page names it.
         page.get_by_role("link", name=re.compile("^Choose Premium")).click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Log in to buy Premium — 50,000 words for KES 400")
+        expect(page.locator("main .alert")).to_have_count(0)  # the heading is the whole message
         check_layout(page)
         _shot(page, "login-names-plan")
 
@@ -91,6 +92,9 @@ def test_landing_terms_receipt_and_404_on_a_phone(browser, stack, axe_script):
         expect(seller).to_contain_text("Maneno Bora Ltd")
         expect(seller).to_contain_text("Paybill")
         expect(page.locator("[data-receipt-kra]")).to_have_text("P051234567X")
+        # Masked, in the shape the customer writes it: a receipt may be forwarded.
+        local = shopper.local_phone
+        expect(page.locator("[data-receipt-phone]")).to_have_text(f"{local[:4]} ••• {local[7:]}")
         expect(page.get_by_role("link", name="Payment details")).to_be_visible()
         overlaps = _overlaps(page, ".receipt-details dt, .receipt-details dd")
         assert not overlaps, f"receipt labels collide at 360 px: {overlaps}"
