@@ -28,7 +28,7 @@ from typing import Callable
 from dotenv import load_dotenv
 
 from app import ledger, notices, queue, startup
-from app.db import init_db
+from app.dbsetup import init_db
 from app.logs import bind, clear, configure_logging
 from app.mpesa.client import DarajaClient, DarajaSettings
 from app.ops import metrics

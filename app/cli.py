@@ -95,7 +95,7 @@ def repair_ledger_command():
 
 
 def register_cli(app):
-    from .mpesa.cli import mpesa_cli
+    from .mpesa_cli import mpesa_cli
     if click.get_current_context(silent=True) is not None:
         # A `flask` command (init-db in a deploy, check-ledger) says what the web app and the
         # worker say at start: an operator should see the sandbox warning wherever they look.

@@ -12,13 +12,11 @@ that can afford to wait (the worker, `flask` commands) keep DEFAULT_SELECTION_TI
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import threading
 import time
 
 import click
-from flask.cli import with_appcontext
 import pymongo
 from flask import current_app
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -225,35 +223,10 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-def init_db(db, report=None) -> list[str]:
-    """Create every collection's indexes; safe to run any number of times.
-
-    `report` is told of anything an operator must fix (default: a warning in the log).
-    """
-    from .users import backfill_username_keys
-    report = report or logging.getLogger("lipia.db").warning
-    for names in backfill_username_keys(db):
-        report(f"these usernames differ only in case: {', '.join(names)}. Each still logs in by its exact "
-               "name; rename all but one so log-in can ignore case for them.")
-    created = []
-    for collection, indexes in INDEXES.items():
-        created += db[collection].create_indexes(indexes)
-    from .ledger import mark_uncredited  # the ledger imports this module
-    mark_uncredited(db)
-    return created
-
-
-@click.command("init-db")
-@with_appcontext
-def init_db_command():
-    """Create the database indexes (idempotent)."""
-    names = init_db(get_db(), report=lambda problem: click.echo("Warning: " + problem, err=True))
-    click.echo(f"Indexes ready: {len(names)} across {len(INDEXES)} collections.")
-
-
 def register_db(app):
     # A `flask` command (init-db in a deploy, check-ledger) builds the app inside click's
     # context and may wait for a slow server; an app built to serve requests must not.
     if click.get_current_context(silent=True) is None:
         set_selection_timeout(app.config["WEB_DB_TIMEOUT_SECONDS"])
+    from .dbsetup import init_db_command  # it prepares what the modules above this one keep
     app.cli.add_command(init_db_command)

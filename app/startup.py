@@ -12,7 +12,8 @@ import sys
 from typing import Any, Callable, TypeVar
 
 from .config import ConfigError, load_config
-from .db import database_for, init_db
+from .db import database_for
+from .dbsetup import init_db
 
 EXIT_CONFIG = 3
 

@@ -135,7 +135,7 @@ class Probe:
     def _setup(self):
         from app import create_app
         from app.config import load_config
-        from app.db import init_db
+        from app.dbsetup import init_db
         from app.plans.service import seed_plans
         init_db(self.db)
         seed_plans(self.db)

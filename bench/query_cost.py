@@ -297,7 +297,7 @@ def main(argv=None) -> int:
 
     import pymongo
 
-    from app.db import init_db
+    from app.dbsetup import init_db
     from tests.support.stack import start_database
 
     base, server = start_database()

@@ -8,7 +8,8 @@ import os
 import pytest
 
 from app import create_app
-from app.db import database_for, init_db
+from app.db import database_for
+from app.dbsetup import init_db
 from app.plans.service import seed_plans
 
 # Cost 4 bcrypt: the suite logs in thousands of times; production refuses below 12.

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from app import users
-from app.db import init_db
+from app.dbsetup import init_db
 from app.users import get_by_username
 from tests.support.factories import make_user
 

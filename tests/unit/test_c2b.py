@@ -264,7 +264,7 @@ def test_status_json_says_when_manual_payment_is_offered(app, db, order):
 # ---------------------------------------------------------------- flask mpesa check
 
 def _c2b_check(app, capsys, **overrides):
-    from app.mpesa import cli
+    from app import mpesa_cli as cli
     report = cli._Report()
     cli.run_c2b_checks({**app.config, **overrides}, report)
     return report.problems, capsys.readouterr().out

@@ -28,7 +28,7 @@ def test_development_keeps_its_default():
 
 @pytest.mark.parametrize("env", ["production", "staging"])
 def test_register_urls_refuses_the_development_secret_outside_development(app, env, monkeypatch):
-    monkeypatch.setattr("app.mpesa.cli.DarajaClient", lambda settings: pytest.fail("must not reach Daraja"))
+    monkeypatch.setattr("app.mpesa_cli.DarajaClient", lambda settings: pytest.fail("must not reach Daraja"))
     app.config.update(LIPIA_ENV=env, MPESA_C2B_URL_SECRET=DEV_C2B_URL_SECRET,
                       PUBLIC_BASE_URL="https://lipia.example.com")
     result = app.test_cli_runner().invoke(args=["mpesa", "register-urls"])

@@ -82,7 +82,7 @@ def test_old_completed_payments_without_the_credited_field_are_marked_then_repai
     credited = checkout_payment(db, user, key="k-00000002")
     db.payments.update_one({"_id": credited["_id"]}, {"$set": {"status": "completed", "credited": True}})
     assert ledger.repair(db)["credits"] == 0  # the indexed query does not see the old shape...
-    from app.db import init_db
+    from app.dbsetup import init_db
     init_db(db)  # ...until the one-off marks it
     assert db.payments.find_one({"_id": credited["_id"]})["credited"] is True
     assert ledger.repair(db)["credits"] == 1

@@ -10,7 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from app import create_app
-from app.db import database_for, init_db
+from app.db import database_for
+from app.dbsetup import init_db
 from app.plans.service import seed_plans
 from tests.conftest import TEST_ENV
 

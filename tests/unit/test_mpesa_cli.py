@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from flask import Flask
 
-from app.mpesa.cli import mpesa_cli
+from app.mpesa_cli import mpesa_cli
 from app.mpesa.client import DarajaClient
 from app.mpesa.errors import DarajaNotAccepted
 
@@ -123,7 +123,7 @@ def test_production_needs_an_https_callback_without_banned_words(oauth_server, m
 
 
 def test_sandbox_allows_http_callback():
-    from app.mpesa import cli
+    from app import mpesa_cli as cli
 
     lines = []
 

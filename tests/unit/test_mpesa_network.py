@@ -1,7 +1,7 @@
 """M-Pesa numbers only: other networks refused by name (libphonenumber's carrier data), a moved number confirmed."""
 import pytest
 
-from app.db import init_db
+from app.dbsetup import init_db
 from app.mpesa.phone import NotMpesaLine, check_mpesa_line, network_of
 from tests.support.factories import login, make_user
 

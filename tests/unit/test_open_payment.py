@@ -6,7 +6,8 @@ import pytest
 
 from app import ledger
 from app.auth.service import register
-from app.db import init_db, utcnow
+from app.db import utcnow
+from app.dbsetup import init_db
 from app.payments import checkout, records, settlement
 from app.payments.outcomes import expired, from_result
 from app.payments.status import balance_to_show

@@ -5,7 +5,8 @@ from decimal import Decimal
 import pytest
 
 from app import ledger
-from app.db import init_db, utcnow
+from app.db import utcnow
+from app.dbsetup import init_db
 from app.mpesa.phone import display_phone
 from app.payments import records, settlement
 from app.payments.outcomes import from_result

@@ -7,7 +7,8 @@ import pytest
 
 from app import create_app
 from app.config import ConfigError, load_config
-from app.db import database_for, init_db
+from app.db import database_for
+from app.dbsetup import init_db
 from app.plans.service import seed_plans
 from tests.conftest import TEST_ENV
 

@@ -14,12 +14,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import c2b
-from .client import DarajaClient
-from .errors import DarajaConfigError, DarajaError
-from .payloads import BANNED_CALLBACK_WORDS, TRANSACTION_TYPES, check_callback_url
-from .redact import mask_secret
-from .settings import SANDBOX_BASE_URL, DarajaSettings
+from .mpesa import c2b
+from .mpesa.client import DarajaClient
+from .mpesa.errors import DarajaConfigError, DarajaError
+from .mpesa.payloads import BANNED_CALLBACK_WORDS, TRANSACTION_TYPES, check_callback_url
+from .mpesa.redact import mask_secret
+from .mpesa.settings import SANDBOX_BASE_URL, DarajaSettings
 
 mpesa_cli = AppGroup("mpesa", help="M-Pesa (Daraja) settings and connectivity.")
 
@@ -118,9 +118,9 @@ def run_checks(config, report: _Report) -> None:
 
 def run_c2b_checks(config, report: _Report) -> None:
     """Menu payments (C2B) and the initiator (receipt checks, reversals): checked locally, no money moves."""
-    from ..c2b.views import urls
-    from ..config import C2B_URL_SECRET_MIN_CHARS, DEV_C2B_URL_SECRET
-    from .credential import CredentialError, security_credential
+    from .c2b.views import urls
+    from .config import C2B_URL_SECRET_MIN_CHARS, DEV_C2B_URL_SECRET
+    from .mpesa.credential import CredentialError, security_credential
 
     secret = str(config.get("MPESA_C2B_URL_SECRET") or "")
     if not secret:
@@ -150,7 +150,7 @@ def run_c2b_checks(config, report: _Report) -> None:
     if len(given) < len(names):
         return
     if config.get("LIPIA_ENV") == "production":
-        from ..payments.claims import enabled
+        from .payments.claims import enabled
         report.line(enabled(config), "initiator settings are not the simulator's development ones")
     try:
         security_credential(str(config["MPESA_INITIATOR_PASSWORD"]), str(config["MPESA_CERTIFICATE_PATH"]))
@@ -174,8 +174,8 @@ def check_command() -> None:
 @mpesa_cli.command("register-urls")
 def register_urls_command() -> None:
     """Register the C2B confirmation and validation URLs with Daraja and show its answer."""
-    from ..c2b.views import urls
-    from ..config import DEV_C2B_URL_SECRET
+    from .c2b.views import urls
+    from .config import DEV_C2B_URL_SECRET
 
     config = current_app.config
     confirmation_url, validation_url = urls(config)
