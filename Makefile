@@ -20,8 +20,9 @@ install: $(STAMP)
 dev: $(STAMP)
 	LIPIA_ENV="$${LIPIA_ENV:-development}" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho -f Procfile.dev start
 
-## Every test: unit (mongomock), integration (real processes) and browser (Chromium).
+## Every test: the layers (import-linter), unit (mongomock), integration (real processes), browser (Chromium).
 test: $(STAMP) chromium axe
+	$(BIN)/lint-imports --no-cache
 	LIPIA_ENV=test $(BIN)/python -m pytest
 
 ## Unit tests only: seconds, no processes.

@@ -95,6 +95,7 @@ def repair_ledger_command():
 
 
 def register_cli(app):
+    from .dbsetup import init_db_command
     from .mpesa_cli import mpesa_cli
     if click.get_current_context(silent=True) is not None:
         # A `flask` command (init-db in a deploy, check-ledger) says what the web app and the
@@ -104,6 +105,7 @@ def register_cli(app):
     guarded = GuardedGroup(app.cli.name)
     guarded.commands.update(app.cli.commands)
     app.cli = guarded
+    app.cli.add_command(init_db_command)
     app.cli.add_command(check_ledger_command)
     app.cli.add_command(repair_ledger_command)
     app.cli.add_command(mpesa_cli)

@@ -228,5 +228,4 @@ def register_db(app):
     # context and may wait for a slow server; an app built to serve requests must not.
     if click.get_current_context(silent=True) is None:
         set_selection_timeout(app.config["WEB_DB_TIMEOUT_SECONDS"])
-    from .dbsetup import init_db_command  # it prepares what the modules above this one keep
-    app.cli.add_command(init_db_command)
+

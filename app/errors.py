@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import g, jsonify, render_template, request
+from flask import current_app, g, jsonify, render_template, request
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
@@ -99,5 +99,4 @@ def _show_as_visitor() -> None:
     `current_user` would ask the database again and wait out a second timeout, and a
     signed-in page also counts unread notices.
     """
-    from .extensions import login_manager
-    g._login_user = login_manager.anonymous_user()
+    g._login_user = current_app.login_manager.anonymous_user()

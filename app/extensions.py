@@ -36,7 +36,7 @@ def ask_to_log_in():
     the page then reads as one message ("Log in to buy Premium — ...")."""
     from flask_login.utils import login_url
 
-    from .site.intent import plan_from_next
+    from .plans.intent import plan_from_next
 
     message = login_manager.login_message
     if message and plan_from_next(request.full_path) is None:

@@ -13,7 +13,7 @@ def register_site(app):
     from . import views  # noqa: F401
     from .merchant import merchant_from
     from .overrides import with_operator_templates
-    from .intent import plan_from_next
+    from ..plans.intent import plan_from_next
 
     app.register_blueprint(bp)
     merchant = merchant_from(app.config)

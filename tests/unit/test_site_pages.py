@@ -166,7 +166,7 @@ def test_anything_but_a_real_plan_checkout_gives_the_plain_heading(shop, next_ur
 
 def test_the_log_in_page_still_opens_when_the_plan_cannot_be_read(shop, monkeypatch):
     from pymongo.errors import ServerSelectionTimeoutError
-    import app.site.intent as intent
+    import app.plans.intent as intent
 
     def unreachable(*args, **kwargs):
         raise ServerSelectionTimeoutError("no database")

@@ -8,7 +8,7 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from ..db import get_db
-from ..plans.service import get_plan
+from .service import get_plan
 from ..security import safe_next
 
 CHECKOUT_ENDPOINT = "payments.checkout_view"
