@@ -72,6 +72,9 @@ def show(payment_id):
 
 @bp.route("/payments/<payment_id>/status.json")
 @login_required
+# No limit applies to the poll (two indexed reads of the customer's own payment); exempt, it
+# also skips the limiter's search for one on every poll (a few per cent of the poll's time).
+@limiter.exempt
 def status(payment_id):
     """The payment's state as JSON, polled by its waiting page."""
     payment = records.get_for_owner(get_db(), payment_id, current_user.username)
