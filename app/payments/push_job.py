@@ -133,8 +133,18 @@ def _refused(db, payment: dict, exc: Exception, persist: Callable) -> str:
 
 
 def give_up(db, job: Job, error: str) -> None:
-    """The job is dead-lettered: the customer's payment ends failed (nothing was taken)."""
-    records.clear_push(db, job.payment_id, job.token)
+    """The job is dead-lettered: the payment fails (nothing was taken), unless a push may be out.
+
+    An attempt that died after marking its push in flight (an unexpected error, a worker
+    killed mid-push) leaves the marker: that push may have reached the phone and been paid,
+    so the payment waits for Daraja's answer (callback or STK Query) instead of telling the
+    customer nothing was taken and inviting them to pay again.
+    """
+    payment = records.get(db, job.payment_id)
+    if payment is not None and payment.get("push_in_flight"):
+        records.record_push_unknown(db, job.payment_id, f"the push job gave up with a push possibly sent: {error}")
+        log.warning("job %s gave up with a push possibly sent; the payment waits for M-Pesa's answer", job.id)
+        return
     settlement.settle(db, job.payment_id, outcomes.push_failed("mpesa_unreachable", UNREACHABLE_WORDS, error))
 
 
