@@ -343,6 +343,10 @@ def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mo
                               "words_mode": words_mode}, result=reversal["state"])
     if reversal["state"] == refunds.FAILED:
         return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. No words were taken.", "warning")
+    if reversal["state"] == refunds.UNKNOWN:
+        return RepairResult(f"M-Pesa's answer to the reversal was lost: it may have gone through. Do not send the "
+                            f"money back another way; this page shows M-Pesa's result when it comes, or check "
+                            f"the M-Pesa portal. ({reversal.get('detail')})", "warning")
     return RepairResult(f"Reversal of KES {reversal['amount']:,} sent to M-Pesa. The words are taken back when "
                         "M-Pesa confirms it; this page shows the result.", "info")
 

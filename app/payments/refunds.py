@@ -29,6 +29,9 @@ log = logging.getLogger("lipia.refunds")
 
 REQUESTED, SENT, COMPLETED, FAILED, UNKNOWN = "requested", "sent", "completed", "failed", "unknown"
 WAITING = (REQUESTED, SENT)
+# A result may still come for these: an unknown reversal (Daraja may have taken the request,
+# or its queue timed out) is completed or failed by a late result, never left to guesswork.
+OPEN = WAITING + (UNKNOWN,)
 WORD_MODES = ("unspent", "whole")
 INBOX_KIND = "reversal_result"
 
@@ -122,8 +125,14 @@ def _send(db, config, client, doc: dict) -> dict:
     try:
         answer = reversal_api.ask(client, body, payment_id=payment_id)
     except DarajaError as exc:
-        _finish(db, doc["_id"], FAILED, f"Daraja refused the request: {exc.error_code or ''} "
-                                        f"{exc.error_message or exc.message}".strip())
+        if exc.outcome_unknown:
+            # It may have reached Daraja (a timeout, a dropped reply): the money may be on its
+            # way back, so this is not a failure an operator may refund again on top of.
+            _finish(db, doc["_id"], UNKNOWN, f"Daraja's answer was lost ({exc.message}); the result may "
+                                             "still come, or check the M-Pesa portal")
+        else:
+            _finish(db, doc["_id"], FAILED, f"Daraja refused the request: {exc.error_code or ''} "
+                                            f"{exc.error_message or exc.message}".strip())
         return db.reversals.find_one({"_id": doc["_id"]})
     db.reversals.update_one({"_id": doc["_id"], "state": REQUESTED},
                             {"$set": {"state": SENT, "sent_at": utcnow(),
@@ -135,7 +144,7 @@ def _finish(db, reversal_id: str, state: str, detail: str | None, **fields) -> b
     update = {"state": state, "finished_at": utcnow(), **fields}
     if detail:
         update["detail"] = detail[:300]
-    return db.reversals.update_one({"_id": reversal_id, "state": {"$in": list(WAITING)}},
+    return db.reversals.update_one({"_id": reversal_id, "state": {"$in": list(OPEN if state != UNKNOWN else WAITING)}},
                                    {"$set": update}).modified_count == 1
 
 
@@ -164,9 +173,11 @@ def process_stored(db, config, doc: Mapping[str, Any], body: bytes | str) -> tup
 
 
 def _apply(db, reversal, raw, timed_out: bool) -> str:
-    if reversal["state"] not in WAITING:
+    if reversal["state"] not in OPEN:
         return f"duplicate: already {reversal['state']}"
     if timed_out:
+        if reversal["state"] == UNKNOWN:
+            return "duplicate: already unknown"
         # Daraja gave up waiting: whether money moved is unknown, so the words stay and an operator checks.
         _finish(db, reversal["_id"], UNKNOWN, "Daraja's queue timed out; check the M-Pesa portal")
         return "unknown"

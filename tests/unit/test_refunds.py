@@ -168,3 +168,15 @@ def test_after_a_ledger_only_refund_the_console_offers_no_reversal(app, db, paid
     page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
     assert "A refund was already recorded for this payment by ops" in page
     assert "Send the money back</button>" not in page
+
+
+def test_a_reversal_whose_answer_was_lost_is_unknown_blocks_a_second_refund_and_takes_a_late_result(app, db, paid):
+    from app.mpesa.errors import DarajaOutcomeUnknown
+    rev = refunds.request(db, app.config, FakeDaraja(DarajaOutcomeUnknown("read timed out")), paid, actor="ops",
+                          reason="asked", words_mode="whole")
+    assert rev["state"] == "unknown"  # it may have reached Daraja: not "failed"
+    with pytest.raises(repairs.RepairError, match="reversal was already requested"):
+        repairs.refund_payment(db, paid["_id"], actor="ops2", reason="by hand", words=10_000, amount_kes=100)
+    assert deliver(app, db, paid, result(), timed_out=True) == "duplicate: already unknown"
+    assert deliver(app, db, paid, result()) == "completed"  # the late result still settles it, once
+    assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
