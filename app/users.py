@@ -198,14 +198,15 @@ def has_reset_nonce(db, user_id: str, nonce: str) -> bool:
 
 def reset_password(db, user_id: str, nonce: str, password_hash: str) -> dict | None:
     """Set the password only while `nonce` is still the account's: two uses of one link,
-    even at the same instant, change it once. Ends every log-in. The account, or None."""
+    even at the same instant, change it once. Ends every log-in and retires the API key
+    (whoever held the account may have made one). The account, or None."""
     try:
         query = {"_id": ObjectId(user_id), "reset_nonce": nonce}
     except (InvalidId, TypeError):
         return None
     return db.users.find_one_and_update(
         query, {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()},
-                "$unset": {"reset_nonce": ""}},
+                "$unset": {"reset_nonce": "", "api_key_hash": "", "api_key_hint": "", "api_key_created_at": ""}},
         projection={"username": 1, "email": 1}, return_document=ReturnDocument.AFTER)
 
 

@@ -87,7 +87,9 @@ def read(db, config: Mapping[str, Any], token: str, now: datetime | None = None)
     if not nonce or not users.has_reset_nonce(db, user_id, nonce):
         raise UNUSABLE
     user = users.get_by_id(db, user_id)
-    if user is None:
+    # An operator's account is never reset by link (see operator_reset_link): not by one
+    # e-mailed to an address it shares, nor by one issued before it was made an operator.
+    if user is None or user.is_admin:
         raise UNUSABLE
     return user, nonce, payload["k"]
 
@@ -101,7 +103,7 @@ def complete(db, config: Mapping[str, Any], token: str, new_password: str,
         raise UNUSABLE  # the same link was used a moment ago
     how = "an e-mailed reset link" if kind == BY_EMAIL else "a reset link from an operator"
     audit.record(db, actor=user.username, action="password_reset", target_type="user", target_id=user.username,
-                 reason=f"the customer used {how}", result="new password; every log-in ended")
+                 reason=f"the customer used {how}", result="new password; every log-in ended; API key retired")
     log.info("password of %s reset with %s; every log-in ended", user.username, how)
     return user
 
@@ -125,7 +127,7 @@ def send_links(db, config: Mapping[str, Any], typed: str) -> int:
     """
     queued = 0
     for user in accounts_for(db, typed):
-        if not user.email:
+        if not user.email or user.is_admin:
             continue
         link = issue(db, config, user, BY_EMAIL)
         minutes = int(config["PASSWORD_RESET_LINK_MINUTES"])

@@ -312,3 +312,28 @@ def test_operators_links_are_for_customers_and_operators_only(app, db, as_admin)
     login_as(stranger, make_user(db))
     assert stranger.post("/admin/users/kamau/reset-link", data={"reset-reason": "let me in"}).status_code == 403
     assert "reset_nonce" not in db.users.find_one({"_id": users.ObjectId(target.id)})
+
+
+def test_operators_are_never_reset_by_link_whatever_address_they_share(app, client, db, mail_on):
+    operator = users.create_user(db, "ops.lead", hash_password(GOOD), None, role="admin", email="shared@example.com")
+    before = users.password_hash_of(db, "ops.lead")
+    promoted = customer(db, "Later.Ops", email="later@example.com")
+    early = recovery.issue(db, app.config, promoted, recovery.BY_OPERATOR)  # issued while a customer
+    db.users.update_one({"_id": users.ObjectId(promoted.id)}, {"$set": {"role": "admin"}})
+    assert forgot(client, "shared@example.com").status_code == 303
+    assert mailed_links(db, "shared@example.com") == []  # the same answer, and nothing sent
+    for token in (early.path.removeprefix("/reset/"),
+                  recovery.issue(db, app.config, operator, recovery.BY_EMAIL).path.removeprefix("/reset/")):
+        with pytest.raises(recovery.LinkUnusable):
+            recovery.complete(db, app.config, token, NEW)
+    assert users.password_hash_of(db, "ops.lead") == before
+    assert db.users.find_one({"username": "Later.Ops"}).get("password_changed_at") is None
+
+
+def test_a_reset_retires_the_api_key_someone_else_may_hold(app, db):
+    user = customer(db)
+    key = users.rotate_api_key(db, user.id)
+    assert users.get_by_api_key(db, key) is not None
+    link = recovery.issue(db, app.config, user, recovery.BY_EMAIL)
+    recovery.complete(db, app.config, link.path.removeprefix("/reset/"), NEW)
+    assert users.get_by_api_key(db, key) is None
