@@ -63,6 +63,10 @@ JOB_KINDS: dict[str, JobKind] = {
     claims.CLAIM_JOB: JobKind(
         run=lambda worker, job: claims.run_claim(worker.db, worker.client, worker.settings, job),
         give_up=claims.give_up),
+    # Nothing to undo: a query not sent now is sent by the next housekeeping pass.
+    tasks.QUERY_JOB: JobKind(
+        run=lambda worker, job: tasks.run_query_job(worker.db, worker.client, worker.settings, job),
+        give_up=lambda db, job, error: None),
 }
 
 

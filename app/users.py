@@ -232,12 +232,14 @@ def backfill_username_keys(db) -> list[list[str]]:
     return list(clashes.values())
 
 
-def update_profile(db, user_id: str, **fields) -> None:
+def update_profile(db, user_id: str, *, new_address: bool = False, **fields) -> None:
+    """Save the profile; a new e-mail address also cancels reset links sent to the old one."""
     allowed = {"phone_number", "email", "low_words_threshold", "email_opt_out"}
     unknown = set(fields) - allowed
     if unknown:
         raise ValueError(f"not profile fields: {sorted(unknown)}")
-    db.users.update_one({"_id": ObjectId(user_id)}, {"$set": fields})
+    db.users.update_one({"_id": ObjectId(user_id)},
+                        {"$set": fields, **({"$unset": {"reset_nonce": ""}} if new_address else {})})
 
 
 def set_role(db, user_id: str, role: str) -> bool:

@@ -19,7 +19,7 @@ from ..logs import bind
 from ..mpesa.client import DarajaClient, DarajaSettings
 from ..mpesa.errors import DarajaError
 from ..ops import metrics
-from ..payments import outcomes, records, refunds, settlement, states
+from ..payments import outcomes, records, refunds, settlement, states, tasks
 from . import store
 
 log = logging.getLogger("lipia.admin")
@@ -91,6 +91,7 @@ def ask_daraja(db, config, payment_id, *, actor: str, reason: str) -> RepairResu
         if not records.request_query(db, payment["_id"], payment["username"], min_gap=QUERY_MIN_GAP):
             raise RepairError("Daraja was asked about this payment a few seconds ago, or it was settled just now. "
                               "Wait for that answer below.")
+        tasks.ask_now(db, payment["_id"])
         after = records.get(db, payment["_id"])
         audit.record(db, actor=actor, action="ask_daraja", target_type="payment", target_id=payment["_id"],
                            reason=reason, before=store.payment_snapshot(payment),

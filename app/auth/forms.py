@@ -59,6 +59,9 @@ class ProfileForm(FlaskForm):
     phone_number = phone_field()
     moved_to_safaricom = moved_field()
     email = email_field(_l("E-mail for receipts and password resets (optional)"))
+    # Whoever sets the e-mail address can reset the password: a changed address needs it.
+    email_password = PasswordField(_l("Your current password (only to change the e-mail address)"),
+                                   validators=[Optional()], render_kw={"autocomplete": "current-password"})
     low_words_threshold = IntegerField(_l("Warn me when my balance falls below (words)"), validators=[
         Optional(), NumberRange(min=0, max=10_000_000, message=_l("Enter a number of words from 0 up."))],
         render_kw={"inputmode": "numeric"})

@@ -176,10 +176,15 @@ def profile():
     """The customer's profile: phone, e-mail, low-balance threshold and which e-mails they want."""
     form = _profile_form(current_user.doc)
     if form.validate_on_submit():
-        users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data,
-                             email=users.email_key(form.email.data),
+        email = users.email_key(form.email.data)
+        new_address = email != (current_user.doc.get("email") or None)
+        if new_address and not password_matches(current_user.doc.get("password"), form.email_password.data or ""):
+            # A session left open must not be enough to take the account over by "forgot password".
+            form.email_password.errors.append(_("To change the e-mail address, type your current password."))
+            return _render_profile(form, status=400)
+        users.update_profile(get_db(), current_user.id, phone_number=form.phone_number.data, email=email,
                              low_words_threshold=form.low_words_threshold.data,
-                             email_opt_out=notices.opt_outs_from(form.data))
+                             email_opt_out=notices.opt_outs_from(form.data), new_address=new_address)
         flash(_("Your profile is saved."), "success")
         return redirect(url_for("auth.profile"))
     return _render_profile(form, status=400 if form.errors else 200)

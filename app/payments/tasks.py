@@ -6,14 +6,33 @@ Each task is a plain function of (db, client, settings) so tests can run it dire
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Callable
 
+from .. import queue
 from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import DarajaError
 from . import outcomes, records, settlement, states
 
 log = logging.getLogger("lipia.tasks")
+
+
+# A query brought forward (a customer's "Check again", the end of the prompt's countdown)
+# is sent by whichever worker wakes first: the job wakes one at once (its change stream or
+# poll), where the housekeeping pass would come only on its own schedule (5 s or more).
+QUERY_JOB = "stk_query"
+
+
+def ask_now(db, payment_id) -> None:
+    """Wake a worker to send the STK Query just brought forward (records.request_query and
+    actions.ask_after_prompt bound how often); the query itself is claimed once, whoever sends it."""
+    queue.enqueue(db, QUERY_JOB, job_id=f"query:{payment_id}:{secrets.token_hex(4)}", payment_id=str(payment_id),
+                  max_attempts=1)
+
+
+def run_query_job(db, client, settings, job) -> str:
+    return f"{reconcile_due(db, client, settings)} STK queries sent"
 
 
 def reconcile_due(db, client, settings, limit: int = 20, should_stop: Callable[[], bool] = lambda: False) -> int:

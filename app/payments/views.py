@@ -10,7 +10,7 @@ from ..extensions import limiter
 from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
-from . import actions
+from . import actions, tasks
 from .forms import CancelForm, CheckoutForm, PaymentActionForm
 from .status import balance_to_show, describe
 from .words import word_history
@@ -83,6 +83,7 @@ def status(payment_id):
     # The prompt's window just closed without an answer: ask M-Pesa now, not at the next
     # scheduled query (at most once per payment; see actions.ask_after_prompt).
     if actions.ask_after_prompt(get_db(), payment, current_app.config["PROMPT_TIMEOUT_SECONDS"]):
+        tasks.ask_now(get_db(), payment["_id"])
         payment = {**payment, "asked_after_prompt": True}
     response = jsonify(_describe(payment))
     response.headers["Cache-Control"] = "no-store"
@@ -96,6 +97,8 @@ def check_again(payment_id):
     payment = _owned(payment_id)
     if PaymentActionForm().validate_on_submit():
         asked = records.request_query(get_db(), payment["_id"], current_user.username, min_gap=10)
+        if asked:
+            tasks.ask_now(get_db(), payment["_id"])
         flash(_("We are asking M-Pesa about this payment now.") if asked else
               _("We asked M-Pesa a moment ago; the answer will show here."), "info")
     return redirect(url_for("payments.show", payment_id=payment["_id"]))

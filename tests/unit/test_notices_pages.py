@@ -81,7 +81,7 @@ def test_logged_out_visitors_have_no_bell_and_no_notices_page(client):
 # ---------------------------------------------------------------- profile choices
 
 def test_the_profile_stores_the_unticked_email_choices(client, db):
-    user = make_user(db, "amina")
+    user = make_user(db, "amina", email="amina@example.com")  # the same address, as typed below
     login(client, user)
     page = client.get("/profile").text
     for box in ("receipt", "problem", "adjustment", "low_balance"):
@@ -164,3 +164,22 @@ def test_nonsense_ids_and_logged_out_visitors_get_no_receipt(client, db):
     login(client, user)
     assert client.get("/payments/not-an-id/receipt").status_code == 404
     assert client.get("/payments/" + "f" * 24 + "/receipt").status_code == 404
+
+
+def test_changing_the_email_address_needs_the_password_and_cancels_reset_links(app, client, db):
+    from app import users
+    from app.auth.service import hash_password
+    with app.app_context():
+        user = users.create_user(db, "baraka", hash_password("kahawa chungu 42"), "254712345678",
+                                 email="baraka@example.com")
+    nonce = users.reset_nonce(db, user.id)  # a reset link out to the old address
+    login(client, user)
+    form = {"phone_number": "0712345678", "email": "thief@example.com", "low_words_threshold": ""}
+    refused = client.post("/profile", data=form)
+    assert refused.status_code == 400 and "type your current password" in refused.text
+    assert db.users.find_one({"username": "baraka"})["email"] == "baraka@example.com"
+    wrong = client.post("/profile", data={**form, "email_password": "not it at all"})
+    assert wrong.status_code == 400 and db.users.find_one({"username": "baraka"})["email"] == "baraka@example.com"
+    assert client.post("/profile", data={**form, "email_password": "kahawa chungu 42"}).status_code == 302
+    assert db.users.find_one({"username": "baraka"})["email"] == "thief@example.com"
+    assert not users.has_reset_nonce(db, user.id, nonce)

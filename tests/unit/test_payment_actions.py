@@ -116,10 +116,38 @@ def test_the_first_poll_after_the_prompt_closes_asks_mpesa_once(app, db, client,
     stored = records.get(db, payment["_id"])
     asked = stored["asked_after_prompt"]
     assert stored["query_requested_at"]
-    # The reconciler takes it now, though the normal schedule (90 s) has not come yet.
+    # A worker is woken for it at once (a job), rather than at its next housekeeping pass...
+    woken = list(db.transactions.find({"kind": "stk_query", "payment_id": str(payment["_id"])}))
+    assert len(woken) == 1
+    # ...and the reconciler takes it now, though the normal schedule (90 s) has not come yet.
     assert records.claim_due_query(db, utcnow(), reconcile_after=90, every=30)["_id"] == payment["_id"]
     client.get(url)
     assert records.get(db, payment["_id"])["asked_after_prompt"] == asked  # once only
+    assert db.transactions.count_documents({"kind": "stk_query"}) == 1
+
+
+def test_check_again_wakes_a_worker_that_sends_the_query_at_once(app, db, client, shopper):
+    from app import queue
+    from app.payments import tasks
+
+    class Daraja:
+        asked = []
+
+        def stk_query(self, checkout_request_id, payment_id):
+            self.asked.append(checkout_request_id)
+            from app.mpesa.client import QueryResult
+            return QueryResult(pending=False, result_code="1032", result_desc="Request cancelled by user",
+                               merchant_request_id=None, checkout_request_id=checkout_request_id)
+
+    payment = pushed(db, new_payment(db, shopper, with_job=False))
+    app.config["WTF_CSRF_ENABLED"] = False
+    assert client.post(f"/payments/{payment['_id']}/check").status_code == 302
+    job = queue.claim(db, "w1", 30)
+    assert job is not None and job.kind == tasks.QUERY_JOB
+    settings = {**app.config, "RECONCILE_AFTER_SECONDS": 90, "RECONCILE_EVERY_SECONDS": 30}
+    assert tasks.run_query_job(db, Daraja(), settings, job) == "1 STK queries sent"
+    assert Daraja.asked == [payment["checkout_request_id"]]
+    assert records.get(db, payment["_id"])["status"] == "cancelled"
 
 
 def test_a_paid_payment_without_receipt_says_where_the_receipt_is():
