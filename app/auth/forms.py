@@ -1,4 +1,4 @@
-from flask_babel import lazy_gettext as _l
+from flask_babel import gettext, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, Email, ValidationError
@@ -39,7 +39,7 @@ class RegisterForm(RetypedPasswords, FlaskForm):
 
 def check_new_password(field, username):
     """The shared password rules (length in bytes, common passwords, the username), as a form error."""
-    message = passwords.problem(field.data or "", username)
+    message = passwords.problem(field.data or "", username, translate=gettext)
     if message:
         raise ValidationError(message)
 

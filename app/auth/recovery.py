@@ -21,6 +21,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .. import audit, users
 from ..notices import outbox
+from ..translatable import N_, translator
 from .service import hash_password
 
 log = logging.getLogger("lipia.auth")
@@ -31,7 +32,8 @@ TOKEN_MAX_CHARS = 300  # a real token is about 110; anything longer is not read 
 
 
 class LinkProblem(Exception):
-    """Why a reset link cannot be used, in words for the customer."""
+    """Why a reset link cannot be used, in English words for the customer (marked with N_:
+    the page shows them in the customer's language)."""
 
 
 class LinkExpired(LinkProblem):
@@ -42,9 +44,9 @@ class LinkUnusable(LinkProblem):
     pass
 
 
-EXPIRED = LinkExpired("This link has expired. Ask for a new one below.")
-UNUSABLE = LinkUnusable("This link has already been used, or it is not a whole link. "
-                        "Ask for a new one below.")
+EXPIRED = LinkExpired(N_("This link has expired. Ask for a new one below."))
+UNUSABLE = LinkUnusable(N_("This link has already been used, or it is not a whole link. "
+                           "Ask for a new one below."))
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,17 @@ def send_links(db, config: Mapping[str, Any], typed: str) -> int:
             continue
         link = issue(db, config, user, BY_EMAIL)
         minutes = int(config["PASSWORD_RESET_LINK_MINUTES"])
+        # Written after the answer has gone, away from any request: in the account's language.
+        t = translator(user.doc.get("language"))
         outbox.enqueue(
             db, key=f"password-reset:{user.id}:{secrets.token_hex(8)}", username=user.username, to=user.email,
-            category="account", subject="Set a new Lipia password",
-            text=(f"Someone asked to set a new password for the Lipia account {user.username}.\n\n"
-                  f"Open the link below to choose a new password. It works once, for {minutes} minutes.\n\n"
-                  "If you did not ask for this, ignore this e-mail. Your password stays the same."),
-            link=link.path, link_label="Set a new password")
+            category="account", subject=t("Set a new Lipia password"),
+            text="\n\n".join([
+                t("Someone asked to set a new password for the Lipia account %(username)s.", username=user.username),
+                t("Open the link below to choose a new password. It works once, for %(minutes)d minutes.",
+                  minutes=minutes),
+                t("If you did not ask for this, ignore this e-mail. Your password stays the same.")]),
+            link=link.path, link_label=t("Set a new password"), language=t.language)
         queued += 1
     if queued:
         log.info("password reset e-mail queued for %d account(s)", queued)

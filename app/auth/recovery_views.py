@@ -8,6 +8,7 @@ out of any Referer header the reset page could send.
 import logging
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext
 from flask_login import logout_user
 
 from ..db import get_db
@@ -74,7 +75,7 @@ def forgot_password_sent():
 
 def _link_problem(problem: recovery.LinkProblem):
     status = 410 if isinstance(problem, recovery.LinkExpired) else 400
-    return render_template("auth/reset_problem.html", message=str(problem), form=ForgotPasswordForm(formdata=None),
+    return render_template("auth/reset_problem.html", message=gettext(str(problem)), form=ForgotPasswordForm(formdata=None),
                            mail_on=_mail_on()), status
 
 
@@ -110,8 +111,8 @@ def reset_password():
         # Every log-in of the account has ended; this browser starts afresh too.
         logout_user()
         session.clear()
-        flash("Your password is changed. Log in with your new password. "
-              "Every device that was logged in has been logged out.", "success")
+        flash(gettext("Your password is changed. Log in with your new password. "
+                      "Every device that was logged in has been logged out."), "success")
         return redirect(url_for("auth.login"), code=303)
     page = render_template("auth/reset.html", form=form, username=user.username)
     return _no_store(current_app.make_response((page, 400 if request.method == "POST" else 200)))

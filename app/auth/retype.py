@@ -7,10 +7,11 @@ field's error says so under it: see the field macro in _form.html.)
 """
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from wtforms import PasswordField
 from wtforms.validators import EqualTo
 
-MISMATCH_RETYPED = "The two passwords you typed were different. Type the password again in both boxes."
+MISMATCH_RETYPED = _l("The two passwords you typed were different. Type the password again in both boxes.")
 
 
 class RetypedPasswords:
@@ -31,4 +32,4 @@ def settle_password_errors(form) -> None:
                 # the first) is not marked wrong.
                 box.errors = [e for e in box.errors if e != validator.message]
                 first = form[validator.fieldname]
-                first.errors = [*first.errors, MISMATCH_RETYPED]
+                first.errors = [*first.errors, str(MISMATCH_RETYPED)]

@@ -79,3 +79,31 @@ def test_switching_to_swahili_while_paying_and_back(stack, phone_page):
     shot(page, "cancelled-en")
     assert stack.db.users.find_one({"username": shopper.username})["language"] == "en"
     assert_money_invariants(stack.db)
+
+
+def test_a_visitor_reads_the_landing_and_forgot_password_pages_in_swahili(browser, stack, axe_script):
+    # The browser asks for Swahili (Accept-Language from the locale): no switch, no account.
+    context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url, locale="sw-KE")
+    context.set_default_timeout(10_000)
+    context.add_init_script(path=str(axe_script))
+    try:
+        page = context.new_page()
+        page.goto("/")
+        expect(page.locator("html")).to_have_attribute("lang", "sw")
+        expect(page.locator("#about-title")).to_have_text("Unachopata")
+        expect(page.locator("footer")).to_contain_text("Sera ya kurejesha pesa")
+        check_layout(page)
+        shot(page, "landing-sw")
+        audit(page, "landing page in Swahili")
+
+        page.goto("/forgot")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Umesahau nenosiri lako?")
+        page.get_by_role("button", name="Nitumie kiungo").click()
+        # Sent empty: refused with the reason in Swahili beside the box.
+        expect(page.get_by_label("Jina lako la mtumiaji au anwani ya barua pepe")).to_have_attribute("aria-invalid", "true")
+        expect(page.get_by_role("alert")).to_contain_text("Weka jina lako la mtumiaji au anwani yako ya barua pepe.")
+        check_layout(page)
+        shot(page, "forgot-sw")
+        audit(page, "forgot password in Swahili")
+    finally:
+        context.close()
