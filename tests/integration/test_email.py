@@ -44,7 +44,8 @@ def _customer_with_email(stack) -> Customer:
     assert customer.register().status_code == 302
     address = f"{customer.username}@example.com"
     response = customer.post_form("/profile", {
-        "phone_number": customer.phone, "email": address, "low_words_threshold": "0",
+        "phone_number": customer.phone, "email": address, "email_password": customer.password,
+        "low_words_threshold": "0",
         "email_receipt": "y", "email_problem": "y", "email_adjustment": "y", "email_low_balance": "y"})
     assert response.status_code == 302, response.text[:500]
     customer.email = address

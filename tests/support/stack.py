@@ -109,6 +109,10 @@ def stack_env(mongo_uri: str, sim_url: str, web_url: str, **overrides) -> dict:
 
 
 def start_stack(mongo_base: str, workers: int = 1, **overrides) -> Stack:
+    # Tests also write money from this process (as an operator's `flask` command would, which
+    # connects them too): the notices hear of it here as they do in the web app and the worker.
+    from app import notices
+    notices.listen()
     db_name = "lipia_" + uuid.uuid4().hex[:8]
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
