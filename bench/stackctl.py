@@ -46,7 +46,7 @@ def lipia_overrides() -> dict:
     }
     for name in ("JOB_LEASE_SECONDS", "JOB_BACKOFF_SECONDS", "WORKER_POLL_SECONDS", "MPESA_READ_TIMEOUT",
                  "PROMPT_TIMEOUT_SECONDS", "LOGIN_RATE_LIMIT", "LOGIN_ADDRESS_RATE_LIMIT",
-                 "LOGIN_ACCOUNT_RATE_LIMIT", "MPESA_SHORTCODE", "MPESA_PASSKEY"):
+                 "LOGIN_ACCOUNT_RATE_LIMIT", "MPESA_SHORTCODE", "MPESA_PASSKEY", "PASSWORD_HASH_ROUNDS"):
         overrides[name] = setting_default(name)
     return overrides
 
