@@ -72,9 +72,8 @@ class ProfileForm(FlaskForm):
     email_low_balance = BooleanField(EMAIL_CATEGORIES["low_balance"], default=True)
 
 
-class PasswordChangeForm(RetypedPasswords, FlaskForm):
-    current_password = PasswordField(_l("Current password"), validators=[
-        DataRequired(message=_l("Enter your current password."))], render_kw={"autocomplete": "current-password"})
+class ResetPasswordForm(RetypedPasswords, FlaskForm):
+    """A new password, typed twice: set from a reset link, or (below) changed on the profile."""
     new_password = PasswordField(_l("New password"), validators=[DataRequired(message=_l("Choose a new password."))],
                                  render_kw={"autocomplete": "new-password"})
     confirm = PasswordField(_l("Repeat the new password"), validators=[
@@ -87,6 +86,11 @@ class PasswordChangeForm(RetypedPasswords, FlaskForm):
 
     def validate_new_password(self, field):
         check_new_password(field, self._username)
+
+
+class PasswordChangeForm(ResetPasswordForm):
+    current_password = PasswordField(_l("Current password"), validators=[
+        DataRequired(message=_l("Enter your current password."))], render_kw={"autocomplete": "current-password"})
 
 
 class SessionsForm(FlaskForm):
@@ -103,18 +107,3 @@ class ForgotPasswordForm(FlaskForm):
         DataRequired(message=_l("Enter your username or your e-mail address.")),
         Length(max=254, message=_l("That is too long for a username or an e-mail address."))],
         render_kw={"autocomplete": "username", "autocapitalize": "none", "spellcheck": "false"})
-
-
-class ResetPasswordForm(RetypedPasswords, FlaskForm):
-    new_password = PasswordField(_l("New password"), validators=[DataRequired(message=_l("Choose a new password."))],
-                                 render_kw={"autocomplete": "new-password"})
-    confirm = PasswordField(_l("Repeat the new password"), validators=[
-        DataRequired(message=_l("Repeat the new password.")),
-        EqualTo("new_password", message=_l("The passwords do not match."))], render_kw={"autocomplete": "new-password"})
-
-    def __init__(self, *args, username: str = "", **kwargs):
-        super().__init__(*args, **kwargs)
-        self._username = username
-
-    def validate_new_password(self, field):
-        check_new_password(field, self._username)

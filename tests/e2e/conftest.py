@@ -91,3 +91,13 @@ def axe_script() -> Path:
         subprocess.run([npm, "install", "--prefix", str(AXE_DIR), "--no-audit", "--no-fund", "--loglevel=error",
                         f"axe-core@{AXE_VERSION}"], check=True, timeout=300)
     return AXE_JS
+
+
+@pytest.fixture
+def phone_page(browser, stack, axe_script):
+    """A fresh phone-sized browser context on the shared stack, with axe loaded: (context, page)."""
+    context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
+    context.set_default_timeout(10_000)
+    context.add_init_script(path=str(axe_script))
+    yield context, context.new_page()
+    context.close()

@@ -18,15 +18,6 @@ from .pages import DEVICES, SCREENSHOTS, check_layout, signed_in, status_card, w
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def phone_page(browser, stack, axe_script):
-    context = browser.new_context(**DEVICES["phone"], base_url=stack.web_url)
-    context.set_default_timeout(10_000)
-    context.add_init_script(path=str(axe_script))
-    yield context, context.new_page()
-    context.close()
-
-
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"phone-language-{name}.png"), full_page=True, animations="disabled")
