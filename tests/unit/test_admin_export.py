@@ -144,3 +144,13 @@ def test_a_refused_export_sends_nothing_and_is_not_audited(as_admin, db, custome
     response = as_admin.get(url)
     assert response.status_code == 400 and response.mimetype == "text/html"
     assert exports(db) == []
+
+
+def test_the_audit_filter_offers_every_action_the_code_writes():
+    """A literal action the code audits but the filter leaves out could never be picked on the audit page."""
+    import re
+    from pathlib import Path
+
+    from app.admin.export import AUDIT_ACTIONS
+    written = {m for path in Path("app").rglob("*.py") for m in re.findall(r'action="([a-z_]+)"', path.read_text())}
+    assert written and written <= AUDIT_ACTIONS, sorted(written - AUDIT_ACTIONS)
