@@ -51,3 +51,11 @@ def _no_outage_remembered():
     web_database.ok()
     yield
     web_database.ok()
+
+
+@pytest.fixture
+def alice(app, db):
+    """A registered customer, alice, with no words yet (the money tests' account)."""
+    from app.auth.service import register
+    with app.app_context():
+        return register(db, "alice", "password123", "254712345678")

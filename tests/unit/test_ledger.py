@@ -5,26 +5,15 @@ How a payment's outcome becomes a credit is in test_settlement.py.
 import pytest
 
 from app import ledger
-from app.auth.service import register
 from app.payments import records
 from tests.support.factories import checkout_payment, success_outcome
 from app.payments import settlement
 
-@pytest.fixture
-def user(app, db):
-    with app.app_context():
-        return register(db, "alice", "password123", "254712345678")
-
-
-def words(db):
-    return ledger.balance(db, "alice")
-
-
-def test_spend_is_whole_or_nothing_and_idempotent(db, user):
-    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+def test_spend_is_whole_or_nothing_and_idempotent(db, alice):
+    settlement.settle(db, checkout_payment(db, alice)["_id"], success_outcome())
     with pytest.raises(ledger.InsufficientWords):
         ledger.spend(db, "alice", 10_001, "too-much-1", channel="api")
-    assert words(db) == 10_000
+    assert ledger.balance(db, "alice") == 10_000
     first = ledger.spend(db, "alice", 400, "spend-0001", channel="api")
     again = ledger.spend(db, "alice", 400, "spend-0001", channel="api")
     assert (first.balance, again.balance, again.replayed) == (9_600, 9_600, True)
@@ -35,24 +24,24 @@ def test_spend_is_whole_or_nothing_and_idempotent(db, user):
     assert ledger.check_invariants(db) == []
 
 
-def test_a_debit_that_loses_a_race_is_refused_not_negative(db, user):
-    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+def test_a_debit_that_loses_a_race_is_refused_not_negative(db, alice):
+    settlement.settle(db, checkout_payment(db, alice)["_id"], success_outcome())
     entry, _ = ledger.post_entry(db, "spend:alice:race", "alice", -10_001, "spend")
-    assert entry["state"] == "refused" and words(db) == 10_000
+    assert entry["state"] == "refused" and ledger.balance(db, "alice") == 10_000
     assert ledger.check_invariants(db) == []
 
 
-def test_adjustments_need_a_reason_and_never_go_negative(db, user):
+def test_adjustments_need_a_reason_and_never_go_negative(db, alice):
     with pytest.raises(ValueError):
         ledger.adjust(db, "alice", 100, actor="ops", reason="")
     ledger.adjust(db, "alice", 100, actor="ops", reason="goodwill")
     with pytest.raises(ledger.InsufficientWords):
         ledger.adjust(db, "alice", -101, actor="ops", reason="too much")
-    assert words(db) == 100 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 100 and ledger.check_invariants(db) == []
 
 
-def test_repair_finishes_each_crash_window(db, user):
-    payment = checkout_payment(db, user)
+def test_repair_finishes_each_crash_window(db, alice):
+    payment = checkout_payment(db, alice)
     # Window 1: entry written, balance not yet touched.
     db.ledger.insert_one(ledger._entry_doc("payment:" + str(payment["_id"]), "alice", 10_000, "purchase",
                                            payment_id=str(payment["_id"])))
@@ -68,34 +57,34 @@ def test_repair_finishes_each_crash_window(db, user):
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"settled_at": a_while_ago}})
     fixed = ledger.repair(db)
     assert fixed == {"entries": 2, "credits": 1, "ambiguous": 0}
-    assert words(db) == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
+    assert ledger.balance(db, "alice") == 10_005 and db.ledger.count_documents({"state": "pending"}) == 0
     assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 0}
-    assert words(db) == 10_005 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 10_005 and ledger.check_invariants(db) == []
 
 
-def test_old_completed_payments_without_the_credited_field_are_marked_then_repaired(db, user):
+def test_old_completed_payments_without_the_credited_field_are_marked_then_repaired(db, alice):
     """Records from before `credited: false` existed: init-db marks them, the repair pass credits them."""
-    payment = checkout_payment(db, user)
+    payment = checkout_payment(db, alice)
     a_while_ago = ledger.utcnow() - ledger.timedelta(seconds=10)
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"status": "completed", "mpesa_receipt": "R000000002",
                                                               "settled_at": a_while_ago}, "$unset": {"open_slot": ""}})
-    credited = checkout_payment(db, user, key="k-00000002")
+    credited = checkout_payment(db, alice, key="k-00000002")
     db.payments.update_one({"_id": credited["_id"]}, {"$set": {"status": "completed", "credited": True}})
     assert ledger.repair(db)["credits"] == 0  # the indexed query does not see the old shape...
     from app.dbsetup import init_db
     init_db(db)  # ...until the one-off marks it
     assert db.payments.find_one({"_id": credited["_id"]})["credited"] is True
     assert ledger.repair(db)["credits"] == 1
-    assert words(db) == 10_000 and db.payments.find_one({"_id": payment["_id"]})["credited"] is True
+    assert ledger.balance(db, "alice") == 10_000 and db.payments.find_one({"_id": payment["_id"]})["credited"] is True
 
 
-def test_invariant_check_catches_drift(db, user):
-    settlement.settle(db, checkout_payment(db, user)["_id"], success_outcome())
+def test_invariant_check_catches_drift(db, alice):
+    settlement.settle(db, checkout_payment(db, alice)["_id"], success_outcome())
     db.users.update_one({"username": "alice"}, {"$inc": {"words_remaining": 7}})
     assert ledger.check_invariants(db) == ["user alice: balance 10007 but ledger says 10000"]
 
 
-def test_an_entry_older_than_the_remembered_keys_is_left_for_an_operator(db, user, monkeypatch):
+def test_an_entry_older_than_the_remembered_keys_is_left_for_an_operator(db, alice, monkeypatch):
     monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
     ledger.adjust(db, "alice", 100, actor="ops", reason="start", key="adjustment:alice:start")
     # Crash window 2: applied to the balance, then the process died before marking it.
@@ -107,11 +96,11 @@ def test_an_entry_older_than_the_remembered_keys_is_left_for_an_operator(db, use
         ledger.adjust(db, "alice", 1, actor="ops", reason=f"later {i}", key=f"adjustment:alice:later{i}")
     assert key not in db.users.find_one({"username": "alice"})["applied_keys"]
     assert ledger.repair(db)["ambiguous"] == 1
-    assert words(db) == 108  # not applied a second time
+    assert ledger.balance(db, "alice") == 108  # not applied a second time
     assert db.ledger.find_one({"_id": key})["state"] == "pending"
 
 
-def test_a_recent_crashed_entry_within_the_window_is_finished(db, user, monkeypatch):
+def test_a_recent_crashed_entry_within_the_window_is_finished(db, alice, monkeypatch):
     monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
     for i in range(3):
         ledger.adjust(db, "alice", 1, actor="ops", reason=f"early {i}", key=f"adjustment:alice:early{i}")
@@ -124,15 +113,15 @@ def test_a_recent_crashed_entry_within_the_window_is_finished(db, user, monkeypa
         db.ledger.update_one({"_id": f"adjustment:alice:early{early}"},
                              {"$set": {"applied_at": ledger.utcnow() - ledger.timedelta(seconds=20)}})
     assert ledger.repair(db) == {"entries": 1, "credits": 0, "ambiguous": 0}
-    assert words(db) == 8 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 8 and ledger.check_invariants(db) == []
 
 
 # ---------------------------------------------------------------- a purchase, journaled by its payment
 
 
-def settled_uncredited(db, user, key="k-00000003", receipt="R000000003"):
+def settled_uncredited(db, alice, key="k-00000003", receipt="R000000003"):
     """A payment whose settling write went through, and then the process died."""
-    payment = checkout_payment(db, user, key=key)
+    payment = checkout_payment(db, alice, key=key)
     a_while_ago = ledger.utcnow() - ledger.timedelta(seconds=10)
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {
         "status": "completed", "mpesa_receipt": receipt, "credited": False, "settled_at": a_while_ago},
@@ -150,8 +139,8 @@ def apply_only(db, payment):
 @pytest.mark.parametrize("window", ["settled", "applied", "entry written"])
 
 
-def test_a_purchase_crashed_in_any_window_is_credited_once(db, user, window):
-    payment = settled_uncredited(db, user)
+def test_a_purchase_crashed_in_any_window_is_credited_once(db, alice, window):
+    payment = settled_uncredited(db, alice)
     if window in ("applied", "entry written"):
         apply_only(db, payment)
     if window == "entry written":
@@ -161,20 +150,20 @@ def test_a_purchase_crashed_in_any_window_is_credited_once(db, user, window):
     # In flight, yet the books agree: the payment journals what the ledger does not yet hold.
     assert ledger.check_invariants(db) == []
     assert ledger.repair(db) == {"entries": 0, "credits": 1, "ambiguous": 0}
-    assert words(db) == payment["words"]
+    assert ledger.balance(db, "alice") == payment["words"]
     entry = db.ledger.find_one({"_id": f"payment:{payment['_id']}"})
     assert entry["state"] == "applied" and entry["delta"] == payment["words"]
     assert records.get(db, payment["_id"])["credited"] is True
     assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 0}
-    assert words(db) == payment["words"] and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == payment["words"] and ledger.check_invariants(db) == []
 
 
-def test_a_purchase_applied_before_a_crash_and_aged_out_of_the_keys_is_left_for_an_operator(db, user, monkeypatch):
+def test_a_purchase_applied_before_a_crash_and_aged_out_of_the_keys_is_left_for_an_operator(db, alice, monkeypatch):
     monkeypatch.setattr(ledger, "APPLIED_KEYS_KEPT", 3)
-    payment = settled_uncredited(db, user)
+    payment = settled_uncredited(db, alice)
     apply_only(db, payment)
     for i in range(3):  # newer entries push the crashed purchase's key out of the remembered window
         ledger.adjust(db, "alice", 1, actor="ops", reason=f"later {i}", key=f"adjustment:alice:later{i}")
     assert ledger.repair(db) == {"entries": 0, "credits": 0, "ambiguous": 1}
-    assert words(db) == payment["words"] + 3  # never applied a second time
+    assert ledger.balance(db, "alice") == payment["words"] + 3  # never applied a second time
     assert records.get(db, payment["_id"])["credited"] is False

@@ -4,33 +4,22 @@ from decimal import Decimal
 import pytest
 
 from app import ledger
-from app.auth.service import register
 from app.payments import records
 from app.payments.outcomes import expired, from_result
 from tests.support.factories import checkout_payment, success_outcome
 from app.payments import settlement
 
-@pytest.fixture
-def user(app, db):
-    with app.app_context():
-        return register(db, "alice", "password123", "254712345678")
-
-
-def words(db):
-    return ledger.balance(db, "alice")
-
-
-def test_success_credits_the_plan_once_whatever_repeats(db, user):
-    payment = checkout_payment(db, user)
+def test_success_credits_the_plan_once_whatever_repeats(db, alice):
+    payment = checkout_payment(db, alice)
     assert settlement.settle(db, payment["_id"], success_outcome()).effect == "credited"
     for _ in range(3):
         assert settlement.settle(db, payment["_id"], success_outcome()).effect == "ignored: already completed"
-    assert words(db) == 10_000 and db.ledger.count_documents({}) == 1
+    assert ledger.balance(db, "alice") == 10_000 and db.ledger.count_documents({}) == 1
     assert ledger.check_invariants(db) == []
 
 
-def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, user):
-    payment = checkout_payment(db, user)
+def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, alice):
+    payment = checkout_payment(db, alice)
     assert settlement.settle(db, payment["_id"], from_result(1032, "cancelled", via="callback")).effect == "settled cancelled"
     assert settlement.settle(db, payment["_id"], from_result(1037, "timeout", via="query")).effect == "ignored: already cancelled"
     assert settlement.settle(db, payment["_id"], success_outcome()).effect == "credited"
@@ -40,21 +29,21 @@ def test_failures_do_not_overwrite_each_other_and_success_outranks_them(db, user
     assert ledger.check_invariants(db) == []
 
 
-def test_query_failure_after_success_flags_but_never_downgrades(db, user):
-    payment = checkout_payment(db, user)
+def test_query_failure_after_success_flags_but_never_downgrades(db, alice):
+    payment = checkout_payment(db, alice)
     settlement.settle(db, payment["_id"], success_outcome())
     result = settlement.settle(db, payment["_id"], from_result(1032, "cancelled", via="query"))
     doc = records.get(db, payment["_id"])
     assert result.effect == "flagged for review" and doc["status"] == "completed" and doc["needs_review"]
-    assert words(db) == 10_000
+    assert ledger.balance(db, "alice") == 10_000
 
 
-def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db, user):
-    payment = checkout_payment(db, user)
+def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db, alice):
+    payment = checkout_payment(db, alice)
     assert settlement.settle(db, payment["_id"], from_result(0, "ok", via="query")).effect == "credited"
     settlement.settle(db, payment["_id"], success_outcome(receipt="LATE000001"))
     doc = records.get(db, payment["_id"])
-    assert doc["mpesa_receipt"] == "LATE000001" and words(db) == 10_000
+    assert doc["mpesa_receipt"] == "LATE000001" and ledger.balance(db, "alice") == 10_000
 
 
 @pytest.mark.parametrize("outcome,reason", [
@@ -64,27 +53,27 @@ def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db,
 ])
 
 
-def test_mismatch_goes_to_review_and_operator_decides(db, user, outcome, reason):
-    payment = checkout_payment(db, user)
+def test_mismatch_goes_to_review_and_operator_decides(db, alice, outcome, reason):
+    payment = checkout_payment(db, alice)
     assert settlement.settle(db, payment["_id"], outcome).effect == "held for review"
     doc = records.get(db, payment["_id"])
-    assert doc["status"] == "review" and reason in doc["review_reason"] and words(db) == 0
+    assert doc["status"] == "review" and reason in doc["review_reason"] and ledger.balance(db, "alice") == 0
     with pytest.raises(ValueError):
         settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason=" ")
     settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="confirmed with customer")
-    assert words(db) == 10_000 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 10_000 and ledger.check_invariants(db) == []
 
 
-def test_one_receipt_never_credits_two_payments(db, user):
-    first = checkout_payment(db, user, key="k-first-001")
+def test_one_receipt_never_credits_two_payments(db, alice):
+    first = checkout_payment(db, alice, key="k-first-001")
     settlement.settle(db, first["_id"], success_outcome(receipt="SAME000001"))
-    second = checkout_payment(db, user, key="k-second-01")
+    second = checkout_payment(db, alice, key="k-second-01")
     assert settlement.settle(db, second["_id"], success_outcome(receipt="SAME000001")).effect == "held for review"
-    assert words(db) == 10_000 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 10_000 and ledger.check_invariants(db) == []
 
 
-def test_a_fresh_credit_writes_no_pending_entry(db, user, monkeypatch):
-    payment = checkout_payment(db, user)
+def test_a_fresh_credit_writes_no_pending_entry(db, alice, monkeypatch):
+    payment = checkout_payment(db, alice)
     inserted = []
     real_insert = db.ledger.insert_one
     monkeypatch.setattr(db.ledger, "insert_one", lambda doc, *a, **k: inserted.append(dict(doc)) or real_insert(doc))
