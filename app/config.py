@@ -194,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOGIN_ACCOUNT_RATE_LIMIT", _str, "100 per hour",
             "log-in attempts allowed per account from all addresses together (a ceiling above LOGIN_RATE_LIMIT)"),
     Setting("PAYMENT_RATE_LIMIT", _str, "6 per minute", "checkouts allowed per customer"),
-    Setting("API_RATE_LIMIT", _str, "120 per minute", "JSON API calls allowed per API key"),
+    Setting("API_RATE_LIMIT", _str, "120 per minute", "JSON API calls allowed per account, whatever its key"),
     Setting("JOB_LEASE_SECONDS", _int(5), "30", "how long a worker owns a job between heartbeats"),
     Setting("JOB_MAX_ATTEMPTS", _int(1), "5", "attempts before a job is dead-lettered"),
     Setting("JOB_BACKOFF_SECONDS", _float, "2", "first retry delay; doubles each attempt, with jitter"),

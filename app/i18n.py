@@ -92,9 +92,16 @@ def switch():
         return redirect(back, code=303)
     if current_user.is_authenticated:
         set_language(get_db(), current_user, form.lang.data)
-    response = redirect(back, code=303)
-    response.set_cookie(COOKIE, form.lang.data, max_age=COOKIE_DAYS * 86400, httponly=True, samesite="Lax",
-                        secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")))
+    return keep_language(redirect(back, code=303), form.lang.data)
+
+
+def keep_language(response, language: str | None):
+    """Leave `language` in the cookie that speaks for a visitor not logged in (none: unchanged).
+
+    Logging out uses it too: the account's choice then still speaks on the pages that follow."""
+    if language in LANGUAGES:
+        response.set_cookie(COOKIE, language, max_age=COOKIE_DAYS * 86400, httponly=True, samesite="Lax",
+                            secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")))
     return response
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 from bson import ObjectId
 from bson.errors import InvalidId
@@ -156,17 +157,48 @@ def close_session(db, user: User) -> None:
         db.users.update_one({"_id": ObjectId(user.id)}, {"$pull": {"sessions": user.session_id}})
 
 
-def close_all_sessions(db, user_id: str) -> None:
-    """Log the account out everywhere: every session cookie and remember cookie stops working."""
-    db.users.update_one({"_id": ObjectId(user_id)}, {"$set": {"sessions": []}})
+# What recovery takes from whoever held the account: every log-in, and the API key they may
+# have made (a key outlives any log-in). Every recovery write goes through _shut_out, so no
+# path (a password change, "log out everywhere", an operator's reset, a reset by link) can
+# end the log-ins and forget the key.
+API_KEY_FIELDS = ("api_key_hash", "api_key_hint", "api_key_created_at")
 
 
-def set_password(db, user_id: str, password_hash: str) -> None:
-    """A new password ends every log-in, so whoever knew the old one is shut out at once,
-    and every reset link issued before it stops working (their nonce is gone)."""
-    db.users.update_one({"_id": ObjectId(user_id)},
-                        {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()},
-                         "$unset": {"reset_nonce": ""}})
+@dataclass(frozen=True)
+class ShutOut:
+    """What a recovery write ended: always every log-in; the API key when there was one."""
+    username: str
+    api_key_retired: bool
+
+    @property
+    def summary(self) -> str:
+        """For the audit log."""
+        return "every log-in ended; " + ("API key retired" if self.api_key_retired else "no API key to retire")
+
+
+def _shut_out(db, query: dict, also_set: dict | None = None, also_unset: tuple = ()) -> ShutOut | None:
+    """End every log-in and retire the API key of the account `query` names, in one write
+    with the caller's own changes; None when no account matched."""
+    before = db.users.find_one_and_update(
+        query, {"$set": {"sessions": [], **(also_set or {})},
+                "$unset": {name: "" for name in (*API_KEY_FIELDS, *also_unset)}},
+        projection={"username": 1, "api_key_hash": 1}, return_document=ReturnDocument.BEFORE)
+    if before is None:
+        return None
+    return ShutOut(username=before["username"], api_key_retired=bool(before.get("api_key_hash")))
+
+
+def close_all_sessions(db, user_id: str) -> ShutOut | None:
+    """Log the account out everywhere: every session cookie and remember cookie stops working,
+    and so does the API key (see _shut_out)."""
+    return _shut_out(db, {"_id": ObjectId(user_id)})
+
+
+def set_password(db, user_id: str, password_hash: str) -> ShutOut | None:
+    """A new password ends every log-in and retires the API key, so whoever knew the old one
+    is shut out at once, and every reset link issued before it stops working (their nonce is gone)."""
+    return _shut_out(db, {"_id": ObjectId(user_id)},
+                     {"password": password_hash, "password_changed_at": utcnow()}, ("reset_nonce",))
 
 
 # ---------------------------------------------------------------- password reset links
@@ -196,18 +228,15 @@ def has_reset_nonce(db, user_id: str, nonce: str) -> bool:
         return False
 
 
-def reset_password(db, user_id: str, nonce: str, password_hash: str) -> dict | None:
+def reset_password(db, user_id: str, nonce: str, password_hash: str) -> ShutOut | None:
     """Set the password only while `nonce` is still the account's: two uses of one link,
     even at the same instant, change it once. Ends every log-in and retires the API key
-    (whoever held the account may have made one). The account, or None."""
+    (see _shut_out). None when the link was used already."""
     try:
         query = {"_id": ObjectId(user_id), "reset_nonce": nonce}
     except (InvalidId, TypeError):
         return None
-    return db.users.find_one_and_update(
-        query, {"$set": {"password": password_hash, "sessions": [], "password_changed_at": utcnow()},
-                "$unset": {"reset_nonce": "", "api_key_hash": "", "api_key_hint": "", "api_key_created_at": ""}},
-        projection={"username": 1, "email": 1}, return_document=ReturnDocument.AFTER)
+    return _shut_out(db, query, {"password": password_hash, "password_changed_at": utcnow()}, ("reset_nonce",))
 
 
 def backfill_username_keys(db) -> list[list[str]]:

@@ -109,10 +109,10 @@ def create_admin_command(username, promote, yes):
 @click.option("--reason", required=True, help="Why (kept in the audit log), e.g. the support ticket.")
 @with_appcontext
 def reset_password_command(username, reason):
-    """Give an account a new password (asked twice) and end every log-in it has.
+    """Give an account a new password (asked twice), end every log-in it has and retire its API key.
 
     For a customer who lost access: every session and "keep me logged in" cookie of
-    the account stops working at once, whoever holds them.
+    the account, and its API key, stop working at once, whoever holds them.
     """
     db = get_db()
     user = users.get_by_username(db, username.strip())
@@ -123,7 +123,12 @@ def reset_password_command(username, reason):
     problem = passwords.problem(password, user.username)
     if problem:
         raise click.ClickException(problem)
-    users.set_password(db, user.id, hash_password(password))
+    shut = users.set_password(db, user.id, hash_password(password))
+    if shut is None:
+        raise click.ClickException(f"The account {user.username} was removed meanwhile; nothing changed.")
     audit.record(db, actor="flask reset-password", action="reset_password", target_type="user",
-                 target_id=user.username, reason=reason[:500], result="every log-in ended")
+                 target_id=user.username, reason=reason[:500], result=shut.summary)
     click.echo(f"{user.username} has a new password; every log-in of the account has ended.")
+    if shut.api_key_retired:
+        click.echo("Their API key is retired too (whoever held the account may have made it): "
+                   "they make a new one on their profile if a program of theirs uses it.")

@@ -97,17 +97,18 @@ def read(db, config: Mapping[str, Any], token: str, now: datetime | None = None)
 
 
 def complete(db, config: Mapping[str, Any], token: str, new_password: str,
-             now: datetime | None = None) -> users.User:
-    """Set the new password (the caller checked it against the password rules) and end every
-    log-in of the account, once per link; audited. Raises LinkProblem."""
+             now: datetime | None = None) -> users.ShutOut:
+    """Set the new password (the caller checked it against the password rules), end every
+    log-in of the account and retire its API key, once per link; audited. Raises LinkProblem."""
     user, nonce, kind = read(db, config, token, now)
-    if users.reset_password(db, user.id, nonce, hash_password(new_password)) is None:
+    shut = users.reset_password(db, user.id, nonce, hash_password(new_password))
+    if shut is None:
         raise UNUSABLE  # the same link was used a moment ago
     how = "an e-mailed reset link" if kind == BY_EMAIL else "a reset link from an operator"
     audit.record(db, actor=user.username, action="password_reset", target_type="user", target_id=user.username,
-                 reason=f"the customer used {how}", result="new password; every log-in ended; API key retired")
-    log.info("password of %s reset with %s; every log-in ended", user.username, how)
-    return user
+                 reason=f"the customer used {how}", result="new password; " + shut.summary)
+    log.info("password of %s reset with %s; %s", user.username, how, shut.summary)
+    return shut
 
 
 # ---------------------------------------------------------------- "forgot password"

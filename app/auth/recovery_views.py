@@ -9,15 +9,15 @@ import logging
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
-from flask_login import logout_user
 
 from ..db import get_db
 from ..extensions import limiter
+from ..i18n import keep_language
 from ..ratelimits import fail_closed
 from .. import users
 from . import bp, recovery
 from .forms import ForgotPasswordForm, ResetPasswordForm
-from .views import _address_key, _setting
+from .views import _address_key, _setting, end_browser_session, say_key_retired
 
 log = logging.getLogger("lipia.auth")
 
@@ -104,15 +104,15 @@ def reset_password():
     form = ResetPasswordForm(username=user.username)
     if form.validate_on_submit():
         try:
-            recovery.complete(db, config, token, form.new_password.data)
+            shut = recovery.complete(db, config, token, form.new_password.data)
         except recovery.LinkProblem as problem:
             session.pop(RESET_SESSION, None)
             return _no_store(current_app.make_response(_link_problem(problem)))
         # Every log-in of the account has ended; this browser starts afresh too.
-        logout_user()
-        session.clear()
+        language = end_browser_session()
         flash(gettext("Your password is changed. Log in with your new password. "
                       "Every device that was logged in has been logged out."), "success")
-        return redirect(url_for("auth.login"), code=303)
+        say_key_retired(shut)
+        return keep_language(redirect(url_for("auth.login"), code=303), language)
     page = render_template("auth/reset.html", form=form, username=user.username)
     return _no_store(current_app.make_response((page, 400 if request.method == "POST" else 200)))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..extensions import bcrypt
-from .. import users
+from .. import audit, users
 from .passwords import fits_bcrypt
 
 # Checking a made-up hash for unknown usernames keeps login time the same either way,
@@ -44,6 +44,19 @@ def authenticate(db, username: str, password: str) -> users.User | None:
     return user
 
 
-def change_password(db, user: users.User, new_password: str) -> None:
-    """Ends every log-in of the account (see users.set_password)."""
-    users.set_password(db, user.id, hash_password(new_password))
+def change_password(db, user: users.User, new_password: str) -> users.ShutOut | None:
+    """Ends every log-in of the account and retires its API key (see users.set_password); audited."""
+    shut = users.set_password(db, user.id, hash_password(new_password))
+    if shut is not None:
+        audit.record(db, actor=user.username, action="password_change", target_type="user", target_id=user.username,
+                     reason="the customer changed it on the profile page", result="new password; " + shut.summary)
+    return shut
+
+
+def log_out_everywhere(db, user: users.User) -> users.ShutOut | None:
+    """Every log-in ends and the API key is retired (see users.close_all_sessions); audited."""
+    shut = users.close_all_sessions(db, user.id)
+    if shut is not None:
+        audit.record(db, actor=user.username, action="log_out_everywhere", target_type="user",
+                     target_id=user.username, reason="the customer chose \"Log out everywhere\"", result=shut.summary)
+    return shut

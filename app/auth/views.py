@@ -8,13 +8,13 @@ from limits import parse
 
 from ..db import get_db
 from ..extensions import limiter, refused
-from ..i18n import current_language
+from ..i18n import current_language, keep_language, stored_choice
 from ..ratelimits import fail_closed
 from ..security import safe_next
 from .. import notices, users
 from . import bp
 from .forms import ApiKeyForm, LoginForm, PasswordChangeForm, ProfileForm, RegisterForm, SessionsForm
-from .service import authenticate, change_password, password_matches, register
+from .service import authenticate, change_password, log_out_everywhere, password_matches, register
 
 NEW_KEY_SESSION = "new_api_key"
 # A new key waits in the session only until its page is shown, and never longer than this.
@@ -88,6 +88,26 @@ def _log_in(user, remember=False):
     login_user(user, remember=remember)
 
 
+def end_browser_session():
+    """Log this browser out and forget all its session carried: a reset link, a new API key
+    not yet shown, an operator's reset link. The session cookie is signed, not encrypted, so
+    whoever copies it later must find nothing in it. Clearing comes first: logout_user then
+    marks the remember cookie for deletion in the fresh session. The language is not in the
+    session (see i18n): the account's choice is returned, for the caller to keep in its cookie."""
+    current_language()  # this answer's words speak the customer's language, fixed while still signed in
+    choice = stored_choice()
+    session.clear()
+    logout_user()
+    return choice
+
+
+def say_key_retired(shut) -> None:
+    """Tell the customer their API key was retired by the recovery they just made."""
+    if shut is not None and shut.api_key_retired:
+        flash(_("Your API key no longer works, in case someone else had it. If a program of yours "
+                "uses it, make a new key on your profile."), "warning")
+
+
 @bp.route("/register", methods=["GET", "POST"])
 @limiter.limit(_setting("LOGIN_ADDRESS_RATE_LIMIT"), methods=["POST"], key_func=_address_key)
 def register_view():
@@ -141,20 +161,22 @@ def logout():
     if current_user.is_authenticated:
         # Ends this log-in in the database: a copy of the cookie taken before is worthless.
         users.close_session(get_db(), current_user._get_current_object())
-    logout_user()
+    language = end_browser_session()
     flash(_("You are logged out."), "info")
-    return redirect(url_for("plans.index"))
+    return keep_language(redirect(url_for("plans.index")), language)
 
 
 @bp.route("/logout/everywhere", methods=["POST"])
 @login_required
 def logout_everywhere():
     """End every log-in of this account, on every device."""
-    if SessionsForm().validate_on_submit():
-        users.close_all_sessions(get_db(), current_user.id)
-        logout_user()
-        flash(_("You are logged out on every device and browser. Log in again to continue."), "info")
-    return redirect(url_for("auth.login"))
+    if not SessionsForm().validate_on_submit():
+        return redirect(url_for("auth.login"))
+    shut = log_out_everywhere(get_db(), current_user._get_current_object())
+    language = end_browser_session()
+    flash(_("You are logged out on every device and browser. Log in again to continue."), "info")
+    say_key_retired(shut)
+    return keep_language(redirect(url_for("auth.login")), language)
 
 
 def _profile_form(doc, formdata=None):
@@ -201,10 +223,11 @@ def password():
             form.current_password.errors.append(_("That is not your current password."))
         else:
             user = current_user._get_current_object()
-            change_password(get_db(), user, form.new_password.data)
+            shut = change_password(get_db(), user, form.new_password.data)
             # Every log-in ended with the old password, this one included; carry on in a new one.
             _log_in(user)
             flash(_("Your password is changed. Every other device and browser is logged out."), "success")
+            say_key_retired(shut)
             return redirect(url_for("auth.profile"))
     return _render_profile(_profile_form(current_user.doc, formdata=None), password_form=form, status=400)
 
@@ -218,13 +241,27 @@ def _no_store(response):
     return response
 
 
+@bp.before_app_request
+def _forget_a_key_never_shown():
+    """A new key whose page was never opened (a lost connection, a closed tab) leaves the
+    session cookie at the next request once its time to be shown is up."""
+    if current_app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        return
+    pending = session.get(NEW_KEY_SESSION)
+    if pending is not None and not _fresh(pending):
+        session.pop(NEW_KEY_SESSION, None)
+
+
+def _fresh(pending) -> bool:
+    return isinstance(pending, dict) and time.time() - float(pending.get("at", 0)) < NEW_KEY_SHOWN_FOR_SECONDS
+
+
 @bp.route("/profile/api-key", methods=["GET"])
 @login_required
 def api_key():
     """Shows a new key once (then it is gone from the session), or asks to confirm a rotation."""
     pending = session.pop(NEW_KEY_SESSION, None) or {}
-    fresh = isinstance(pending, dict) and time.time() - float(pending.get("at", 0)) < NEW_KEY_SHOWN_FOR_SECONDS
-    new_key = pending.get("key") if fresh else None
+    new_key = pending.get("key") if _fresh(pending) else None
     page = render_template("auth/api_key.html", new_api_key=new_key, key_form=ApiKeyForm(),
                            api_key_hint=(new_key or "")[:8] or current_user.doc.get("api_key_hint"))
     return _no_store(current_app.make_response(page))

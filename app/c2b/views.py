@@ -45,7 +45,9 @@ def _claim_limit():
 
 
 def _claimer():
-    return f"claim:{current_user.get_id()}"
+    # Per account, not per log-in (get_id() names the log-in too): logging in again must
+    # not buy another round of Transaction Status queries.
+    return f"claim:{current_user.id}"
 
 
 @bp.route("/payments/<payment_id>/claim", methods=["POST"])

@@ -23,7 +23,9 @@ def _payment_limit():
 
 
 def _user_key():
-    return f"checkout:{current_user.get_id()}"
+    # Per account, not per log-in (get_id() names the log-in too): logging in again must
+    # not buy another round of prompts to any number.
+    return f"checkout:{current_user.id}"
 
 
 @bp.route("/checkout/<plan_code>", methods=["GET", "POST"])

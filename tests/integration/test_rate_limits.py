@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 
 WINDOW_SECONDS = 3
 CEILING = 4
+PER_CUSTOMER = 2  # checkouts and receipt claims per hour, in the `limited` stack
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def limited(mongo_base):
     tests can speak from different addresses."""
     stack = start_stack(mongo_base, workers=0, LOGIN_RATE_LIMIT=f"2 per {WINDOW_SECONDS} seconds",
                         LOGIN_ACCOUNT_RATE_LIMIT=f"{CEILING} per minute", LOGIN_ADDRESS_RATE_LIMIT="1000 per minute",
-                        TRUSTED_PROXY_COUNT="1")
+                        TRUSTED_PROXY_COUNT="1", PAYMENT_RATE_LIMIT=f"{PER_CUSTOMER} per hour",
+                        RECEIPT_CLAIM_RATE_LIMIT=f"{PER_CUSTOMER} per hour")
     yield stack
     stack.stop()
 
@@ -80,6 +82,40 @@ def test_a_stranger_who_fills_the_accounts_ceiling_from_many_addresses_cannot_lo
     # ... and the owner, from their own address, with the right password, gets in.
     assert _login(owner, owner.password, "198.51.100.8").status_code == 302
     assert owner.get("/profile", allow_redirects=False).status_code == 200
+    assert_money_invariants(limited.db)
+
+
+def _log_in_again(customer: Customer) -> None:
+    _, fields = customer.form("/profile")
+    customer.http.post(customer.base + "/logout", data=fields, timeout=10, allow_redirects=False)
+    assert customer.login().status_code == 302
+
+
+def _refused(customer: Customer, response: requests.Response) -> bool:
+    return response.status_code == 303 and "Too many attempts" in customer.get(response.headers["Location"]).text
+
+
+def test_the_checkout_limit_counts_per_customer_not_per_log_in(limited):
+    customer = Customer(limited.web_url)
+    assert customer.register().status_code == 302
+    for _ in range(PER_CUSTOMER):  # the first starts a payment, the next finds it waiting: both count
+        customer.checkout()
+    _log_in_again(customer)
+    assert _refused(customer, customer.post_form("/checkout/basic", {"phone_number": customer.phone}))
+    assert_money_invariants(limited.db)
+
+
+def test_the_receipt_claim_limit_counts_per_customer_not_per_log_in(limited):
+    customer = Customer(limited.web_url)
+    assert customer.register().status_code == 302
+    payment_id = customer.checkout()
+
+    def claim():
+        return customer.post_form(f"/payments/{payment_id}/claim", {"receipt": "RKL51ZDR4F"},
+                                  form_path=f"/payments/{payment_id}")
+    assert [claim().status_code for _ in range(PER_CUSTOMER)] == [302] * PER_CUSTOMER
+    _log_in_again(customer)
+    assert _refused(customer, claim())
     assert_money_invariants(limited.db)
 
 
