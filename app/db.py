@@ -172,7 +172,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("credited", ASCENDING), ("settled_at", ASCENDING)], name="uncredited"),
         # One payment waiting on the phone per customer: see app.payments.records.OPEN_SLOT.
         IndexModel([("open_slot", ASCENDING)], unique=True, sparse=True, name="open_slot_unique"),
+        # Legacy references (hex, from before app.payments.references) are looked up by this one;
+        # old data has duplicates among them, so it cannot be unique.
         IndexModel([("reference", ASCENDING)], name="reference"),
+        # Account references of the current format are unique: only they carry `reference_code`,
+        # so the index is sparse and old duplicates never stop init-db. The code alone (not the
+        # prefix) is unique, so an order stays found by it after the prefix setting changes.
+        IndexModel([("reference_code", ASCENDING)], unique=True, sparse=True, name="reference_code_unique"),
         IndexModel([("review_receipt", ASCENDING)], sparse=True, name="review_receipt"),
     ],
     "c2b_payments": [

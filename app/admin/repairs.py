@@ -170,6 +170,9 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     reason = _reason(reason)
     payment = _payment(db, payment_id)
     if payment["status"] == states.REVIEW:
+        unpaid = settlement.unpaid_review(payment) if approve else None
+        if unpaid:
+            raise RepairError(f"Not approved: {unpaid}.")
         receipt = payment.get("review_receipt")
         other = store.receipt_used_elsewhere(db, receipt, payment["_id"]) if approve and receipt else None
         if other:

@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from ..db import get_db
 from ..pagination import paginate, requested_page
+from ..payments import settlement
 from ..security import safe_next
 from . import bp, export, labels, repairs, store
 from ..auth.recovery import CannotIssueLink, OperatorLink, operator_reset_link
@@ -118,7 +119,8 @@ def _payment_page(payment_id, status: int = 200, refund_preview=None, **forms):
     defaults.update(forms)
     return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
                            ending=labels.ending(payment), via_label=labels.short_source,
-                           refund_preview=refund_preview, refresh=store.awaiting_query_answer(payment)), status
+                           refund_preview=refund_preview, refresh=store.awaiting_query_answer(payment),
+                           unpaid=settlement.unpaid_review(payment) if payment["status"] == "review" else None), status
 
 
 @bp.route("/payments/<payment_id>")

@@ -104,7 +104,7 @@ def parse_confirmation(raw: bytes | str) -> Confirmation:
 
 
 def account_key(typed: str, prefix: str) -> str:
-    """The order tail a customer meant, from the account number as they really typed it.
+    """A legacy (hex) order tail a customer meant, from the account number as they really typed it.
 
     "lipia ab12cd", "LIPIA-AB12CD", "ab12cd" and "LIPIAAB12CD" all give "AB12CD".
     """
@@ -137,7 +137,7 @@ def phone_matches(phone: str | None, msisdn: str) -> bool:
 
 
 def phone_is_exact(msisdn: str) -> bool:
-    """A hash (or a plain number) names one phone; a mask fits thousands."""
+    """A hash (or a plain number) names one phone; a mask fits thousands, so it names no one."""
     shown = msisdn.replace(" ", "")
     return bool(_HASH.match(shown.lower()) or shown.isdigit())
 

@@ -10,7 +10,11 @@ duplicate or concurrent confirmation finds the first one instead of booking twic
 A matched confirmation settles its order through `settlement.settle`, the path STK
 callbacks take; the order's unique `mpesa_receipt` index keeps one receipt on one
 order. Whatever cannot be credited as it stands (an unknown account number, a wrong
-amount, an order already paid) stays in `review` for an operator: never lost.
+amount, an order already paid, a till payer who cannot be told apart) stays in `review`
+for an operator: never lost. A payment that names an order but not its amount is held
+without touching that order (`named_payment_id` says which), so a stranger who pays KES 1
+to someone's account number cannot stop that order being paid; and it only ever pays an
+order of exactly its amount. Account numbers are described in app.payments.references.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from ..config import DEV_C2B_URL_SECRET
 from ..db import utcnow
 from ..mpesa import c2b as wire
 from ..mpesa.errors import CallbackError
-from . import records, settlement, states
+from . import records, references, settlement, states
 
 log = logging.getLogger("lipia.c2b")
 
@@ -55,11 +59,6 @@ def our_shortcodes(config: Mapping[str, Any]) -> set[str]:
 
 # ---------------------------------------------------------------- matching
 
-def _reference(config: Mapping[str, Any], tail: str) -> str:
-    prefix = str(config.get("MPESA_ACCOUNT_REFERENCE") or "")
-    return records.reference_for_tail(tail, prefix)
-
-
 def _open_since(config: Mapping[str, Any]):
     return utcnow() - timedelta(seconds=int(config.get("MPESA_C2B_OPEN_SECONDS") or 86400))
 
@@ -73,11 +72,32 @@ def _payable(payment: dict, since) -> bool:
 
 def orders_for_account(db, config: Mapping[str, Any], bill_ref: str) -> list[dict]:
     """The orders an account number could mean, newest first (case, spaces, missing prefix forgiven)."""
-    key = wire.account_key(bill_ref, str(config.get("MPESA_ACCOUNT_REFERENCE") or ""))
-    tail = key[-6:]
+    return _account_lookup(db, config, bill_ref)[0]
+
+
+def _account_lookup(db, config: Mapping[str, Any], bill_ref: str) -> tuple[list[dict], bool]:
+    """(the orders an account number names, whether it is a reference of ours with a typo in it)."""
+    code, typo = references.typed_code(bill_ref)
+    if code:
+        found = list(db.payments.find({"reference_code": code}, {"exchanges": 0}).limit(1))
+        if found:
+            return found, False
+    # A legacy hex reference can pass the new check by chance (one in 31): look it up as legacy too.
+    return _legacy_orders(db, config, bill_ref), typo
+
+
+def _legacy_orders(db, config: Mapping[str, Any], bill_ref: str) -> list[dict]:
+    """Orders from before random references: prefix + the last six hex digits of their ObjectId.
+
+    Those were neither secret nor unique (forked web workers counted alike), so several
+    orders may share one; the newest first, as before.
+    """
+    prefix = str(config.get("MPESA_ACCOUNT_REFERENCE") or "")
+    tail = wire.account_key(bill_ref, prefix)[-6:]
     if not _HEX_TAIL.match(tail):
         return []
-    return list(db.payments.find({"reference": _reference(config, tail)},
+    return list(db.payments.find({"reference": records.legacy_reference_for_tail(tail, prefix),
+                                  "reference_code": {"$exists": False}},
                                  {"exchanges": 0}).sort("created_at", DESCENDING).limit(5))
 
 
@@ -86,29 +106,59 @@ def match(db, config: Mapping[str, Any], conf: wire.Confirmation) -> tuple[dict 
     since = _open_since(config)
     if conf.shortcode and conf.shortcode not in our_shortcodes(config):
         return None, f"paid to shortcode {conf.shortcode}, which is not ours"
-    if not conf.is_till:
-        orders = orders_for_account(db, config, conf.bill_ref)
-        if not orders:
-            return None, f"unknown account number {conf.bill_ref!r}"
-        payable = [p for p in orders if _payable(p, since)]
-        if payable:
-            return payable[0], None
-        newest = orders[0]
-        if newest["status"] in (states.COMPLETED, states.REVIEW, states.REJECTED):
-            return None, f"order {newest['reference']} is already {newest['status']}"
-        return None, f"order {newest['reference']} no longer accepts payment"
+    if conf.is_till:
+        return _till_match(db, conf, since)
+    orders, typo = _account_lookup(db, config, conf.bill_ref)
+    if not orders:
+        return None, f"unknown account number {conf.bill_ref!r}" + (
+            " (typo? its check character does not match)" if typo else "")
+    payable = [p for p in orders if _payable(p, since)]
+    if payable:
+        return payable[0], None
+    newest = orders[0]
+    if newest["status"] in (states.COMPLETED, states.REVIEW, states.REJECTED):
+        return None, f"order {newest['reference']} is already {newest['status']}"
+    return None, f"order {newest['reference']} no longer accepts payment"
+
+
+def _till_match(db, conf: wire.Confirmation, since) -> tuple[dict | None, str | None]:
+    """A till payment names no order: it is matched by amount and by a phone that names one payer.
+
+    A v2 mask ("2547 ***** 126") shows seven of twelve digits: thousands of payers share
+    it, so a stranger's payment could land on a lone open order of the same amount. Only
+    a v1 hash (or a plain number) is exact; anything else waits for an operator.
+    """
     amount = conf.whole_amount
     if amount is None:
         return None, "till payment with cents matches no order"
+    if not wire.phone_is_exact(conf.msisdn):
+        return None, (f"till payment from a masked phone number ({conf.msisdn[:20]!r}): it could be any of "
+                      "thousands of payers, so it is not matched to an order")
     candidates = [p for p in db.payments.find(
         {"status": {"$in": list(states.OPEN_STATUSES + states.FAILURE_STATUSES)}, "amount": amount,
          "created_at": {"$gte": since}}, {"exchanges": 0}).sort("created_at", DESCENDING).limit(200)
         if wire.phone_matches(p.get("phone"), conf.msisdn)]
-    if len({p["username"] for p in candidates}) == 1 and (wire.phone_is_exact(conf.msisdn) or len(candidates) == 1):
+    payers = {p["username"] for p in candidates}
+    if len(payers) == 1:
         return candidates[0], None
     if not candidates:
         return None, "till payment matches no open order by amount and phone"
-    return None, f"till payment could be for {len(candidates)} orders"
+    return None, f"till payment could be for {len(payers)} customers sharing one phone number"
+
+
+def _amount_problem(payment: dict, conf: wire.Confirmation) -> str | None:
+    """Why a menu payment cannot pay the order it named, or None when it is that order's amount.
+
+    Such a payment is held for review without touching the order: anyone who knows (or
+    guesses) an account number could otherwise pay KES 1 to it and hold the owner's order
+    in review, so that the owner's own payment was then refused.
+    """
+    amount = conf.whole_amount
+    if amount is not None and amount == payment["amount"]:
+        return None
+    paid = amount if amount is not None else conf.amount
+    return (f"KES {paid} paid for order {payment['reference']} of KES {payment['amount']}: not credited, the order "
+            "stays open for its own payment; this can only pay an order of exactly its amount, or go back")
 
 
 # ---------------------------------------------------------------- confirmation
@@ -184,6 +234,9 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
         payment = _settled_by(db, conf.trans_id) or None
     if payment is None:
         return _finish(db, doc["_id"], REVIEW, problem, None)
+    mismatch = _amount_problem(payment, conf)
+    if mismatch:
+        return _finish(db, doc["_id"], REVIEW, mismatch, None, named=payment)
     result = settlement.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
     current = records.get(db, payment["_id"])
     # Credited by this TransID: by a copy of this confirmation, or by the customer's receipt claim.
@@ -217,10 +270,15 @@ def _confirmation_of(doc: dict) -> wire.Confirmation:
                              third_party_id="")
 
 
-def _finish(db, trans_id: str, state: str, reason: str | None, payment: dict | None) -> str:
+def _finish(db, trans_id: str, state: str, reason: str | None, payment: dict | None,
+            named: dict | None = None) -> str:
+    """`payment` is the order this payment settled (or is held on); `named` one it named but
+    could not pay: kept for the operator, while the payment stays unmatched and assignable."""
     fields: dict[str, Any] = {"state": state, "updated_at": utcnow()}
     if payment is not None:
         fields.update(payment_id=str(payment["_id"]), username=payment["username"])
+    if named is not None:
+        fields.update(named_payment_id=str(named["_id"]), named_reference=named["reference"])
     if reason:
         fields["review_reason"] = reason
     if db.c2b_payments.update_one({"_id": trans_id, "state": RECEIVED}, {"$set": fields}).modified_count == 0:
@@ -280,6 +338,9 @@ def assign(db, config, trans_id: str, payment_id, *, actor: str, reason: str) ->
     payment = records.get(db, payment_id)
     if payment is None or payment["status"] not in states.OPEN_STATUSES + states.FAILURE_STATUSES:
         raise ValueError("the order must be open or failed (not paid) to take this payment")
+    refusal = _assign_refusal(doc, payment)
+    if refusal:
+        raise ValueError(refusal)
     claimed = db.c2b_payments.find_one_and_update(
         {"_id": trans_id, "state": REVIEW, "payment_id": {"$exists": False}},
         {"$set": {"state": RECEIVED, "assigned_by": actor, "assign_reason": reason.strip(),
@@ -287,6 +348,14 @@ def assign(db, config, trans_id: str, payment_id, *, actor: str, reason: str) ->
     if claimed is None:
         raise ValueError("this payment was handled by someone else just now")
     return settle(db, config, claimed)
+
+
+def _assign_refusal(doc: dict, payment: dict) -> str | None:
+    """A menu payment credits only an order of exactly its amount: an operator cannot make KES 1 buy a plan."""
+    if doc.get("amount") == payment["amount"]:
+        return None
+    return (f"this menu payment is KES {doc.get('amount')} and order {payment['reference']} is KES "
+            f"{payment['amount']}: it can only pay an order of exactly KES {doc.get('amount')}, or be sent back")
 
 
 # ---------------------------------------------------------------- the customer's "pay manually" panel

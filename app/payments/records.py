@@ -16,6 +16,7 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from ..db import find_by_id, utcnow
+from . import references
 from .states import PENDING, QUEUED
 
 EXCHANGES_KEPT = 50
@@ -34,13 +35,15 @@ def oid(value) -> ObjectId | None:
         return None
 
 
-def reference_for(payment_id: ObjectId, prefix: str) -> str:
-    """AccountReference shown in the PIN prompt: at most 12 characters, unique enough to find."""
-    return reference_for_tail(str(payment_id)[-6:].upper(), prefix)
-
-
-def reference_for_tail(tail: str, prefix: str) -> str:
+def legacy_reference_for_tail(tail: str, prefix: str) -> str:
+    """An order's reference in the format used before `app.payments.references` (six hex digits of
+    its ObjectId): still matched for the orders that carry one, never issued again."""
     return (prefix[: 12 - len(tail)] + tail)[:12]
+
+
+# Draws of a new account reference before giving up: a collision is one in hundreds of
+# millions per open order, so a second draw is already rare and a fifth means a fault.
+REFERENCE_ATTEMPTS = 5
 
 
 class SlotTaken(Exception):
@@ -55,25 +58,40 @@ def create(db, *, user, plan: dict, phone: str, idempotency_key: str, reference_
     and SlotTaken is raised when another payment holds it.
     """
     now = utcnow()
-    payment_id = ObjectId()
-    doc = {
-        "_id": payment_id, "username": user.username, "user_id": user.id,
-        "plan_code": plan["code"], "subscription_type": plan["name"],
-        "amount": int(plan["price_kes"]), "words": int(plan["words"]), "phone": phone,
-        "reference": reference_for(payment_id, reference_prefix), "checkout_id": str(payment_id),
-        "idempotency_key": idempotency_key, "callback_secret": secrets.token_hex(20),
-        "status": QUEUED, "created_at": now, "timestamp": now, "updated_at": now,
-        "history": [{"status": QUEUED, "at": now, "via": "checkout"}], "exchanges": [],
-        "callbacks_received": 0, **({OPEN_SLOT: user.username} if hold_slot else {}),
-    }
-    try:
-        db.payments.insert_one(doc)
-        return doc, True
-    except DuplicateKeyError:
-        same = db.payments.find_one({"username": user.username, "idempotency_key": idempotency_key})
-        if same is None:
-            raise SlotTaken(user.username) from None
-        return same, False
+    for _ in range(REFERENCE_ATTEMPTS):
+        payment_id, code = ObjectId(), references.new_code()
+        doc = {
+            "_id": payment_id, "username": user.username, "user_id": user.id,
+            "plan_code": plan["code"], "subscription_type": plan["name"],
+            "amount": int(plan["price_kes"]), "words": int(plan["words"]), "phone": phone,
+            "reference": references.reference_for_code(code, reference_prefix), "reference_code": code,
+            "checkout_id": str(payment_id),
+            "idempotency_key": idempotency_key, "callback_secret": secrets.token_hex(20),
+            "status": QUEUED, "created_at": now, "timestamp": now, "updated_at": now,
+            "history": [{"status": QUEUED, "at": now, "via": "checkout"}], "exchanges": [],
+            "callbacks_received": 0, **({OPEN_SLOT: user.username} if hold_slot else {}),
+        }
+        try:
+            db.payments.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError as exc:
+            same = db.payments.find_one({"username": user.username, "idempotency_key": idempotency_key})
+            if same is not None:
+                return same, False
+            if not _reference_taken(db, exc, code, user.username if hold_slot else None):
+                raise SlotTaken(user.username) from None
+    raise RuntimeError(f"no free account reference after {REFERENCE_ATTEMPTS} draws")
+
+
+def _reference_taken(db, exc: DuplicateKeyError, code: str, slot_holder: str | None) -> bool:
+    """Whether an insert failed on its account reference (then draw another), not on the open slot."""
+    pattern = (exc.details or {}).get("keyPattern")
+    if pattern:
+        return "reference_code" in pattern
+    # Servers (and mongomock) that do not name the index: the open slot is the only other cause left.
+    if slot_holder is not None and holding_slot(db, slot_holder) is not None:
+        return False
+    return db.payments.find_one({"reference_code": code}, {"_id": 1}) is not None
 
 
 def get(db, payment_id) -> dict | None:

@@ -247,6 +247,20 @@ def _flag_second_payment(db, payment: dict, outcome: Outcome) -> None:
     log.warning("payment %s: %s", payment["_id"], note)
 
 
+def unpaid_review(payment: dict) -> str | None:
+    """Why approving this review would credit words nobody paid for, or None.
+
+    M-Pesa confirmed an amount other than the order's: approval credits the order's words,
+    so it is refused whatever the operator types. (Orders held this way by a menu payment
+    before menu payments stopped touching the order are the usual case.)
+    """
+    confirmed = payment.get("confirmed_amount")
+    if confirmed is None or confirmed == payment["amount"]:
+        return None
+    return (f"M-Pesa confirmed KES {confirmed} for this order of KES {payment['amount']}: approving would credit "
+            "words that were not paid for, so it can only be rejected (then send the money back)")
+
+
 def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) -> dict:
     """An operator's verdict on a payment under review: credit it, or reject it."""
     if not reason or not reason.strip():
@@ -259,6 +273,9 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     payment = db.payments.find_one({"_id": ObjectId(str(payment_id)), "status": REVIEW})
     if payment is None:
         raise ValueError("this payment is not under review")
+    unpaid = unpaid_review(payment) if approve else None
+    if unpaid:
+        raise ValueError(unpaid)
     if approve and payment.get("review_receipt"):
         fields["mpesa_receipt"] = payment["review_receipt"]
     updated = db.payments.find_one_and_update(

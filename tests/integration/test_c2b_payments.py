@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 import requests
@@ -89,7 +90,7 @@ def test_register_urls_reports_darajas_answer(registered_urls, stack):
 @pytest.mark.parametrize("typed", ["{ref}", "{low}", "{spaced}", "{tail}"])
 def test_paybill_from_the_menu_credits_the_failed_order_once(stack, customer, typed):
     payment_id, ref = failed_order(stack, customer)
-    account = typed.format(ref=ref, low=ref.lower(), spaced=ref[:5].lower() + " " + ref[5:], tail=ref[-6:].lower())
+    account = typed.format(ref=ref, low=ref.lower(), spaced=ref[:5].lower() + " " + ref[5:], tail=ref[-7:].lower())
     answer = paybill(stack, customer.phone, account)
     assert answer.status_code == 200, answer.text
     trans_id = answer.json()["trans_id"]
@@ -161,12 +162,71 @@ def test_stk_success_and_paybill_racing_for_one_order_credit_once(stack, custome
     assert_money_invariants(stack.db)
 
 
-def test_wrong_amount_goes_to_review(stack, customer):
+def test_wrong_amount_goes_to_review_and_the_order_stays_payable(stack, customer):
     payment_id, ref = failed_order(stack, customer)
     trans_id = paybill(stack, customer.phone, ref, amount=60).json()["trans_id"]
-    assert c2b_state(stack, trans_id)["state"] == "review"
-    customer.wait_for(payment_id, "review")
-    assert balance(stack, customer) == 0
+    doc = c2b_state(stack, trans_id)
+    assert doc["state"] == "review" and doc["named_payment_id"] == payment_id
+    assert payment_doc(stack, payment_id)["status"] == "timeout"
+    # The right amount afterwards pays the order.
+    good = paybill(stack, customer.phone, ref).json()["trans_id"]
+    assert c2b_state(stack, good)["state"] == "credited"
+    customer.wait_for(payment_id, "completed")
+    assert balance(stack, customer) == 10_000
+    assert_money_invariants(stack.db)
+
+
+def assign(stack, trans_id, payment_id):
+    from app.admin import repairs
+    from app.config import load_config
+    return repairs.assign_menu_payment(stack.db, load_config(stack.env), trans_id, payment_id, actor="ops",
+                                       reason="the payer called")
+
+
+def test_a_stranger_paying_kes_1_to_an_account_number_cannot_sink_the_order(stack, customer):
+    """Finding 6: KES 1 to a victim's account number held the victim's order in review, and the
+    victim's own STK payment was then ignored ("already review")."""
+    from app.admin.repairs import RepairError
+    attacker = registered(stack.web_url)
+    stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 3})
+    payment_id = customer.checkout()
+    wait_until(lambda: payment_doc(stack, payment_id)["status"] == "pending", what="prompt on the victim's phone")
+    ref = payment_doc(stack, payment_id)["reference"]
+
+    trans_id = paybill(stack, attacker.phone, ref, amount=1).json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    assert payment_doc(stack, payment_id)["status"] == "pending"  # untouched, still waiting on the phone
+    assert doc["state"] == "review" and doc["named_payment_id"] == payment_id and "payment_id" not in doc
+    with pytest.raises(RepairError, match="exactly KES 1"):
+        assign(stack, trans_id, payment_id)  # an operator cannot make KES 1 pay for it either
+
+    state = customer.wait_for(payment_id, "completed")  # the victim's PIN: credited as usual
+    assert state["receipt"] != trans_id and balance(stack, customer) == 10_000
+    assert stack.db.c2b_payments.find_one({"_id": trans_id})["state"] == "review"  # the KES 1 waits, never lost
+    with pytest.raises(RepairError):
+        assign(stack, trans_id, payment_id)
+    attackers_order, _ = failed_order(stack, attacker)
+    with pytest.raises(RepairError, match="exactly KES 1"):
+        assign(stack, trans_id, attackers_order)  # nor buy the attacker a KES 100 plan
+    assert balance(stack, customer) == 10_000 and balance(stack, attacker) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_orders_from_both_web_workers_get_distinct_references(stack):
+    """The stack's gunicorn runs two workers forked from one master (WEB_CONCURRENCY=2): the old
+    references, the ObjectId's counter, came out alike in both (on a fresh stack, 4 pairs in 12)."""
+    customers, ids = [], []
+    for _ in range(12):  # one after another, as new customers come
+        customers.append(registered(stack.web_url))
+        stack.sim("/_sim/script", {"phone": customers[-1].phone, "result_code": 1032, "after": 0.1})
+        ids.append(customers[-1].checkout())
+    orders = [payment_doc(stack, payment_id) for payment_id in ids]
+    references = [o["reference"] for o in orders]
+    assert len(set(references)) == len(references), references
+    assert all(len(r) <= 12 and r == "LIPIA" + o.get("reference_code", "?") for r, o in zip(references, orders))
+    assert stack.db.payments.index_information()["reference_code_unique"]["unique"]  # and the database says so
+    for customer, payment_id in zip(customers, ids):
+        customer.wait_for(payment_id, {"cancelled", "failed"})
     assert_money_invariants(stack.db)
 
 
@@ -193,10 +253,35 @@ def test_validation_rejects_unknown_accounts_and_wrong_amounts(stack, customer):
     assert_money_invariants(stack.db)
 
 
-def test_till_payment_matches_by_amount_and_masked_phone(stack, customer):
+def _same_mask(phone):
+    """Another payer whose v2 mask ("2547 ***** 126") is this phone's: same first four, same last three."""
+    return phone[:4] + ("2" if phone[4] != "2" else "3") + phone[5:9] + phone[-3:]
+
+
+def test_a_till_payer_behind_a_v2_mask_is_never_matched(stack, customer):
+    """The mask of a stranger with the same last three digits paying the same amount used to
+    credit the customer's lone open order."""
     payment_id, _ref = failed_order(stack, customer)
-    trans_id = buygoods(stack, customer.phone).json()["trans_id"]
-    assert c2b_state(stack, trans_id)["state"] == "credited"
+    stranger = _same_mask(customer.phone)
+    trans_id = buygoods(stack, stranger).json()["trans_id"]
+    doc = c2b_state(stack, trans_id)
+    raw = stack.db.callbacks.find_one({"kind": "c2b_confirmation", "trans_id": trans_id})["raw"]
+    assert f"{customer.phone[:4]} ***** {customer.phone[-3:]}" in raw  # what v2 really sends
+    assert doc["state"] == "review" and "masked phone" in doc["review_reason"] and "payment_id" not in doc
+    assert payment_doc(stack, payment_id)["status"] == "timeout" and balance(stack, customer) == 0
+    assert_money_invariants(stack.db)
+
+
+def test_a_till_payer_named_exactly_by_a_v1_hash_is_matched(stack, customer):
+    """v1 confirmations carry the SHA-256 of the payer's number: one payer, so it can be matched."""
+    from simulator.c2b_state import BUY_GOODS, confirmation_body
+    payment_id, _ref = failed_order(stack, customer)
+    registrations = requests.get(f"{stack.sim_url}/_sim/c2b/registrations", timeout=5).json()
+    body = confirmation_body(trans_id="TILLV1" + uuid.uuid4().hex[:8].upper(), kind=BUY_GOODS, amount=100,
+                             shortcode=SHORTCODE, account="", phone=customer.phone, version="v1")
+    reply = requests.post(registrations[SHORTCODE]["confirmation_url"], json=body, timeout=10)
+    assert reply.json() == {"ResultCode": 0, "ResultDesc": "Success"}
+    assert c2b_state(stack, body["TransID"])["state"] == "credited"
     customer.wait_for(payment_id, "completed")
     assert balance(stack, customer) == 10_000
     assert_money_invariants(stack.db)

@@ -12,7 +12,8 @@ from app.mpesa.client import QueryResult
 from app.mpesa.errors import DarajaNotAccepted
 from app.ops import metrics
 from app.payments import records
-from tests.support.factories import dead_push_job, expired, new_payment, paid, pushed, under_review
+from tests.support.factories import dead_push_job, expired, new_payment, paid, paid_from_another_phone, pushed, \
+    under_review
 
 
 @pytest.fixture(autouse=True)
@@ -183,7 +184,7 @@ def test_retrying_an_unknown_job_is_not_found(as_admin):
 # ---------------------------------------------------------------- (c) resolve a review
 
 def test_approving_a_review_credits_the_words_once(as_admin, db, admin, customer):
-    payment = under_review(db, customer)
+    payment = paid_from_another_phone(db, customer)
     assert payment["status"] == "review" and ledger.balance(db, customer.username) == 0
     url = f"/admin/payments/{payment['_id']}/review"
     response = as_admin.post(url, data={"review-decision": "approve", "review-reason": "customer sent the SMS"})
@@ -221,13 +222,26 @@ def test_a_review_decision_needs_a_decision_and_a_reason(as_admin, db, customer)
 
 def test_approving_a_receipt_credited_elsewhere_is_refused(as_admin, db, customer):
     first = paid(db, customer)
-    payment = under_review(db, customer)
+    payment = paid_from_another_phone(db, customer)
     db.payments.update_one({"_id": payment["_id"]}, {"$set": {"review_receipt": first["mpesa_receipt"]}})
     response = as_admin.post(f"/admin/payments/{payment['_id']}/review",
                              data={"review-decision": "approve", "review-reason": "looks fine"})
     assert response.status_code == 400 and "twice" in text(response)
     assert records.get(db, payment["_id"])["status"] == "review"
     assert ledger.balance(db, customer.username) == 10_000
+
+
+def test_a_review_of_another_amount_can_only_be_rejected(as_admin, db, customer):
+    payment = under_review(db, customer)  # M-Pesa confirmed KES 1 for a KES 100 order
+    page = text(as_admin.get(f"/admin/payments/{payment['_id']}"))
+    assert "can only be rejected" in page and 'value="reject"' in page and 'value="approve"' not in page
+    url = f"/admin/payments/{payment['_id']}/review"
+    refused = as_admin.post(url, data={"review-decision": "approve", "review-reason": "customer says it is fine"})
+    assert refused.status_code == 400 and "not paid for" in text(refused)
+    assert records.get(db, payment["_id"])["status"] == "review" and audits(db) == []
+    assert ledger.balance(db, customer.username) == 0
+    assert as_admin.post(url, data={"review-decision": "reject", "review-reason": "send it back"}).status_code == 302
+    assert records.get(db, payment["_id"])["status"] == "rejected" and ledger.balance(db, customer.username) == 0
 
 
 def test_a_flagged_completed_payment_can_be_marked_checked_but_not_rejected(as_admin, db, customer):

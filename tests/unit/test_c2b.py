@@ -9,7 +9,7 @@ from app import ledger
 from app.auth.service import register
 from app.mpesa import c2b as wire
 from app.mpesa.errors import CallbackError
-from app.payments import c2b, checkout, records, settlement
+from app.payments import c2b, checkout, records, references, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 
@@ -58,7 +58,7 @@ def c2b_doc(db, trans_id="RKL51ZDR4F"):
 # ---------------------------------------------------------------- wire format
 
 @pytest.mark.parametrize("typed", ["LIPIA{t}", "lipia {t}", "Lipia-{t}", "{t}", " {l} ", "LIPIA{o}"])
-def test_account_numbers_as_customers_type_them(typed):
+def test_legacy_account_numbers_as_customers_type_them(typed):
     tail = "AB10CD"
     text = typed.format(t=tail, l=tail.lower(), o=tail.replace("0", "O").replace("1", "l"))
     assert wire.account_key(text, "LIPIA")[-6:] == tail
@@ -90,7 +90,7 @@ def test_malformed_confirmations_are_refused(bad):
 # ---------------------------------------------------------------- confirmations
 
 def test_paybill_with_a_sloppy_account_number_credits_the_order_once(client, db, order):
-    sloppy = "lipia " + order["reference"][-6:].lower()
+    sloppy = "lipia " + order["reference_code"][:3].lower() + " " + order["reference_code"][3:].lower()
     for _ in range(3):
         confirm(client, body(ref=sloppy))
     payment = records.get(db, order["_id"])
@@ -101,6 +101,38 @@ def test_paybill_with_a_sloppy_account_number_credits_the_order_once(client, db,
     inbox = list(db.callbacks.find({"kind": "c2b_confirmation"}))
     assert [r["effect"] for r in inbox] == ["credited", "duplicate: already credited", "duplicate: already credited"]
     assert ledger.check_invariants(db) == []
+
+
+def _legacy(db, order):
+    """The order as one created before random references: prefix + the last six hex digits of its id."""
+    reference = "LIPIA" + str(order["_id"])[-6:].upper()
+    db.payments.update_one({"_id": order["_id"]}, {"$set": {"reference": reference}, "$unset": {"reference_code": ""}})
+    return reference
+
+
+@pytest.mark.parametrize("typed", ["{ref}", "lipia {low}", "{low}"])
+def test_a_legacy_hex_reference_is_still_matched(client, db, order, typed):
+    reference = _legacy(db, order)
+    confirm(client, body(ref=typed.format(ref=reference, low=reference[-6:].lower())))
+    assert c2b_doc(db)["state"] == "credited" and words(db) == 10_000
+
+
+def _typo(code, kind):
+    if kind == "substitution":
+        return code[:2] + next(ch for ch in references.ALPHABET if ch != code[2]) + code[3:]
+    i = next(i for i in range(len(code) - 1) if code[i] != code[i + 1])
+    return code[:i] + code[i + 1] + code[i] + code[i + 2:]
+
+
+@pytest.mark.parametrize("kind", ["substitution", "transposition"])
+def test_a_typo_in_the_account_number_is_caught_and_held_for_review(client, db, order, kind):
+    typed = "LIPIA" + _typo(order["reference_code"], kind)
+    assert validate(client, body(ref=typed)) == "C2B00012"
+    confirm(client, body(ref=typed))
+    doc = c2b_doc(db)
+    assert doc["state"] == "review" and "unknown account number" in doc["review_reason"]
+    assert "typo?" in doc["review_reason"] and "payment_id" not in doc
+    assert records.get(db, order["_id"])["status"] == "queued" and words(db) == 0
 
 
 def test_a_failed_stk_order_can_still_be_paid_from_the_menu(client, db, order):
@@ -120,11 +152,42 @@ def test_confirmation_for_an_order_already_paid_by_stk_goes_to_review(client, db
     assert records.get(db, order["_id"])["mpesa_receipt"] == "STK0000001"
 
 
-def test_wrong_amount_holds_the_order_for_review(client, db, order):
-    confirm(client, body(ref=order["reference"], amount="50.00"))
+@pytest.mark.parametrize("amount", ["1.00", "50.00", "100.50", "1000.00"])
+def test_a_wrong_amount_is_held_for_review_and_the_order_stays_open(client, db, order, amount):
+    """A stranger paying KES 1 to someone's account number no longer holds their order."""
+    confirm(client, body(ref=order["reference"], amount=amount))
     assert words(db) == 0
-    assert records.get(db, order["_id"])["status"] == "review"
-    assert c2b_doc(db)["state"] == "review"
+    doc = c2b_doc(db)
+    assert doc["state"] == "review" and "payment_id" not in doc and doc["named_payment_id"] == str(order["_id"])
+    assert "stays open" in doc["review_reason"] and order["reference"] in doc["review_reason"]
+    stored = records.get(db, order["_id"])
+    assert stored["status"] == "queued" and "review_receipt" not in stored and "needs_review" not in stored
+    # The owner's own payment is then credited as usual.
+    result = settlement.settle(db, order["_id"], from_result(0, "ok", via="callback", receipt="STK0000001",
+                                                             amount=Decimal(100), phone=PHONE))
+    assert result.credited and words(db) == 10_000
+    assert ledger.check_invariants(db) == []
+
+
+def test_a_wrong_amount_cannot_be_assigned_to_an_order_of_another_amount(app, client, db, order, user):
+    confirm(client, body(ref=order["reference"], amount="1.00"))
+    with pytest.raises(ValueError, match="exactly KES 1"):
+        c2b.assign(db, app.config, "RKL51ZDR4F", order["_id"], actor="ops", reason="customer called")
+    assert c2b_doc(db)["state"] == "review" and records.get(db, order["_id"])["status"] == "queued"
+    # An order of exactly its amount can take it (here one made for the purpose).
+    db.payments.update_one({"_id": order["_id"]}, {"$set": {"amount": 1}})
+    assert c2b.assign(db, app.config, "RKL51ZDR4F", order["_id"], actor="ops", reason="customer called") == "credited"
+    assert ledger.check_invariants(db) == []
+
+
+def test_the_console_says_which_order_a_wrong_amount_named_and_refuses_to_assign_it(client, db, order, as_admin):
+    confirm(client, body(ref=order["reference"], amount="1.00"))
+    page = as_admin.get("/admin/menu-payments").get_data(as_text=True)
+    assert order["reference"] in page and "only an order of KES 1 can take it" in page
+    refused = as_admin.post("/admin/menu-payments/assign", data={
+        "trans_id": "RKL51ZDR4F", "payment_id": str(order["_id"]), "reason": "customer called"})
+    assert refused.status_code == 400 and "exactly KES 1" in refused.get_data(as_text=True)
+    assert words(db) == 0 and records.get(db, order["_id"])["status"] == "queued"
 
 
 @pytest.mark.parametrize("ref", ["NOSUCHREF", "LIPIA999999", "x"])
@@ -142,11 +205,30 @@ def test_an_order_past_its_open_time_takes_no_menu_payment(app, client, db, orde
     assert c2b_doc(db)["state"] == "review" and words(db) == 0
 
 
-@pytest.mark.parametrize("msisdn", ["2547 ***** 678", wire.hash_phone(PHONE)])
-def test_till_payment_matches_by_amount_and_phone(client, db, order, msisdn):
+@pytest.mark.parametrize("msisdn", [wire.hash_phone(PHONE), PHONE])
+def test_till_payment_matches_by_amount_and_exact_phone(client, db, order, msisdn):
     confirm(client, body(kind="Buy Goods", ref="", msisdn=msisdn))
     assert records.get(db, order["_id"])["status"] == "completed"
     assert words(db) == 10_000
+
+
+@pytest.mark.parametrize("msisdn", ["2547 ***** 678", "2547*****678"])
+def test_a_masked_till_payer_is_never_matched(client, db, order, msisdn):
+    """A v2 mask shows 2547 and the last three digits: another payer with the same three digits
+    paying the same amount would have been credited to this lone open order."""
+    confirm(client, body(kind="Buy Goods", ref="", msisdn=msisdn))
+    doc = c2b_doc(db)
+    assert doc["state"] == "review" and "masked phone" in doc["review_reason"] and "payment_id" not in doc
+    assert records.get(db, order["_id"])["status"] == "queued" and words(db) == 0
+
+
+def test_a_till_payer_shared_by_two_customers_goes_to_review(app, client, db, order):
+    with app.app_context():
+        bob = register(db, "bob", "password123", PHONE)
+    checkout.start(db, app.config, user=bob, plan=get_plan(db, "basic"), phone=PHONE, idempotency_key="k-c2b-bob1")
+    confirm(client, body(kind="Buy Goods", ref="", msisdn=wire.hash_phone(PHONE)))
+    doc = c2b_doc(db)
+    assert doc["state"] == "review" and "2 customers" in doc["review_reason"] and words(db) == 0
 
 
 def test_till_payment_from_another_phone_goes_to_review(client, db, order):

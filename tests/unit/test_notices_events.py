@@ -63,8 +63,9 @@ def test_a_late_success_after_expiry_adds_the_receipt_notice(db):
 
 def test_review_then_approval_notifies_each_step_once(db):
     payment = prompted(db, make_user(db, "amina"))
+    # Paid in full from another phone: held for review, and approvable (a wrong amount never is).
     wrong = states.Outcome(status="completed", via="callback", result_code="0", receipt="RKTREVIEW1",
-                           amount=1, phone=payment["phone"])
+                           amount=payment["amount"], phone="254799999999")
     settlement.settle(db, payment["_id"], wrong)
     settlement.settle(db, payment["_id"], wrong)
     settlement.resolve_review(db, payment["_id"], actor="ops", approve=True, reason="paid in full, checked")
