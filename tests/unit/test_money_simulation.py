@@ -28,8 +28,6 @@ PENDING_FIXES = {
     "sent_back_receipt_credited": "finding 2 (receipts)",
     "reversal_words_not_taken": "findings 3, 4 (refunds)", "refund_not_held": "findings 3, 4 (refunds)",
     "refunded_twice": "finding 5 (refunds)", "reversal_stuck": "lower finding (refunds)",
-    "order_held_by_menu_payment": "finding 6 (strangers)", "success_ignored": "finding 6 (strangers)",
-    "credit_amount_mismatch": "finding 6 (strangers)", "reference_shared": "finding 6 (strangers)",
 }
 
 
