@@ -47,7 +47,7 @@ def receipt_problems(db, clock: Clock) -> list[Problem]:
             seen.add(key)
             problems.append(found)
 
-    for found in (*_menu_payments(db, clock), *_menu_reversals(db), *_claims(db), *_receipt_records(db),
+    for found in (*_menu_payments(db, clock), *_menu_reversals(db), *_claims(db), *_receipt_records(db, clock),
                   *_extra_receipts(db)):
         report(found)
     return problems
@@ -116,13 +116,15 @@ def _claims(db):
                               + ("no order holds it." if holder is None else f"order {holder['_id']} holds it."))
 
 
-def _receipt_records(db):
+def _receipt_records(db, clock: Clock):
     if "receipts" not in db.list_collection_names():
         return
-    for batch in batches(db.receipts.find({}, {"use": 1, "payment_id": 1})):
+    for batch in batches(db.receipts.find({}, {"use": 1, "payment_id": 1, "at": 1, "updated_at": 1})):
         held = holders(db, [doc["_id"] for doc in batch])
         for doc in batch:
             receipt, use, holder = doc["_id"], doc.get("use"), held.get(doc["_id"])
+            if use != "refund" and not clock.settled_before(doc.get("updated_at") or doc.get("at")):
+                continue  # taken just before its settling write: the write (or its retry) follows
             if use == "refund" and holder is not None:
                 yield _sent_back_credited(receipt, holder, "recorded as refunded")
             elif use == "credit" and (holder is None or str(holder["_id"]) != str(doc.get("payment_id"))):

@@ -122,6 +122,19 @@ def test_a_menu_payment_sent_back_and_credited_nowhere_passes(db):
     assert kinds(db) == []
 
 
+def test_receipt_records_that_disagree_with_the_orders_are_reported_once_settled(db):
+    alice = make_user(db, "alice")
+    order, other = credit_as(db, prompted(db, alice), via="claim", receipt_code="RKL51ZDR4H"), prompted(db, alice)
+    db.receipts.insert_one({"_id": "RKL51ZDR4H", "use": "credit", "payment_id": str(other["_id"]), "via": "claim",
+                            "at": utcnow()})
+    assert kinds(db) == []  # taken a moment ago: its settling write may still be on its way
+    db.receipts.update_one({"_id": "RKL51ZDR4H"}, {"$set": {"at": utcnow() - timedelta(minutes=10)}})
+    assert kinds(db) == ["receipt_record_mismatch"]
+    db.receipts.update_one({"_id": "RKL51ZDR4H"}, {"$set": {"use": "refund", "payment_id": None}})
+    assert kinds(db) == ["sent_back_receipt_credited"] and str(order["_id"]) in found(
+        db, "sent_back_receipt_credited")[0].ids
+
+
 # ---------------------------------------------------------------- findings 3 and 4: money back, words kept
 
 def reversal(db, payment, *, state="completed", **fields) -> dict:
