@@ -152,7 +152,8 @@ def _refunded_twice(reversals: list[dict], refund_entries: dict) -> list[Problem
             claims.setdefault(str(reversal.get("payment_id")), []).append(f"reversal {reversal['_id']} "
                                                                           f"({reversal.get('state')})")
     for key, entry in refund_entries.items():
-        if REVERSAL_BOOKING not in str(entry.get("reason") or ""):
+        # A refused entry booked nothing (the claim's attempt failed and may be tried again).
+        if entry.get("state") != "refused" and REVERSAL_BOOKING not in str(entry.get("reason") or ""):
             claims.setdefault(str(entry.get("payment_id") or key.removeprefix("refund:")), []).append(
                 f"ledger-only refund by {entry.get('actor')}")
     return [problem("refunded_twice", [pid], f"Payment {pid} was refunded more than once: {'; '.join(ways)}. "
