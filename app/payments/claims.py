@@ -270,6 +270,9 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     payment = records.get(db, claim["payment_id"])
     if receipts.sent_back(db, receipt):  # also menu payments sent back before receipts were recorded
         return _refuse(db, claim, SENT_BACK, "its money was sent back")
+    paid = db.payments.find_one({"mpesa_receipt": receipt}, {"username": 1, "reference": 1})
+    if paid is not None and paid["_id"] != payment["_id"]:
+        return _credited_on(db, claim, payment, paid, f"receipt {receipt} is on order {paid.get('reference')}")
     pushes = receipts.pushes_it_could_pay(db, amount=outcome.amount, payer=payer, paid_at=paid_at,
                                           username=payment["username"], target_id=payment["_id"])
     if len(pushes) == 1 and pushes[0]["status"] == states.COMPLETED \
@@ -333,8 +336,13 @@ def _paid_that_push(db, claim: dict, payment: dict, push: dict, result: status_a
     if filled == "elsewhere":
         receipts.correct(db, receipt, push["_id"], receipts.REVIEW)
         return _refuse(db, claim, USED, f"receipt {receipt} is on another payment")
-    detail = f"receipt {receipt} is the payment of order {push.get('reference')} (settled by STK Query)"
-    if push["username"] != payment["username"]:
+    return _credited_on(db, claim, payment, push,
+                        f"receipt {receipt} is the payment of order {push.get('reference')} (settled by STK Query)")
+
+
+def _credited_on(db, claim: dict, payment: dict, paid: dict, detail: str) -> str:
+    """The receipt already paid another order: the customer's own is named, another's is not."""
+    if paid["username"] != payment["username"]:
         return _refuse(db, claim, USED, detail)
-    _finish(db, claim, ALREADY_CREDITED, detail, values={"reference": push.get("reference")})
-    return f"already credited: order {push.get('reference')}"
+    _finish(db, claim, ALREADY_CREDITED, detail, values={"reference": paid.get("reference")})
+    return f"already credited: order {paid.get('reference')}"

@@ -107,7 +107,8 @@ def describe(holder: dict) -> str:
         return f"receipt {holder['_id']} is being or was sent back to the payer"
     if holder.get("payment_id") is None:
         return f"receipt {holder['_id']} is under review"
-    return f"receipt {holder['_id']} is held ({holder['use']}, via {holder.get('via')}) by payment {holder['payment_id']}"
+    return (f"receipt {holder['_id']} is held ({holder['use']}, via {holder.get('via')}) "
+            f"by payment {holder['payment_id']}")
 
 
 def sent_back(db, receipt: str) -> bool:

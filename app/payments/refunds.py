@@ -72,7 +72,8 @@ def request_unmatched(db, config: Mapping[str, Any], client, trans_id: str, *, a
         {"_id": trans_id, "state": "review", "payment_id": {"$exists": False}, "amount": {"$type": "int"}},
         {"$set": {"state": "refunding", "updated_at": utcnow()}})
     if doc is None:
-        if (db.c2b_payments.find_one({"_id": trans_id}, {"state": 1}) or {}).get("state") not in ("refunding", "refunded"):
+        state = (db.c2b_payments.find_one({"_id": trans_id}, {"state": 1}) or {}).get("state")
+        if state not in ("refunding", "refunded"):  # another operator's refund of it is not this one
             receipts.release(db, trans_id, use=receipts.REFUND)  # nothing is going back
         raise RefundRefused("Only an unmatched menu payment under review (whole shillings) can be sent back here.")
     try:

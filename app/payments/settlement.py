@@ -334,10 +334,15 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
         fields["mpesa_receipt"] = payment["review_receipt"]
     elif approve and not payment.get("mpesa_receipt"):
         fields["receipt_pending"] = True  # confirmed without a receipt (STK Query): filled when one comes
-    updated = db.payments.find_one_and_update(
-        {"_id": payment["_id"], "status": REVIEW},
-        {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
-        return_document=ReturnDocument.AFTER)
+    try:
+        updated = db.payments.find_one_and_update(
+            {"_id": payment["_id"], "status": REVIEW},
+            {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
+            return_document=ReturnDocument.AFTER)
+    except DuplicateKeyError:
+        # Its own push's callback put the receipt on another payment: it stays a review here.
+        receipts.correct(db, payment["review_receipt"], payment["_id"], receipts.REVIEW)
+        raise
     if updated is None:
         raise ValueError("this payment was resolved by someone else just now")
     if approve:

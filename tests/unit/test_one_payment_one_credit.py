@@ -302,3 +302,41 @@ def test_the_stk_callback_path_costs_no_receipts_operation(db, alice, monkeypatc
     callback = from_result(0, "ok", via="callback", receipt="RHAPPY1234", amount=Decimal(100), phone=PHONE,
                            checkout_request_id=order["checkout_request_id"])
     assert settlement.settle_matching(db, order["_id"], callback).credited
+
+
+def test_the_answer_naming_the_order_is_in_the_customers_language(app, db, alice):
+    from flask_babel import force_locale
+    first = prompted(db, alice)
+    query_paid(db, first)
+    second = cancelled(db, alice)
+    deliver(app, db, claim(app, db, second, "RSW1234567", "alice"), ts_result("RSW1234567", when=pushed_at(db, first)))
+    with app.test_request_context(), force_locale("sw"):
+        text = claims.message(claims.latest(db, second["_id"]))
+    assert "ililipia oda yako " + first["reference"] in text
+
+
+def test_a_held_claim_whose_push_then_brings_the_receipt_cannot_be_approved(app, db, alice):
+    from pymongo.errors import DuplicateKeyError
+    first = prompted(db, alice)
+    second = cancelled(db, alice)
+    deliver(app, db, claim(app, db, second, "RLATECB123", "alice"), ts_result("RLATECB123", when=pushed_at(db, first)))
+    late = from_result(0, "ok", via="callback", receipt="RLATECB123", amount=Decimal(100), phone=PHONE,
+                       checkout_request_id=first["checkout_request_id"])
+    assert settlement.settle_matching(db, first["_id"], late).credited  # the lost callback turns up after all
+    with pytest.raises(DuplicateKeyError):
+        settlement.resolve_review(db, second["_id"], actor="ops", approve=True, reason="looks paid")
+    assert receipts.holder(db, "RLATECB123")["use"] == receipts.REVIEW
+    assert words(db) == 10_000 and records.get(db, second["_id"])["status"] == "review"
+
+
+def test_a_claim_replayed_after_its_receipt_was_filled_still_names_the_order(app, db, alice):
+    """A crash after the fill and before the claim's answer: the next delivery says the same."""
+    first = prompted(db, alice)
+    query_paid(db, first)
+    second = cancelled(db, alice)
+    started = claim(app, db, second, "RREPLAY123", "alice")
+    raw = ts_result("RREPLAY123", when=pushed_at(db, first))
+    settlement.fill_receipt(db, first["_id"], "RREPLAY123", via="claim")
+    receipts.take(db, "RREPLAY123", receipts.CREDIT, first["_id"], "claim")
+    assert deliver(app, db, started, raw).startswith("already credited")
+    assert first["reference"] in claims.message(claims.latest(db, second["_id"])) and words(db) == 10_000
