@@ -187,6 +187,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),
         IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
     ],
+    # One holder per receipt or TransID: the unique `_id` is the receipt itself (app.payments.receipts).
+    "receipts": [
+        IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
+    ],
     "receipt_claims": [
         IndexModel([("payment_id", ASCENDING), ("created_at", DESCENDING)], name="payment_latest"),
     ],
