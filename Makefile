@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: dev test test-fast bench install chromium axe wrk clean-data translations
+.PHONY: dev test test-fast soak bench install chromium axe wrk clean-data translations
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: $(STAMP) chromium axe
 ## Unit tests only: seconds, no processes.
 test-fast: $(STAMP)
 	LIPIA_ENV=test $(BIN)/python -m pytest tests/unit -q
+
+## The money simulation at length: 500 seeds of 300 steps, stopping after SOAK_SECONDS.
+SOAK_SECONDS ?= 1800
+soak: $(STAMP)
+	LIPIA_ENV=test LIPIA_SIM_SEEDS=500 LIPIA_SIM_STEPS=300 LIPIA_SIM_FIRST_SEED=1000 LIPIA_SIM_SECONDS=$(SOAK_SECONDS) \
+	  $(BIN)/python -m pytest tests/unit/test_money_simulation.py -q -p no:cacheprovider -o timeout=600
 
 ## Throughput and latency of the real stack under bounded load.
 ## (It runs Lipia as production against the simulator, so it sets MPESA_ENVIRONMENT=sandbox itself.)

@@ -9,8 +9,8 @@ the database is away it waits (one log line when it goes, one when it is back). 
 exits only on SIGTERM/SIGINT (status 0, within WORKER_SHUTDOWN_SECONDS), on a
 configuration error (status 3) or when the database never came at start-up (status 1).
 
-Threads: the main loop claims and runs jobs; housekeeping (reconcile, expire, repair)
-runs on its own so it never holds a push back; the queue watcher wakes the main loop;
+Threads: the main loop claims and runs jobs; housekeeping (reconcile, expire, repair,
+and the scheduled money audit) runs on its own so it never holds a push back; the queue watcher wakes the main loop;
 the mail sender sends e-mail; a heartbeat keeps the lease of the job in hand.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dotenv import load_dotenv
 from app import ledger, notices, queue, startup
 from app.dbsetup import init_db
 from app.logs import bind, clear, configure_logging
+from app.money_audit.runs import Schedule as AuditSchedule
 from app.mpesa.client import DarajaClient, DarajaSettings
 from app.ops import metrics
 from app.outage import Outage, is_outage
@@ -87,6 +88,7 @@ class Worker:
                            safety_poll=max(self.lease, settings["WORKER_POLL_MAX_SECONDS"]))
         self._active_until = 0.0                # housekeeping stays brisk until then
         hk_client = housekeeping_client or client
+        self.audits = AuditSchedule(settings, self.worker_id)
         stop = self.stopping.is_set
         # One pass of housekeeping: each step is idempotent, guarded on its own, and told
         # to stop between items. A step returns how much it did (0 means nothing to do).
@@ -99,6 +101,9 @@ class Worker:
             ("callbacks", lambda: callbacks.catch_up(db, settings)),
             # Menu (C2B) payments a crash left half-settled.
             ("menu payments", lambda: c2b.resume_received(db, settings)),
+            # The money audit, every AUDIT_EVERY_SECONDS across all workers. It counts as no
+            # work done: what it finds is for an operator, not for a brisker next pass.
+            ("money audit", lambda: self.audits.run_if_due(db) and 0),
         ]
 
     # ------------------------------------------------------------ the main loop

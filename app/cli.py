@@ -16,7 +16,7 @@ from flask.cli import AppGroup, with_appcontext
 from flask import current_app
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from . import ledger
+from . import ledger, money_audit
 from .config import ConfigError, announce_warnings
 from .db import get_db
 from .logs import escape_controls
@@ -72,15 +72,16 @@ class GuardedGroup(AppGroup):
 @click.command("check-ledger")
 @with_appcontext
 def check_ledger_command():
-    """Verify every money invariant on this database and report any drift."""
-    problems = ledger.check_invariants(
+    """Audit the money on this database (the books, receipts, refunds) and report every problem."""
+    problems = money_audit.audit(
         get_db(), expire_after=timedelta(seconds=current_app.config["PAYMENT_EXPIRE_AFTER_SECONDS"]))
     if problems:
         click.echo(f"Ledger check FAILED: {len(problems)} problem(s):")
         for problem in problems:
-            click.echo(f"  - {problem}")
+            click.echo(f"  - [{problem.kind}] {escape_controls(problem.text)}")
         raise SystemExit(1)
-    click.echo("Ledger check passed: balances equal their ledgers and every invariant holds.")
+    click.echo("Ledger check passed: balances equal their ledgers, each M-Pesa payment is credited once "
+               "and every refund holds its words.")
 
 
 @click.command("repair-ledger")

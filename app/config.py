@@ -242,6 +242,8 @@ SETTINGS: tuple[Setting, ...] = (
             "on SIGTERM the worker finishes or gives back its job and exits within this time"),
     Setting("WORKER_OUTAGE_BACKOFF_MAX_SECONDS", _float, "10",
             "longest wait between two tries while the database is unreachable"),
+    Setting("AUDIT_EVERY_SECONDS", _int(0), "3600",
+            "how often a worker runs the money audit (flask check-ledger) and keeps its result; 0 turns it off"),
     Setting("QUEUE_KEEP_COMPLETED_SECONDS", _int(60), "604800",
             "finished jobs are deleted this long after they finish (dead jobs are kept)"),
     Setting("MPESA_C2B_URL_SECRET", _str, DEV_C2B_URL_SECRET,

@@ -180,9 +180,15 @@ INDEXES: dict[str, list[IndexModel]] = {
         # prefix) is unique, so an order stays found by it after the prefix setting changes.
         IndexModel([("reference_code", ASCENDING)], unique=True, sparse=True, name="reference_code_unique"),
         IndexModel([("review_receipt", ASCENDING)], sparse=True, name="review_receipt"),
+        # Second payments flagged on a paid order (a few): the auditor checks none credits another order.
+        IndexModel([("extra_receipts", ASCENDING)], sparse=True, name="extra_receipts"),
     ],
     "c2b_payments": [
         IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),
+        IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
+    ],
+    # One holder per receipt or TransID: the unique `_id` is the receipt itself (app.payments.receipts).
+    "receipts": [
         IndexModel([("payment_id", ASCENDING)], sparse=True, name="payment"),
     ],
     "receipt_claims": [
@@ -222,6 +228,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Flask-Limiter's counters: each one is removed once its window has ended, so keys a
     # stranger makes up (a login limit per typed username) never pile up.
     "ratelimit_counters": [IndexModel([("expireAt", ASCENDING)], expireAfterSeconds=0, name="expireAt_1")],
+    # The money auditor's runs (app.money_audit.runs): the latest is read by the metrics and the
+    # console; each run expires after a month. The schedule document has no `expire_at`.
+    "audits": [
+        IndexModel([("kind", ASCENDING), ("at", DESCENDING)], name="recent"),
+        IndexModel([("expire_at", ASCENDING)], expireAfterSeconds=0, name="run_expiry"),
+    ],
     "outbox": [
         IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
         IndexModel([("last_error_at", DESCENDING)], sparse=True, name="last_error"),

@@ -61,12 +61,13 @@ def _find(receipt: str) -> dict | None:
     payment = current_app.extensions["simulator_c2b"].get(receipt)
     if payment is not None:
         return {"amount": payment.amount, "phone": payment.phone, "shortcode": payment.shortcode,
-                "reason": "Pay Bill Online" if payment.kind == "Pay Bill" else "Buy Goods Online"}
+                "reason": "Pay Bill Online" if payment.kind == "Pay Bill" else "Buy Goods Online",
+                "when": payment.body.get("TransTime")}
     with engine.store.lock:
         for push in engine.store.pushes.values():
             if push.receipt == receipt:
                 return {"amount": push.amount, "phone": push.phone, "shortcode": engine.settings.shortcode,
-                        "reason": "Pay Bill Online"}
+                        "reason": "Pay Bill Online", "when": push.transaction_date}
     return None
 
 
@@ -81,7 +82,8 @@ def result_body(body: dict, conversation: tuple[str, str], code_desc: tuple, fou
               "OriginatorConversationID": conversation[0], "ConversationID": conversation[1],
               "TransactionID": body["TransactionID"] if code == 0 else ids.receipt_number()}
     if code == 0 and found is not None:
-        when = int(ids.now_eat().strftime("%Y%m%d%H%M%S"))
+        # The transaction's own time (EAT), as Daraja reports it: not the time of the query.
+        when = int(found.get("when") or ids.now_eat().strftime("%Y%m%d%H%M%S"))
         credit = faults.get("credit_party") or f"{found['shortcode']} - {current_app.extensions['simulator'].settings.business_name}"
         result["ResultParameters"] = {"ResultParameter": [
             {"Key": "ReceiptNo", "Value": body["TransactionID"]},

@@ -26,7 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from ..db import db_now
+from ..db import as_utc, db_now
+from ..money_audit import runs as audit_runs
 from . import counts
 
 log = logging.getLogger("lipia.metrics")
@@ -90,13 +91,26 @@ class DatabaseCollector:
             lag = GaugeMetricFamily("lipia_queue_oldest_queued_seconds",
                                     "How long the oldest runnable job has waited (0 when none)")
             lag.add_metric([], counts.oldest_queued_seconds(self.db, now) or 0.0)
+            audit = self._money_audit(now)
         except Exception:  # a scrape must still answer when the database does not
             log.exception("metrics: could not read the database")
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
-        yield from (up, open_, recent, review, jobs, attempts, lag)
+        yield from (up, open_, recent, review, jobs, attempts, lag, *audit)
+
+    def _money_audit(self, now) -> list:
+        """The latest scheduled money audit: how many problems it found and how old it is (none before the first)."""
+        latest = audit_runs.latest(self.db)
+        if latest is None:
+            return []
+        problems = GaugeMetricFamily("lipia_money_audit_problems",
+                                     "Problems the latest money audit found (0: the books and M-Pesa agree)")
+        problems.add_metric([], latest["count"])
+        age = GaugeMetricFamily("lipia_money_audit_age_seconds", "Seconds since the latest money audit ran")
+        age.add_metric([], max(0.0, (as_utc(now) - as_utc(latest["at"])).total_seconds()))
+        return [problems, age]
 
 
 def _process_registry():

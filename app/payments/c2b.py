@@ -31,7 +31,7 @@ from ..config import DEV_C2B_URL_SECRET
 from ..db import utcnow
 from ..mpesa import c2b as wire
 from ..mpesa.errors import CallbackError
-from . import records, references, settlement, states
+from . import receipts, records, references, settlement, states
 
 log = logging.getLogger("lipia.c2b")
 
@@ -233,20 +233,39 @@ def settle(db, config, doc: dict, conf: wire.Confirmation | None = None) -> str:
         # read it (so it no longer looked payable): read after the match, that order is the one.
         payment = _settled_by(db, conf.trans_id) or None
     if payment is None:
-        return _finish(db, doc["_id"], REVIEW, problem, None)
+        return _finish(db, doc["_id"], REVIEW, _take_receipt(db, conf, None, doc)[1] or problem, None)
     mismatch = _amount_problem(payment, conf)
     if mismatch:
-        return _finish(db, doc["_id"], REVIEW, mismatch, None, named=payment)
+        # Unmatched, as the order it named is left alone: the receipt is under review with no order.
+        return _finish(db, doc["_id"], REVIEW, _take_receipt(db, conf, None, doc)[1] or mismatch, None,
+                       named=payment)
+    use, held = _take_receipt(db, conf, payment, doc)
+    if held:
+        return _finish(db, doc["_id"], REVIEW, held, None)
     result = settlement.settle(db, payment["_id"], outcome_for(conf, doc.get("assigned_by")), payment=payment)
     current = records.get(db, payment["_id"])
     # Credited by this TransID: by a copy of this confirmation, or by the customer's receipt claim.
     ours = current.get("settled_via") in ("c2b", "claim")
     if result.credited or (ours and current.get("mpesa_receipt") == conf.trans_id):
         return _finish(db, doc["_id"], CREDITED, None, current)
+    if use == receipts.CREDIT:
+        receipts.correct(db, conf.trans_id, payment["_id"], receipts.REVIEW)  # it did not credit after all
     if result.effect == "held for review" or (ours and current.get("review_receipt") == conf.trans_id):
         return _finish(db, doc["_id"], REVIEW, current.get("review_reason"), current)
     return _finish(db, doc["_id"], REVIEW, f"order {current['reference']} was already {current['status']} "
                                            "when this payment arrived", current)
+
+
+def _take_receipt(db, conf: wire.Confirmation, payment: dict | None, doc: dict) -> tuple[str, str | None]:
+    """Take the TransID (app.payments.receipts) before the settling write: (the use taken, or why it
+    was not: another payment, a claim or a refund holds it, and the confirmation goes to review)."""
+    use = receipts.REVIEW
+    if payment is not None and payment["status"] in states.OPEN_STATUSES + states.FAILURE_STATUSES \
+            and not settlement.mismatch(payment, outcome_for(conf)):
+        use = receipts.CREDIT
+    holder = receipts.take(db, conf.trans_id, use, payment["_id"] if payment else None,
+                           "assign" if doc.get("assigned_by") else "c2b")
+    return use, receipts.describe(holder) if holder else None
 
 
 def _settled_by(db, trans_id: str) -> dict | None:

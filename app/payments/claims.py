@@ -4,8 +4,14 @@ The customer types the code from their M-Pesa SMS. The worker asks Transaction S
 (with the initiator's SecurityCredential); the answer comes back later at a result URL
 carrying this claim's own secret, checked before the body is kept (a forgery keeps only
 the callback route's bounded record; during an outage it is spooled and checked on replay).
-A verified receipt settles the order through `settlement.settle`, whose unique receipt
-index keeps one receipt on one order whoever claims it, however often.
+A verified receipt is taken in the `receipts` collection (app.payments.receipts), whose
+unique `_id` keeps one holder per receipt, then settles the order through `settlement.settle`,
+whose unique receipt index keeps one receipt on one order whoever claims it, however often.
+
+A receipt may be the payment of one of our own STK pushes whose callback was lost: one STK
+Query settled (it then waits for its receipt) or that M-Pesa may still settle. Such a receipt
+never credits the claim's order: it is filled onto the push it paid (and the customer is told
+which order it credited), or, while that push is unsettled, the claim goes to review.
 """
 from __future__ import annotations
 
@@ -21,17 +27,20 @@ from bson.errors import InvalidId
 from .. import queue
 from ..config import DEV_INITIATOR_PASSWORD
 from ..db import utcnow
+from ..i18n import translate_stored
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
 from ..translatable import N_
-from . import records, settlement, states
+from . import receipts, records, settlement, states
 
 log = logging.getLogger("lipia.claims")
 
 CLAIM_JOB = "receipt_claim"
 QUEUED, ASKED = "queued", "asked"
 CREDITED, REVIEW, NOT_VERIFIED, TIMEOUT, FAILED = "credited", "review", "not_verified", "timeout", "failed"
+# The receipt paid another of the customer's orders (settled by STK Query, without its receipt).
+ALREADY_CREDITED = "already_credited"
 WAITING = (QUEUED, ASKED)
 # A result that has not come after this long is treated as lost: the customer may claim again.
 ANSWER_WITHIN = timedelta(minutes=5)
@@ -47,7 +56,16 @@ MESSAGES = {
     REVIEW: N_("M-Pesa confirmed the receipt but it does not match this order, so we are checking it by hand."),
     TIMEOUT: N_("M-Pesa did not answer our check in time. Please try again in a few minutes."),
     FAILED: N_("We could not check receipts with M-Pesa just now. Please try again later."),
+    ALREADY_CREDITED: N_("M-Pesa confirmed this receipt: it paid your order %(reference)s, whose words were "
+                         "already added. Nothing more is added for it."),
 }
+USED = N_("That receipt has already been used for a payment.")
+SENT_BACK = N_("That M-Pesa payment was sent back to the payer, so it cannot pay for an order.")
+IN_REVIEW_ELSEWHERE = N_("That receipt is already being checked by hand for another payment.")
+MAYBE_YOUR_PUSH = N_("M-Pesa confirmed this receipt, but it may be the payment of your order %(reference)s, which "
+                     "M-Pesa has not settled with us yet. We are checking it by hand, so one payment is credited once.")
+MAYBE_ANOTHER = N_("M-Pesa confirmed this receipt, but it may be the payment of another order, so we are checking "
+                   "it by hand.")
 
 
 class ClaimRefused(ValueError):
@@ -78,9 +96,9 @@ def start(db, config: Mapping[str, Any], payment: dict, username: str, typed: st
                               "like RKL51ZDR4F, at the start of the SMS."))
     if payment["status"] not in (states.PENDING,) + states.FAILURE_STATUSES:
         raise ClaimRefused(N_("This payment is already settled; there is nothing to claim."))
-    used = db.payments.find_one({"mpesa_receipt": receipt}, {"_id": 1})
-    if used is not None:
-        raise ClaimRefused(N_("That receipt has already been used for a payment."))
+    refusal = _taken_refusal(db, receipt, payment["_id"])
+    if refusal:
+        raise ClaimRefused(refusal)
     current = latest(db, payment["_id"])
     if current and current["state"] in WAITING:
         if utcnow().replace(tzinfo=None) - current["created_at"].replace(tzinfo=None) < ANSWER_WITHIN:
@@ -94,12 +112,31 @@ def start(db, config: Mapping[str, Any], payment: dict, username: str, typed: st
     return claim
 
 
+def _taken_refusal(db, receipt: str, payment_id) -> str | None:
+    """Why a receipt cannot be claimed for this order, as far as reads tell (the insert in
+    `receipts.take` is the wall; this only says it early, in plain words)."""
+    if db.payments.find_one({"mpesa_receipt": receipt}, {"_id": 1}) is not None:
+        return USED
+    held = receipts.holder(db, receipt)
+    if (held and held["use"] == receipts.REFUND) or receipts.sent_back(db, receipt):
+        return SENT_BACK
+    if held and held.get("payment_id") not in (None, str(payment_id)):
+        return USED if held["use"] == receipts.CREDIT else IN_REVIEW_ELSEWHERE
+    return None
+
+
 def message(claim: dict) -> str:
-    return claim.get("message") or MESSAGES.get(claim["state"], "")
+    """What the payment page says of a claim, in the reader's language."""
+    text = translate_stored(claim.get("message") or MESSAGES.get(claim["state"], ""))
+    values = claim.get("message_values")
+    return text % values if values and text else text
 
 
-def _finish(db, claim: dict, state: str, detail: str | None, text: str | None = None) -> bool:
+def _finish(db, claim: dict, state: str, detail: str | None, text: str | None = None,
+            values: dict | None = None) -> bool:
     fields = {"state": state, "finished_at": utcnow(), "message": text or MESSAGES.get(state, "")}
+    if values:
+        fields["message_values"] = values
     if detail:
         fields["detail"] = detail[:300]
     return db.receipt_claims.update_one({"_id": claim["_id"], "state": {"$in": list(WAITING)}},
@@ -210,25 +247,102 @@ def _apply_result(db, config, claim, raw, timed_out: bool) -> str:
     return _settle(db, claim, result)
 
 
+def _payer(result: status_api.StatusResult) -> str | None:
+    """The payer's phone as M-Pesa shows it in "2547***678 - JOHN DOE" (masked, hashed or whole)."""
+    return str(result.params.get("DebitPartyName") or "").split(" - ", 1)[0].strip()[:80] or None
+
+
+def _paid_at(result: status_api.StatusResult):
+    for key in ("InitiatedTime", "FinalisedTime"):
+        when = receipts.mpesa_time(result.params.get(key))
+        if when is not None:
+            return when
+    return None
+
+
 def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
-    amount = result.amount
+    amount, receipt = result.amount, claim["receipt"]
+    payer, paid_at = _payer(result), _paid_at(result)
     outcome = states.Outcome(status=states.COMPLETED, via="claim", result_code="0",
-                             result_desc=f"receipt {claim['receipt']} confirmed by Transaction Status",
-                             receipt=claim["receipt"],
+                             result_desc=f"receipt {receipt} confirmed by Transaction Status",
+                             receipt=receipt, phone=payer, transaction_date=paid_at,
                              amount=int(amount) if amount is not None and amount == int(amount) else amount)
-    settlement.settle(db, ObjectId(claim["payment_id"]), outcome)
     payment = records.get(db, claim["payment_id"])
-    if payment.get("mpesa_receipt") == claim["receipt"]:
+    if receipts.sent_back(db, receipt):  # also menu payments sent back before receipts were recorded
+        return _refuse(db, claim, SENT_BACK, "its money was sent back")
+    paid = db.payments.find_one({"mpesa_receipt": receipt}, {"username": 1, "reference": 1})
+    if paid is not None and paid["_id"] != payment["_id"]:
+        return _credited_on(db, claim, payment, paid, f"receipt {receipt} is on order {paid.get('reference')}")
+    pushes = receipts.pushes_it_could_pay(db, amount=outcome.amount, payer=payer, paid_at=paid_at,
+                                          username=payment["username"], target_id=payment["_id"])
+    if len(pushes) == 1 and pushes[0]["status"] == states.COMPLETED \
+            and receipts.exact_payer(pushes[0], payer, payment["username"]):
+        return _paid_that_push(db, claim, payment, pushes[0], result, outcome)
+    hold = _hold(pushes, payment, receipt)
+    payable = payment["status"] in states.OPEN_STATUSES + states.FAILURE_STATUSES
+    use = receipts.CREDIT if payable and not hold and not settlement.mismatch(payment, outcome) else receipts.REVIEW
+    holder = receipts.take(db, receipt, use, payment["_id"], "claim")
+    if holder is not None:
+        return _refuse(db, claim, SENT_BACK if holder["use"] == receipts.REFUND else USED, receipts.describe(holder))
+    settlement.settle(db, payment["_id"], outcome, hold=hold[0] if hold else None)
+    payment = records.get(db, claim["payment_id"])
+    if payment.get("mpesa_receipt") == receipt:
         _finish(db, claim, CREDITED, None)
         # A menu payment whose confirmation could not be matched is this one: it is now accounted for.
-        db.c2b_payments.update_one({"_id": claim["receipt"], "state": "review", "payment_id": {"$exists": False}},
+        db.c2b_payments.update_one({"_id": receipt, "state": "review", "payment_id": {"$exists": False}},
                                    {"$set": {"state": "credited", "payment_id": claim["payment_id"],
                                              "username": payment["username"], "credited_via": "claim"}})
         return "credited"
-    if payment.get("review_receipt") == claim["receipt"]:
-        _finish(db, claim, REVIEW, payment.get("review_reason"))
+    if use == receipts.CREDIT:
+        receipts.correct(db, receipt, payment["_id"], receipts.REVIEW)  # it did not credit after all (a race)
+    if payment.get("review_receipt") == receipt:
+        text, values = hold[1:] if hold else (None, None)
+        _finish(db, claim, REVIEW, payment.get("review_reason"), text, values)
         return "held for review"
-    text = ("This payment was already settled another way." if payment["status"] == states.COMPLETED
-            else "That receipt has already been used for a payment.")
-    _finish(db, claim, NOT_VERIFIED, text, text)
-    return "not verified: " + text
+    text = "This payment was already settled another way." if payment["status"] == states.COMPLETED else USED
+    return _refuse(db, claim, text, text)
+
+
+def _refuse(db, claim: dict, text: str, detail: str) -> str:
+    _finish(db, claim, NOT_VERIFIED, detail, text)
+    return "not verified: " + detail
+
+
+def _hold(pushes: list[dict], payment: dict, receipt: str) -> tuple[str, str, dict | None] | None:
+    """(the reviewer's reason, the customer's words, their values) when the receipt may be the
+    payment of one of our pushes that M-Pesa may still settle (or that cannot be told apart)."""
+    if not pushes:
+        return None
+    names = ", ".join(f"{p.get('reference')} ({p['status']})" for p in pushes[:5])
+    reason = (f"receipt {receipt} may be the payment of our STK push {names}, which M-Pesa may still settle "
+              "or which has no receipt yet: credit at most one of them")
+    if all(p["username"] == payment["username"] for p in pushes):
+        return reason, MAYBE_YOUR_PUSH, {"reference": pushes[0].get("reference")}
+    return reason, MAYBE_ANOTHER, None
+
+
+def _paid_that_push(db, claim: dict, payment: dict, push: dict, result: status_api.StatusResult,
+                    outcome: states.Outcome) -> str:
+    """The receipt is the payment of a push STK Query settled without it: it goes onto that push."""
+    receipt = claim["receipt"]
+    holder = receipts.take(db, receipt, receipts.CREDIT, push["_id"], "claim")
+    if holder is not None:
+        return _refuse(db, claim, SENT_BACK if holder["use"] == receipts.REFUND else USED, receipts.describe(holder))
+    filled = settlement.fill_receipt(db, push["_id"], receipt, via="claim", amount=outcome.amount)
+    if filled == "other":
+        # Its own callback brought another receipt meanwhile: this one is a payment of its own.
+        receipts.release(db, receipt, use=receipts.CREDIT, payment_id=push["_id"])
+        return _settle(db, claim, result)
+    if filled == "elsewhere":
+        receipts.correct(db, receipt, push["_id"], receipts.REVIEW)
+        return _refuse(db, claim, USED, f"receipt {receipt} is on another payment")
+    return _credited_on(db, claim, payment, push,
+                        f"receipt {receipt} is the payment of order {push.get('reference')} (settled by STK Query)")
+
+
+def _credited_on(db, claim: dict, payment: dict, paid: dict, detail: str) -> str:
+    """The receipt already paid another order: the customer's own is named, another's is not."""
+    if paid["username"] != payment["username"]:
+        return _refuse(db, claim, USED, detail)
+    _finish(db, claim, ALREADY_CREDITED, detail, values={"reference": paid.get("reference")})
+    return f"already credited: order {paid.get('reference')}"

@@ -23,7 +23,7 @@ from ..mpesa import reversal as reversal_api
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
-from . import states
+from . import receipts, states
 
 log = logging.getLogger("lipia.refunds")
 
@@ -62,11 +62,19 @@ def second_refund_refusal(db, payment_id) -> str | None:
 
 def request_unmatched(db, config: Mapping[str, Any], client, trans_id: str, *, actor: str, reason: str) -> dict:
     """Send back a menu payment that credited nothing (under review, no order): no words to take back."""
-    # Taken out of review first, so no operator or receipt claim can credit it while its money goes back.
+    # Its receipt is taken for the refund first (the database keeps one holder: a claim or an
+    # assignment that took it wins), then it is taken out of review, so nothing can credit it
+    # while its money goes back.
+    holder = receipts.take(db, trans_id, receipts.REFUND, None, "reversal")
+    if holder is not None:
+        raise RefundRefused(f"Not sent back: {receipts.describe(holder)}.")
     doc = db.c2b_payments.find_one_and_update(
         {"_id": trans_id, "state": "review", "payment_id": {"$exists": False}, "amount": {"$type": "int"}},
         {"$set": {"state": "refunding", "updated_at": utcnow()}})
     if doc is None:
+        state = (db.c2b_payments.find_one({"_id": trans_id}, {"state": 1}) or {}).get("state")
+        if state not in ("refunding", "refunded"):  # another operator's refund of it is not this one
+            receipts.release(db, trans_id, use=receipts.REFUND)  # nothing is going back
         raise RefundRefused("Only an unmatched menu payment under review (whole shillings) can be sent back here.")
     try:
         reversal = _send(db, config, client, {"_id": key_for(f"c2b:{trans_id}"), "payment_id": f"c2b:{trans_id}",
@@ -82,6 +90,7 @@ def request_unmatched(db, config: Mapping[str, Any], client, trans_id: str, *, a
 
 def _unmatched_back_to_review(db, trans_id: str) -> None:
     db.c2b_payments.update_one({"_id": trans_id, "state": "refunding"}, {"$set": {"state": "review"}})
+    receipts.release(db, trans_id, use=receipts.REFUND)
 
 
 def request(db, config: Mapping[str, Any], client, payment: dict, *, actor: str, reason: str, words_mode: str) -> dict:

@@ -11,6 +11,13 @@ between leaves `credited: false` for the ledger's repair pass.
 
 After each settling write the payment is announced on `app.events.payment_settled`;
 what a listener does (the notices) can neither undo nor block the write.
+
+One M-Pesa payment is one credit. A success settled by STK Query carries no receipt, so the
+payment says `receipt_pending: true` until its own late callback (same CheckoutRequestID)
+brings it, or a receipt claim shows that its receipt is this push's (app.payments.receipts);
+and a query's success that a credited receipt claim on another order could be is held for
+review, not credited. A receipt arriving by any other way for an order already paid is a
+second payment: flagged, never credited twice, never written as the order's receipt.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .. import events, ledger
 from ..db import utcnow
+from . import receipts
 from .states import COMPLETED, FAILURE_STATUSES, OPEN_STATUSES, REJECTED, REVIEW, Outcome
 
 # Its log lines keep the name they had when settlement lived in the ledger: searches and alerts key on it.
@@ -42,7 +50,7 @@ def _history(status: str, via: str, note: str | None = None) -> dict:
     return {"status": status, "at": utcnow(), "via": via, **({"note": note} if note else {})}
 
 
-def _mismatch(payment: dict, outcome: Outcome) -> str | None:
+def mismatch(payment: dict, outcome: Outcome) -> str | None:
     """Why a success cannot be credited as it stands, or None when it matches the order.
 
     An STK Query answer names the CheckoutRequestID that Daraja pushed with the order's
@@ -54,13 +62,15 @@ def _mismatch(payment: dict, outcome: Outcome) -> str | None:
         return "success without amount or receipt"
     if outcome.amount != payment["amount"]:
         return f"M-Pesa confirmed KES {outcome.amount}, the order was KES {payment['amount']}"
-    if outcome.phone and payment.get("phone") and outcome.phone.isdigit() and outcome.phone != payment["phone"]:
+    # A receipt claim names a menu payment, which anyone may make for the order (as C2B does).
+    if outcome.via != "claim" and outcome.phone and payment.get("phone") and outcome.phone.isdigit() \
+            and outcome.phone != payment["phone"]:
         return "paid from a different phone number than the order's"
     return None
 
 
 def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None,
-           count_callback: bool = False) -> SettleResult:
+           count_callback: bool = False, hold: str | None = None) -> SettleResult:
     """Apply one outcome to one payment: once, forward only, whatever the order of arrival.
 
     Callbacks, STK Query answers, expiry and operators all come through here. A caller
@@ -68,6 +78,7 @@ def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None,
     order's own fields (amount, phone, words) are used from it, and every write is
     conditional on the stored status, so a copy a moment old decides nothing.
     `count_callback` adds one to the payment's `callbacks_received` in the same write.
+    `hold` holds a success for review with that reason (the caller knows why it may not be credited).
     """
     if payment is None:
         payment = db.payments.find_one({"_id": ObjectId(str(payment_id))})
@@ -75,7 +86,7 @@ def settle(db, payment_id, outcome: Outcome, *, payment: dict | None = None,
         return SettleResult("unknown payment")
     counter = {"$inc": {"callbacks_received": 1}} if count_callback else {}
     if outcome.status == COMPLETED:
-        return _settle_success(db, payment, outcome, counter)
+        return _settle_success(db, payment, outcome, counter, hold)
     return _settle_failure(db, payment, outcome, counter)
 
 
@@ -139,13 +150,17 @@ def _success_update(outcome: Outcome, target: str, problem: str | None, counter:
         # `credited: false` until credit_payment books the words: the repair pass finds
         # interrupted credits by this one indexed value, however long the history grows.
         fields.update(mpesa_receipt=outcome.receipt, credited=False)
+        if outcome.receipt is None:
+            fields["receipt_pending"] = True  # STK Query: filled by the push's late callback or a receipt claim
     fields = {k: v for k, v in fields.items() if v is not None}
     return {"$set": {"status": target, **fields}, "$unset": _SETTLED_UNSET, **counter,
             "$push": {"history": _history(target, outcome.via, problem or outcome.receipt)}}
 
 
-def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> SettleResult:
-    problem = _mismatch(payment, outcome)
+def _settle_success(db, payment: dict, outcome: Outcome, counter: dict, hold: str | None = None) -> SettleResult:
+    problem = hold or mismatch(payment, outcome)
+    if problem is None and outcome.via == "query":
+        problem = _claimed_elsewhere(db, payment)
     target = REVIEW if problem else COMPLETED
     condition = {"_id": payment["_id"], "status": {"$in": list(OPEN_STATUSES + FAILURE_STATUSES)}}
     update = _success_update(outcome, target, problem, counter)
@@ -161,10 +176,8 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict) -> Settl
         current = _current(db, payment["_id"], counter)
         if current["status"] == COMPLETED:
             ledger.credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
-            if not current.get("mpesa_receipt") and outcome.receipt and not problem:
-                _fill_receipt(db, current, outcome)
-            elif outcome.receipt and current.get("mpesa_receipt") not in (None, outcome.receipt):
-                _flag_second_payment(db, current, outcome)
+            if outcome.receipt and outcome.receipt != current.get("mpesa_receipt"):
+                _late_receipt(db, current, outcome, problem)
         return SettleResult(f"ignored: already {current['status']}", current)
     if target == REVIEW:
         log.warning("payment %s held for review: %s", payment["_id"], problem)
@@ -226,21 +239,58 @@ def settle_matching(db, payment_id, outcome: Outcome) -> SettleResult | None:
     return _credited(db, updated, outcome)
 
 
-def _fill_receipt(db, payment: dict, outcome: Outcome) -> None:
-    """A callback after a query-confirmed success brings the receipt the query lacked."""
-    try:
-        db.payments.update_one({"_id": payment["_id"], "mpesa_receipt": {"$exists": False}},
-                               {"$set": {"mpesa_receipt": outcome.receipt,
-                                         "confirmed_amount": _stored_amount(outcome.amount)}})
-    except DuplicateKeyError:
+def _claimed_elsewhere(db, payment: dict) -> str | None:
+    """Why a query's success may not be credited: a receipt claim on another order could be this push's payment."""
+    other = receipts.claim_it_could_be(db, payment)
+    if other is None:
+        return None
+    return (f"STK Query says this push was paid, but receipt {other.get('mpesa_receipt')} credited on order "
+            f"{other.get('reference')} by a receipt claim could be the same payment: credit at most one")
+
+
+def _own_callback(payment: dict, outcome: Outcome) -> bool:
+    return outcome.via == "callback" and bool(outcome.checkout_request_id) \
+        and outcome.checkout_request_id == payment.get("checkout_request_id")
+
+
+def _late_receipt(db, payment: dict, outcome: Outcome, problem: str | None) -> None:
+    """A receipt for an order already paid: its own push's late callback brings the receipt a query
+    lacked; anything else (a menu payment, another push) is a second payment."""
+    if payment.get("mpesa_receipt") or not _own_callback(payment, outcome):
+        _flag_second_payment(db, payment, outcome)
+    elif problem:
+        _flag_second_payment(db, payment, outcome, f"the push's late callback does not match: {problem}")
+    elif fill_receipt(db, payment["_id"], outcome.receipt, via=outcome.via, amount=outcome.amount) == "elsewhere":
         db.payments.update_one({"_id": payment["_id"]}, {"$set": {
             "needs_review": True, "review_reason": f"receipt {outcome.receipt} is on another payment too"}})
 
 
-def _flag_second_payment(db, payment: dict, outcome: Outcome) -> None:
+def fill_receipt(db, payment_id, receipt: str, *, via: str, amount=None) -> str:
+    """Give a payment completed without a receipt (STK Query) the one it lacked, through the unique
+    receipt index: "filled" (now or before), "elsewhere" (another payment holds it) or "other" (it
+    holds another receipt, or is not completed)."""
+    fields = {"mpesa_receipt": receipt, "receipt_via": via, "updated_at": utcnow()}
+    if amount is not None:
+        fields["confirmed_amount"] = _stored_amount(amount)
+    try:
+        done = db.payments.update_one(
+            {"_id": payment_id, "status": COMPLETED, "mpesa_receipt": {"$exists": False}},
+            {"$set": fields, "$unset": {"receipt_pending": ""},
+             "$push": {"history": _history(COMPLETED, via, f"receipt {receipt}")}}).modified_count
+    except DuplicateKeyError:
+        return "elsewhere"
+    if done:
+        log.info("payment %s: receipt %s filled in (via %s)", payment_id, receipt, via)
+        return "filled"
+    current = db.payments.find_one({"_id": payment_id}, {"mpesa_receipt": 1})
+    return "filled" if current and current.get("mpesa_receipt") == receipt else "other"
+
+
+def _flag_second_payment(db, payment: dict, outcome: Outcome, note: str | None = None) -> None:
     """A second, different M-Pesa payment for an order already paid (STK and the menu both):
     never credited twice, never lost: the order is flagged with the extra receipt for an operator."""
-    note = f"a second M-Pesa payment (receipt {outcome.receipt}, via {outcome.via}) arrived after this order was paid"
+    note = note or (f"a second M-Pesa payment (receipt {outcome.receipt}, via {outcome.via}) arrived after this "
+                    "order was paid")
     db.payments.update_one({"_id": payment["_id"]},
                            {"$set": {"needs_review": True, "review_reason": note},
                             "$addToSet": {"extra_receipts": outcome.receipt}})
@@ -277,11 +327,22 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
     if unpaid:
         raise ValueError(unpaid)
     if approve and payment.get("review_receipt"):
+        # The receipt's one holder (app.payments.receipts): a claim, menu payment or refund that took it wins.
+        holder = receipts.take(db, payment["review_receipt"], receipts.CREDIT, payment["_id"], "operator")
+        if holder is not None:
+            raise ValueError(receipts.describe(holder))
         fields["mpesa_receipt"] = payment["review_receipt"]
-    updated = db.payments.find_one_and_update(
-        {"_id": payment["_id"], "status": REVIEW},
-        {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
-        return_document=ReturnDocument.AFTER)
+    elif approve and not payment.get("mpesa_receipt"):
+        fields["receipt_pending"] = True  # confirmed without a receipt (STK Query): filled when one comes
+    try:
+        updated = db.payments.find_one_and_update(
+            {"_id": payment["_id"], "status": REVIEW},
+            {"$set": fields, "$push": {"history": _history(target, "operator", f"{actor}: {reason.strip()}")}},
+            return_document=ReturnDocument.AFTER)
+    except DuplicateKeyError:
+        # Its own push's callback put the receipt on another payment: it stays a review here.
+        receipts.correct(db, payment["review_receipt"], payment["_id"], receipts.REVIEW)
+        raise
     if updated is None:
         raise ValueError("this payment was resolved by someone else just now")
     if approve:

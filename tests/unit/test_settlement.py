@@ -6,7 +6,7 @@ import pytest
 from app import ledger
 from app.payments import records
 from app.payments.outcomes import expired, from_result
-from tests.support.factories import checkout_payment, success_outcome
+from tests.support.factories import checkout_payment, pushed, success_outcome
 from app.payments import settlement
 
 def test_success_credits_the_plan_once_whatever_repeats(db, alice):
@@ -38,12 +38,39 @@ def test_query_failure_after_success_flags_but_never_downgrades(db, alice):
     assert ledger.balance(db, "alice") == 10_000
 
 
-def test_query_success_credits_without_receipt_and_a_later_callback_fills_it(db, alice):
-    payment = checkout_payment(db, alice)
+def test_query_success_credits_without_receipt_and_its_own_late_callback_fills_it(db, alice):
+    # The fill used to take any later success's receipt; only the push's own callback may bring it.
+    payment = pushed(db, checkout_payment(db, alice))
     assert settlement.settle(db, payment["_id"], from_result(0, "ok", via="query")).effect == "credited"
-    settlement.settle(db, payment["_id"], success_outcome(receipt="LATE000001"))
+    assert records.get(db, payment["_id"])["receipt_pending"] is True
+    late = from_result(0, "ok", via="callback", receipt="LATE000001", amount=Decimal(100), phone=alice.phone_number,
+                       checkout_request_id=payment["checkout_request_id"])
+    settlement.settle(db, payment["_id"], late)
     doc = records.get(db, payment["_id"])
-    assert doc["mpesa_receipt"] == "LATE000001" and ledger.balance(db, "alice") == 10_000
+    assert doc["mpesa_receipt"] == "LATE000001" and "receipt_pending" not in doc
+    assert ledger.balance(db, "alice") == 10_000 and not doc.get("needs_review")
+
+
+def test_a_menu_payment_after_a_query_settled_order_is_a_second_payment_not_its_receipt(db, alice):
+    """Issue 21: a later C2B TransID was written as the order's receipt, although it is another payment."""
+    payment = pushed(db, checkout_payment(db, alice))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="query"))
+    menu = from_result(0, "ok", via="c2b", receipt="MENU000001", amount=Decimal(100))
+    assert settlement.settle(db, payment["_id"], menu).effect == "ignored: already completed"
+    doc = records.get(db, payment["_id"])
+    assert "mpesa_receipt" not in doc and doc["receipt_pending"] is True
+    assert doc["needs_review"] and doc["extra_receipts"] == ["MENU000001"]
+    assert ledger.balance(db, "alice") == 10_000
+
+
+def test_a_late_callback_of_another_push_is_not_the_receipt_either(db, alice):
+    payment = pushed(db, checkout_payment(db, alice))
+    settlement.settle(db, payment["_id"], from_result(0, "ok", via="query"))
+    stranger = from_result(0, "ok", via="callback", receipt="OTHER00001", amount=Decimal(100),
+                           phone=alice.phone_number, checkout_request_id="ws_CO_someone_else")
+    settlement.settle(db, payment["_id"], stranger)
+    doc = records.get(db, payment["_id"])
+    assert "mpesa_receipt" not in doc and doc["extra_receipts"] == ["OTHER00001"]
 
 
 @pytest.mark.parametrize("outcome,reason", [
