@@ -72,20 +72,47 @@ class _Log:
 
 
 class Commands(monitoring.CommandListener):
+    """Each command is written when it ends, with its start time and whether it found anything."""
+
     def __init__(self, log: _Log):
         self.log = log
+        self.lock = threading.Lock()
+        self.open: dict = {}
 
     def started(self, event):
         target = event.command.get(event.command_name)
-        self.log.write({"cmd": event.command_name, "coll": target if isinstance(target, str) else "",
-                        "shape": _shape(event.command_name, event.command), "request": _request(),
-                        "chain": _chain()})
+        record = {"cmd": event.command_name, "coll": target if isinstance(target, str) else "",
+                  "shape": _shape(event.command_name, event.command), "request": _request(), "chain": _chain()}
+        key = f"{os.getpid()}:{event.connection_id}:{event.request_id}"
+        with self.lock:
+            self.open[(event.connection_id, event.request_id)] = key
+        # Written at once (a getMore may still be waiting when the count ends), completed by its end.
+        self.log.write({**record, "id": key})
+
+    def _end(self, event, **result):
+        with self.lock:
+            key = self.open.pop((event.connection_id, event.request_id), None)
+        if key is not None:
+            self.log.write({"end": key, "ms": round(event.duration_micros / 1000, 1), **result})
 
     def succeeded(self, event):
-        pass
+        self._end(event, found=_found(event.command_name, event.reply))
 
     def failed(self, event):
+        self._end(event, found=None, error=str(event.failure.get("codeName") or event.failure.get("code")))
+
+
+def _found(name: str, reply) -> int | None:
+    """Documents a read returned or a findAndModify matched (None: not a read)."""
+    try:
+        if name == "findAndModify":
+            return int(reply.get("value") is not None)
+        if name in ("find", "aggregate", "getMore"):
+            cursor = reply.get("cursor") or {}
+            return len(cursor.get("firstBatch", cursor.get("nextBatch", [])))
+    except AttributeError:
         pass
+    return None
 
 
 class Heartbeats(monitoring.ServerHeartbeatListener):
