@@ -140,19 +140,24 @@ class Worker:
         housekeeper = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
         housekeeper.start()
         while not self.stopping.is_set():
-            state = self.run_once()
-            # After a job the queue is looked at again at once, unless the change stream
-            # already said that no other job is waiting: then its next event wakes us.
-            if state == "idle" or (state == "worked" and not self.waker.more_expected()):
-                self.waker.wait()
-            elif state == "trouble":  # an outage backs off; a bug waits the poll cap, not a busy loop
-                self.waker.resting()
-                self.stopping.wait(self.outage.backoff() if self.outage.down else self.settings["WORKER_POLL_MAX_SECONDS"])
+            self.step()
         for thread in (housekeeper, mail):
             if thread:
                 thread.join(timeout=self._remaining())
         self.exited.set()
         log.info("worker %s stopped", self.worker_id)
+
+    def step(self) -> str:
+        """One turn of the main loop: a claim (and its job), then wait if there is nothing more to do."""
+        state = self.run_once()
+        # After a job the queue is looked at again at once, unless the change stream
+        # already said that no other job is waiting: then its next event wakes us.
+        if state == "idle" or (state == "worked" and not self.waker.more_expected()):
+            self.waker.wait()
+        elif state == "trouble":  # an outage backs off; a bug waits the poll cap, not a busy loop
+            self.waker.resting()
+            self.stopping.wait(self.outage.backoff() if self.outage.down else self.settings["WORKER_POLL_MAX_SECONDS"])
+        return state
 
     def run_once(self) -> str:
         """Claim and run one job: "worked", "idle" (none runnable) or "trouble" (could not claim)."""
