@@ -235,8 +235,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_POLL_MAX_SECONDS", _float, "5",
             "longest gap between two looks at the queue when the database offers no change stream"),
     Setting("WORKER_HOUSEKEEPING_MAX_SECONDS", _float, "60",
-            "how often each housekeeping step (reconcile, expire, repair, ...) looks while it finds nothing; "
-            "a push makes its payment's query and expiry due at their own times"),
+            "how often each housekeeping step looks while it finds nothing (a push makes its query due itself)"),
     Setting("WORKER_STARTUP_WAIT_SECONDS", _float, "120",
             "how long a starting worker waits for the database before it exits"),
     Setting("WORKER_SHUTDOWN_SECONDS", _float, "20",
