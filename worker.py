@@ -12,9 +12,16 @@ configuration error (status 3) or when the database never came at start-up (stat
 Threads: the main loop claims and runs jobs; housekeeping (reconcile, expire, repair,
 and the scheduled money audit) runs on its own so it never holds a push back; the queue watcher wakes the main loop;
 the mail sender sends e-mail; a heartbeat keeps the lease of the job in hand.
+
+Each housekeeping step runs when it is due, not on one common beat: every
+WORKER_HOUSEKEEPING_MAX_SECONDS while it finds nothing (a crash's leftovers are found
+within that), soon again when it found work, and when a job makes it due (a push makes
+its payment's STK Query due RECONCILE_AFTER_SECONDS later, and its expiry). A paid
+payment whose callback arrives therefore costs no housekeeping at all.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import signal
@@ -39,7 +46,8 @@ from app.wakeup import Waker
 
 log = logging.getLogger("lipia.worker")
 
-HOUSEKEEPING_EVERY = 5.0     # seconds between passes while payments may be open
+HOUSEKEEPING_EVERY = 5.0     # a step that found work looks again this soon (a backlog, a batch cut short)
+MAX_DUE_HINTS = 1000         # times kept per step; later ones wait for the step's own cadence
 EXIT_NO_DATABASE = 1
 
 
@@ -54,20 +62,31 @@ class JobKind:
     give_up: Callable[..., None]                         # (db, job, error): it was dead-lettered
     # (db, job, keep_seconds) at a bounded shutdown: "finished"/"unknown", or None to release it
     hand_back: Callable[..., str | None] | None = None
+    # (settings) -> {housekeeping step: seconds}: what running the job makes due, and when
+    makes_due: Callable[[dict], dict[str, float]] | None = None
+
+
+def _after_push(settings) -> dict[str, float]:
+    # The payment it pushed may need an STK Query, then may expire; a second late is harmless
+    # (the query's own condition is "pushed longer ago than"), a pass too early finds nothing.
+    return {"reconcile": settings["RECONCILE_AFTER_SECONDS"] + 1,
+            "expire": settings["PAYMENT_EXPIRE_AFTER_SECONDS"] + 1}
 
 
 JOB_KINDS: dict[str, JobKind] = {
     push_job.KIND: JobKind(
         run=lambda worker, job: push_job.run(worker.db, worker.client, worker.settings, job,
                                              persist=worker._durably),
-        give_up=push_job.give_up, hand_back=push_job.hand_back),
+        give_up=push_job.give_up, hand_back=push_job.hand_back, makes_due=_after_push),
     claims.CLAIM_JOB: JobKind(
         run=lambda worker, job: claims.run_claim(worker.db, worker.client, worker.settings, job),
         give_up=claims.give_up),
     # Nothing to undo: a query not sent now is sent by the next housekeeping pass.
     tasks.QUERY_JOB: JobKind(
         run=lambda worker, job: tasks.run_query_job(worker.db, worker.client, worker.settings, job),
-        give_up=lambda db, job, error: None),
+        give_up=lambda db, job, error: None,
+        # A payment still waiting after its query is asked again RECONCILE_EVERY_SECONDS later.
+        makes_due=lambda settings: {"reconcile": settings["RECONCILE_EVERY_SECONDS"] + 1}),
 }
 
 
@@ -86,25 +105,36 @@ class Worker:
         self.waker = Waker(db, self.outage, self.stopping, poll_min=settings["WORKER_POLL_SECONDS"],
                            poll_max=settings["WORKER_POLL_MAX_SECONDS"],
                            safety_poll=max(self.lease, settings["WORKER_POLL_MAX_SECONDS"]))
-        self._active_until = 0.0                # housekeeping stays brisk until then
         hk_client = housekeeping_client or client
         self.audits = AuditSchedule(settings, self.worker_id)
         stop = self.stopping.is_set
-        # One pass of housekeeping: each step is idempotent, guarded on its own, and told
-        # to stop between items. A step returns how much it did (0 means nothing to do).
-        self.housekeeping_steps: list[tuple[str, Callable[[], int]]] = [
-            ("reconcile", lambda: tasks.reconcile_due(db, hk_client, settings, should_stop=stop)),
+        # The housekeeping steps: each is idempotent, guarded on its own, and told to stop
+        # between items. A step returns how much it did (0 means nothing to do). An optional
+        # third item is how often it looks while it finds nothing (default
+        # WORKER_HOUSEKEEPING_MAX_SECONDS); see `_housekeeping_loop`.
+        self.housekeeping_steps: list[tuple] = [
+            ("reconcile", lambda: self._asked(tasks.reconcile_due(db, hk_client, settings, should_stop=stop))),
             ("expire", lambda: tasks.expire_overdue(db, settings, should_stop=stop)),
             ("repair", lambda: sum(ledger.repair(db).values())),
             ("missing jobs", lambda: push_job.requeue_orphans(db, settings, should_stop=stop)),
-            # Callbacks stored but never processed (a crash), and a spool on this host.
-            ("callbacks", lambda: callbacks.catch_up(db, settings)),
+            # Callbacks stored but never processed (a crash), and a spool on this host: the
+            # stale ones are looked for every half CALLBACK_REPROCESS_AFTER_SECONDS (catch_up
+            # keeps that pace itself), the spool (a file check) at every one of those passes.
+            ("callbacks", lambda: callbacks.catch_up(db, settings),
+             (settings.get("CALLBACK_REPROCESS_AFTER_SECONDS") or callbacks.REPROCESS_AFTER_SECONDS) / 2),
             # Menu (C2B) payments a crash left half-settled.
             ("menu payments", lambda: c2b.resume_received(db, settings)),
             # The money audit, every AUDIT_EVERY_SECONDS across all workers. It counts as no
             # work done: what it finds is for an operator, not for a brisker next pass.
             ("money audit", lambda: self.audits.run_if_due(db) and 0),
         ]
+        # Per step: its next regular run, and times jobs made it due (monotonic; absent: due now).
+        self._planned: dict[str, float] = {}
+        self._hints: dict[str, list[float]] = {}
+        self._due_lock = threading.Lock()
+        self._housekeeping_wake = threading.Event()
+        # Whatever an outage interrupted is looked at again as soon as the database is back.
+        self.outage.on_recovery = self.everything_due
 
     # ------------------------------------------------------------ the main loop
 
@@ -115,16 +145,24 @@ class Worker:
         housekeeper = threading.Thread(target=self._housekeeping_loop, name="housekeeping", daemon=True)
         housekeeper.start()
         while not self.stopping.is_set():
-            state = self.run_once()
-            if state == "idle":
-                self.waker.wait()
-            elif state == "trouble":  # an outage backs off; a bug waits the poll cap, not a busy loop
-                self.stopping.wait(self.outage.backoff() if self.outage.down else self.settings["WORKER_POLL_MAX_SECONDS"])
+            self.step()
         for thread in (housekeeper, mail):
             if thread:
                 thread.join(timeout=self._remaining())
         self.exited.set()
         log.info("worker %s stopped", self.worker_id)
+
+    def step(self) -> str:
+        """One turn of the main loop: a claim (and its job), then wait if there is nothing more to do."""
+        state = self.run_once()
+        # After a job the queue is looked at again at once, unless the change stream
+        # already said that no other job is waiting: then its next event wakes us.
+        if state == "idle" or (state == "worked" and not self.waker.more_expected()):
+            self.waker.wait()
+        elif state == "trouble":  # an outage backs off; a bug waits the poll cap, not a busy loop
+            self.waker.resting()
+            self.stopping.wait(self.outage.backoff() if self.outage.down else self.settings["WORKER_POLL_MAX_SECONDS"])
+        return state
 
     def run_once(self) -> str:
         """Claim and run one job: "worked", "idle" (none runnable) or "trouble" (could not claim)."""
@@ -135,9 +173,9 @@ class Worker:
             return "trouble"
         self.outage.ok()
         if job is None:
+            self.waker.nothing_runnable()
             return "idle"
-        self.waker.worked()
-        self._active_until = time.monotonic() + self.settings["PAYMENT_EXPIRE_AFTER_SECONDS"]
+        self.waker.worked(job.id)
         self.in_hand = job
         clear()
         bind(job_id=job.id, payment_id=job.payment_id)
@@ -157,7 +195,16 @@ class Worker:
             done.set()
             self.in_hand = None
             clear()
+            self._made_due(job)
         return "worked"
+
+    def _made_due(self, job) -> None:
+        kind = JOB_KINDS.get(job.kind)
+        if kind is not None and kind.makes_due is not None:
+            try:
+                self.due_in(kind.makes_due(self.settings))
+            except Exception:  # a schedule hint is never worth a job
+                log.exception("job %s: could not schedule the housekeeping it makes due", job.id)
 
     def _run_job(self, job, lost: threading.Event | None = None) -> None:
         try:
@@ -249,36 +296,88 @@ class Worker:
     # ------------------------------------------------------------ housekeeping
 
     def _housekeeping_loop(self) -> None:
-        """Passes on their own thread: brisk while payments may be open, backing off when idle."""
-        interval = HOUSEKEEPING_EVERY
+        """Passes on their own thread, each running the steps that are due; sleeps until the next one is."""
         while not self.stopping.is_set():
-            did = self.housekeeping()
-            if did or time.monotonic() < self._active_until:
-                interval = HOUSEKEEPING_EVERY
-            else:
-                interval = min(self.settings["WORKER_HOUSEKEEPING_MAX_SECONDS"], interval * 2)
-            if did:
-                self._active_until = max(self._active_until,
-                                         time.monotonic() + self.settings["PAYMENT_EXPIRE_AFTER_SECONDS"])
-            self.stopping.wait(self.outage.backoff() if self.outage.down else interval)
+            self.housekeeping(due_only=True)
+            wait = self.outage.backoff() if self.outage.down else self._until_next_due()
+            self._housekeeping_wake.wait(wait)
+            self._housekeeping_wake.clear()
 
-    def housekeeping(self) -> int:
-        """One pass; returns how much work the steps did. Stops between steps on SIGTERM."""
+    def _asked(self, queries: int) -> int:
+        """Payments just asked about that are still waiting are due again RECONCILE_EVERY_SECONDS later."""
+        if queries:
+            self.due_in({"reconcile": self.settings["RECONCILE_EVERY_SECONDS"] + 1})
+        return queries
+
+    def _cadence(self, step: tuple) -> float:
+        """Seconds between two runs of a step that finds nothing."""
+        default = self.settings["WORKER_HOUSEKEEPING_MAX_SECONDS"]
+        return min(default, step[2]) if len(step) > 2 and step[2] else default
+
+    def _next_due(self, name: str, now: float) -> float:
+        """When a step is next due: its own plan, or a time a job made it due, whichever is sooner."""
+        hints = self._hints.get(name)
+        planned = self._planned.get(name, now)
+        return min(planned, hints[0]) if hints else planned
+
+    def _until_next_due(self) -> float:
+        now = time.monotonic()
+        with self._due_lock:
+            due = [self._next_due(step[0], now) for step in self.housekeeping_steps]
+        return max(0.0, min(due, default=now + self.settings["WORKER_HOUSEKEEPING_MAX_SECONDS"]) - now)
+
+    def due_in(self, seconds_by_step: dict[str, float]) -> None:
+        """Make steps due within these many seconds (each time kept: two payments pushed a minute
+        apart are each queried on time), and wake the housekeeper to plan its sleep again."""
+        now = time.monotonic()
+        with self._due_lock:
+            for name, seconds in seconds_by_step.items():
+                hints = self._hints.setdefault(name, [])
+                at = now + max(0.0, float(seconds))
+                # Times within a second are one pass; beyond the cap the step's cadence finds them.
+                if len(hints) < MAX_DUE_HINTS and not any(abs(at - other) < 1.0 for other in hints):
+                    heapq.heappush(hints, at)
+        self._housekeeping_wake.set()
+
+    def everything_due(self) -> None:
+        with self._due_lock:
+            self._planned.clear()
+        self._housekeeping_wake.set()
+
+    def housekeeping(self, due_only: bool = False) -> int:
+        """One pass (every step, or with `due_only` those that are due); returns how much work the
+        steps did. Stops between steps on SIGTERM."""
         did = 0
-        for name, step in self.housekeeping_steps:
+        for step in list(self.housekeeping_steps):
+            name, run = step[0], step[1]
             if self.stopping.is_set():
                 break
+            started = time.monotonic()
+            with self._due_lock:
+                if due_only and self._next_due(name, started) > started:
+                    continue
+                hints = self._hints.get(name) or []
+                while hints and hints[0] <= started:  # this run answers them
+                    heapq.heappop(hints)
             try:
-                did += int(step() or 0)
+                done = int(run() or 0)
             except Exception as exc:
                 self._trouble(exc, f"housekeeping ({name})")
                 if is_outage(exc):
+                    self.everything_due()  # each step is tried again once the database answers
                     break  # the next steps would meet the same outage
+                self._plan(name, started + self._cadence(step))  # a bug: not in a tight loop
             else:
+                did += done
                 self.outage.ok()
+                self._plan(name, started + (HOUSEKEEPING_EVERY if done else self._cadence(step)))
             finally:
                 clear()
         return did
+
+    def _plan(self, name: str, at: float) -> None:
+        with self._due_lock:
+            self._planned[name] = at
 
     # ------------------------------------------------------------ bounded shutdown
 

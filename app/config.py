@@ -235,7 +235,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WORKER_POLL_MAX_SECONDS", _float, "5",
             "longest gap between two looks at the queue when the database offers no change stream"),
     Setting("WORKER_HOUSEKEEPING_MAX_SECONDS", _float, "60",
-            "longest gap between two housekeeping passes (reconcile, expire, repair) while idle"),
+            "how often each housekeeping step looks while it finds nothing (a push makes its query due itself)"),
     Setting("WORKER_STARTUP_WAIT_SECONDS", _float, "120",
             "how long a starting worker waits for the database before it exits"),
     Setting("WORKER_SHUTDOWN_SECONDS", _float, "20",

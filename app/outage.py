@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from typing import Callable
 
 from pymongo.errors import ConnectionFailure
 
@@ -33,6 +34,8 @@ class Outage:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._failures = 0
+        # Called (no arguments) once when an outage ends, e.g. to look again at what it interrupted.
+        self.on_recovery: Callable[[], None] | None = None
 
     @property
     def down(self) -> bool:
@@ -54,6 +57,8 @@ class Outage:
             since, self._down_since, self._failures = self._down_since, None, 0
         if since is not None:
             self.log.warning("database reachable again after %.1fs", time.monotonic() - since)
+            if self.on_recovery is not None:
+                self.on_recovery()
 
     def backoff(self) -> float:
         """The next wait: doubles with each failure of this outage up to the cap, then jittered

@@ -245,14 +245,19 @@ class Probe:
                 print(f"could not stop {proc.name}: {exc}", file=sys.stderr)
 
 
-def render(result: dict) -> str:
+def render(result: dict, end_to_end: dict | None = None) -> str:
     lines = []
     paid = result["paid_payment"]
     total_listed = sum(len(s["commands"]) for s in paid)
     total_server = sum(s["server_ops"] for s in paid)
     lines.append("| what | operations (listed / server count) |")
     lines.append("|---|---|")
-    lines.append(f"| one paid payment, checkout POST to words credited, no polls | {total_listed} / {total_server} |")
+    if end_to_end:
+        lines.append(f"| one paid payment end to end: real web + worker processes, checkout POST and its page "
+                     f"to {end_to_end['after_credit']:.0f} s after the credit, no polls (bench/endtoend.py; "
+                     f"median of {end_to_end['all_runs']}) | {end_to_end['listed']} / {end_to_end['server_ops']} |")
+    lines.append(f"| one paid payment, its steps only (checkout POST, push job, callback), no polls "
+                 f"| {total_listed} / {total_server} |")
     for s in paid:
         lines.append(f"| - {s['step']} | {len(s['commands'])} / {s['server_ops']} |")
     for key, label in (("status_poll", "one status poll (status.json)"), ("spend", "one API spend")):
@@ -276,11 +281,13 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def report(*, idle_seconds: float = 10.0, idle_warmup: float = 3.0) -> str:
-    """Run the probe on a database and simulator of its own; the Markdown report (for `python -m bench`)."""
+def report(*, idle_seconds: float = 10.0, idle_warmup: float = 3.0, end_to_end: dict | None = None) -> str:
+    """Run the probe on a database and simulator of its own; the Markdown report (for `python -m bench`).
+
+    `end_to_end`: bench/endtoend.py's figure, shown as the table's first row."""
     probe = Probe(argparse.Namespace(idle_seconds=idle_seconds, idle_warmup=idle_warmup))
     try:
-        return render(probe.run()) + "\n"
+        return render(probe.run(), end_to_end) + "\n"
     finally:
         probe.stop()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 
-from . import loadgen, opcount, prepare, report, roundtrips, stackctl
+from . import endtoend, loadgen, opcount, prepare, report, roundtrips, stackctl
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,8 +51,11 @@ def main(argv=None) -> int:
     code = 0
     try:
         if bench.wanted("ops"):
-            say("counting database operations: a paid payment, a status poll, a spend, an idle worker")
-            (out / "opcount.md").write_text(opcount.report(idle_seconds=args.idle_seconds))
+            say("counting database operations: a paid payment end to end, its steps, a status poll, a spend, "
+                "an idle worker")
+            whole = endtoend.measure()
+            (out / "opcount.md").write_text(opcount.report(idle_seconds=args.idle_seconds, end_to_end=whole)
+                                            + "\n" + endtoend.render(whole) + "\n")
             print((out / "opcount.md").read_text(), flush=True)
         if bench.only != {"ops"}:
             bench.run()

@@ -24,7 +24,7 @@ def register_c2b(app):
     # The payment page shows how to pay from the M-Pesa menu when the prompt does not come,
     # and lets a customer who paid that way (or whose confirmation was lost) claim by receipt.
     app.add_template_global(lambda payment: manual_instructions(payment, current_app.config), "manual_payment")
-    app.add_template_global(lambda payment: claims.latest(get_db(), payment["_id"]), "receipt_claim")
+    app.add_template_global(lambda payment: _latest_claim(get_db(), payment), "receipt_claim")
     app.add_template_global(claims.message, "claim_message")
     app.add_template_global(ReceiptClaimForm, "ReceiptClaimForm")
     # The operator's payment page shows the M-Pesa reversal of a refund, if any.
@@ -32,3 +32,13 @@ def register_c2b(app):
                             "reversal_for")
     app.add_template_global(lambda: claims.enabled(current_app.config), "reversals_enabled")
     app.add_template_global(lambda payment: refunds.second_refund_refusal(get_db(), payment["_id"]), "refund_refusal")
+
+
+def _latest_claim(db, payment):
+    """The receipt claim the payment page shows. A claim is taken only once the prompt went out
+    or failed (claims.start), and a status never moves back, so a queued payment (the page a
+    checkout redirects to) has none: its page does not look."""
+    from ..payments import claims, states
+    if payment.get("status") == states.QUEUED:
+        return None
+    return claims.latest(db, payment["_id"])

@@ -10,7 +10,7 @@ from ..extensions import limiter
 from ..pagination import paginate, requested_page
 from ..plans.service import get_plan
 from . import bp, callbacks, checkout, records
-from . import actions, tasks
+from . import actions, handover, tasks
 from .forms import CancelForm, CheckoutForm, PaymentActionForm
 from .status import balance_to_show, describe
 from .words import word_history
@@ -45,6 +45,8 @@ def checkout_view(plan_code):
                                 phone=form.phone_number.data, idempotency_key=form.idempotency_key.data)
         if result.reason == "waiting":
             flash(_("You already have a payment waiting on your phone. Finish or cancel it first."), "warning")
+        elif result.created:
+            handover.hand_over(result.payment)  # the page it redirects to need not read it back
         return redirect(url_for("payments.show", payment_id=result.payment["_id"]))
     status = 400 if request.method == "POST" else 200
     return render_template("payments/checkout.html", plan=plan, form=form), status
@@ -67,7 +69,7 @@ def _describe(payment):
 @login_required
 def show(payment_id):
     """One of the customer's payments: the waiting page while it is open, its outcome once settled."""
-    payment = _owned(payment_id)
+    payment = handover.take(payment_id, current_user.username) or _owned(payment_id)
     return render_template("payments/show.html", payment=payment, state=_describe(payment),
                            action_form=PaymentActionForm(), cancel_form=CancelForm())
 
