@@ -36,7 +36,6 @@ from pymongo.errors import DuplicateKeyError
 
 from . import events
 from .db import utcnow
-from .money_audit import Clock, ledger_problems
 from .payments.states import COMPLETED
 
 log = logging.getLogger("lipia.ledger")
@@ -320,5 +319,9 @@ def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minut
     The checks live with the money auditor (app.money_audit.books), which makes them and
     reconciles the money's side too; this keeps the books' share callable from here.
     """
+    # The auditor sits above the ledger (it reads payments, receipts, reversals): imported here,
+    # so the ledger stays a low module every money path can import.
+    from .money_audit import Clock, ledger_problems
+
     clock = Clock(now or utcnow(), settle_window)
     return [p.text for p in ledger_problems(db, clock, expire_after=expire_after)]
