@@ -166,3 +166,67 @@ def test_finding_5_a_reversal_landing_inside_a_ledger_refund_is_refused(app, db,
     assert fired and _one_refund(db, bought) == 1
     assert db.ledger.count_documents({"payment_id": str(bought["_id"]), "kind": "refund"}) == 0
     assert ledger.check_invariants(db) == []
+
+
+def test_two_operators_who_both_read_no_claim_cannot_both_write_one(app, db, customer, bought, daraja, monkeypatch):
+    """The claim is one conditional write: both reads may pass, only one write does."""
+    from app.payments import refund_claims
+    real_read, fired = refund_claims._current_claim, []
+
+    def read_then_the_other_operator(db_, oid):
+        seen = real_read(db_, oid)
+        if not fired:  # the other operator reads the same (no claim) and writes first
+            fired.append("ops2")
+            repairs.refund_payment(db_, bought["_id"], actor="ops2", reason="paid back by hand", words=10_000,
+                                   amount_kes=100)
+        return seen
+
+    monkeypatch.setattr(refund_claims, "_current_claim", read_then_the_other_operator)
+    with pytest.raises(repairs.RepairError, match="already recorded"):
+        reverse(db, app, bought, daraja)
+    assert _one_refund(db, bought) == 1 and db.reversals.count_documents({}) == 0
+    assert db.payments.find_one({"_id": bought["_id"]})["refund"]["actor"] == "ops2"
+    assert ledger.check_invariants(db) == []
+
+
+def test_two_retries_of_one_failed_attempt_take_one_new_claim(app, db, customer, bought, daraja, monkeypatch):
+    from app.payments import refund_claims
+    reverse(db, app, bought, daraja)
+    deliver(db, app, bought, code="R000002")
+    real_read, fired = refund_claims._current_claim, []
+
+    def read_then_the_other_retry(db_, oid):
+        seen = real_read(db_, oid)
+        if not fired:
+            fired.append("ops2")
+            reverse(db_, app, bought, daraja, actor="ops2")
+        return seen
+
+    monkeypatch.setattr(refund_claims, "_current_claim", read_then_the_other_retry)
+    with pytest.raises(repairs.RepairError, match="already requested"):
+        reverse(db, app, bought, daraja)
+    assert _one_refund(db, bought) == 1
+    assert db.payments.find_one({"_id": bought["_id"]})["refund"]["id"] == f"reversal:{bought['_id']}:2"
+    assert ledger.balance(db, customer.username) == 0 and ledger.check_invariants(db) == []
+
+
+def test_a_ledger_only_refund_refused_by_a_spend_can_be_recorded_again(app, db, customer, bought, monkeypatch):
+    real_balance = ledger.balance
+    spent = []
+
+    def balance_then_a_spend(db_, username):
+        seen = real_balance(db_, username)
+        if not spent:
+            spent.append(ledger.spend(db_, username, 10_000, "meanwhile", channel="web", available=seen))
+        return seen
+
+    monkeypatch.setattr(ledger, "balance", balance_then_a_spend)
+    with pytest.raises(repairs.RepairError, match="has only 0 words now"):
+        repairs.refund_payment(db, bought["_id"], actor="ops", reason="by hand", words=10_000, amount_kes=100)
+    monkeypatch.setattr(ledger, "balance", real_balance)
+    claimed = db.payments.find_one({"_id": bought["_id"]})["refund"]
+    assert claimed["state"] == "failed" and db.ledger.find_one({"_id": claimed["id"]})["state"] == "refused"
+    ledger.adjust(db, customer.username, 500, actor="ops", reason="goodwill")
+    repairs.refund_payment(db, bought["_id"], actor="ops", reason="by hand", words=500, amount_kes=5)
+    assert db.payments.find_one({"_id": bought["_id"]})["refund"]["id"] == f"refund:{bought['_id']}:2"
+    assert ledger.balance(db, customer.username) == 0 and ledger.check_invariants(db) == []
