@@ -41,7 +41,7 @@ from app.money_audit.runs import Schedule as AuditSchedule
 from app.mpesa.client import DarajaClient, DarajaSettings
 from app.ops import metrics
 from app.outage import Outage, is_outage
-from app.payments import c2b, callbacks, claims, push_job, tasks
+from app.payments import c2b, callbacks, claims, push_job, reversal_job, tasks
 from app.wakeup import Waker
 
 log = logging.getLogger("lipia.worker")
@@ -81,6 +81,10 @@ JOB_KINDS: dict[str, JobKind] = {
     claims.CLAIM_JOB: JobKind(
         run=lambda worker, job: claims.run_claim(worker.db, worker.client, worker.settings, job),
         give_up=claims.give_up),
+    # An operator's refund sent back by M-Pesa: one Reversal request per attempt, its words held.
+    reversal_job.KIND: JobKind(
+        run=lambda worker, job: reversal_job.run(worker.db, worker.client, worker.settings, job),
+        give_up=reversal_job.give_up, hand_back=reversal_job.hand_back),
     # Nothing to undo: a query not sent now is sent by the next housekeeping pass.
     tasks.QUERY_JOB: JobKind(
         run=lambda worker, job: tasks.run_query_job(worker.db, worker.client, worker.settings, job),
@@ -127,6 +131,8 @@ class Worker:
             # The money audit, every AUDIT_EVERY_SECONDS across all workers. It counts as no
             # work done: what it finds is for an operator, not for a brisker next pass.
             ("money audit", lambda: self.audits.run_if_due(db) and 0),
+            # Refunds a crash left half-way: claims, reversals never sent, ends not followed up.
+            ("refunds", lambda: reversal_job.sweep(db, settings)),
         ]
         # Per step: its next regular run, and times jobs made it due (monotonic; absent: due now).
         self._planned: dict[str, float] = {}

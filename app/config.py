@@ -257,6 +257,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MPESA_INITIATOR_PASSWORD", _str, DEV_INITIATOR_PASSWORD, "the initiator's password", secret=True),
     Setting("MPESA_CERTIFICATE_PATH", _str, "simulator/certs/simulator.cer",
             "Safaricom's public certificate (PEM or DER) that encrypts the initiator password"),
+    Setting("REVERSAL_RESEND_AFTER_SECONDS", _int(1), "120",
+            "a refund a crash left half-way (a reversal never sent) is finished by the worker after this long"),
     Setting("RECEIPT_CLAIM_RATE_LIMIT", _str, "5 per hour", "\"I have paid\" receipt checks allowed per customer"),
     Setting("PLAN_CACHE_SECONDS", _int(0), "60",
             "how long a web process reuses a plan's price at checkout; a price change takes up to this long (0: never)"),

@@ -182,6 +182,13 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("review_receipt", ASCENDING)], sparse=True, name="review_receipt"),
         # Second payments flagged on a paid order (a few): the auditor checks none credits another order.
         IndexModel([("extra_receipts", ASCENDING)], sparse=True, name="extra_receipts"),
+        # Refund claims a crash left `requested` (the worker's sweep); only refunded payments carry one.
+        IndexModel([("refund.state", ASCENDING), ("refund.at", ASCENDING)], sparse=True, name="refund_claim"),
+    ],
+    "reversals": [
+        IndexModel([("payment_id", ASCENDING), ("created_at", DESCENDING)], name="payment_latest"),
+        IndexModel([("state", ASCENDING), ("created_at", ASCENDING)], name="state_age"),
+        IndexModel([("followup", ASCENDING)], sparse=True, name="followup"),
     ],
     "c2b_payments": [
         IndexModel([("state", ASCENDING), ("received_at", ASCENDING)], name="state_age"),

@@ -12,6 +12,7 @@ from flask.cli import with_appcontext
 
 from .db import INDEXES, get_db
 from .ledger import mark_uncredited
+from .payments.refund_claims import backfill_claims
 from .users import backfill_username_keys
 
 
@@ -28,6 +29,7 @@ def init_db(db, report=None) -> list[str]:
     for collection, indexes in INDEXES.items():
         created += db[collection].create_indexes(indexes)
     mark_uncredited(db)
+    backfill_claims(db)
     return created
 
 

@@ -199,6 +199,26 @@ def adjust(db, username: str, delta: int, *, actor: str, reason: str, kind: str 
     return entry
 
 
+# ---------------------------------------------------------------- money on its way back
+
+def hold(db, username: str, words: int, *, refund_id: str, actor: str, reason: str, payment_id=None) -> dict:
+    """Take a refund's words out of the spendable balance when it is requested, once per refund
+    (`hold:<refund id>`, the conditional debit: never below zero). A refund that goes through
+    keeps its hold as the booking; one that M-Pesa refuses is undone by `release`."""
+    return adjust(db, username, -words, actor=actor, reason=reason, kind="hold", payment_id=payment_id,
+                  key=f"hold:{refund_id}")
+
+
+def release(db, refund_id: str, *, actor: str, reason: str) -> dict | None:
+    """Give a refused refund's held words back, once (`release:<refund id>`); None if nothing was held."""
+    held = db.ledger.find_one({"_id": f"hold:{refund_id}"})
+    held = _apply(db, held, resumed=True) if held is not None else None  # a pending hold is finished first
+    if held is None or held["state"] != "applied":
+        return None
+    return adjust(db, held["username"], -held["delta"], actor=actor, reason=reason, kind="release",
+                  payment_id=held.get("payment_id"), key=f"release:{refund_id}")
+
+
 # ---------------------------------------------------------------- crediting a purchase
 
 def credit_fields(entry: dict) -> dict:
@@ -307,9 +327,8 @@ def mark_uncredited(db) -> int:
     """One-off for records from before `credited: false` existed: a completed payment
     without the field was never credited (crediting sets `credited: true`), so it gets the
     marker the repair pass and `check-ledger` look for. Run by `init-db`; safe to repeat."""
-    result = db.payments.update_many({"status": COMPLETED, "credited": {"$exists": False}},
-                                     {"$set": {"credited": False}})
-    return result.modified_count
+    return db.payments.update_many({"status": COMPLETED, "credited": {"$exists": False}},
+                                   {"$set": {"credited": False}}).modified_count
 
 
 def check_invariants(db, *, now=None, settle_window: timedelta = timedelta(minutes=5),

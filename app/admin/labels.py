@@ -75,3 +75,18 @@ def ending(payment: dict) -> Ending | None:
 
 def short_source(via) -> str:
     return SHORT_SOURCES.get(via, via or "—")
+
+
+# A refund sent back by M-Pesa Reversal, by the reversal's state.
+REVERSAL_STATES = {
+    "requested": "requested: the worker sends it to M-Pesa within seconds",
+    "sent": "sent to M-Pesa, waiting for its result",
+    "completed": "completed: M-Pesa sent the money back",
+    "failed": "failed: M-Pesa did not send the money back",
+    "unknown": "unknown: M-Pesa may have sent the money back, so the words stay held until its result comes",
+}
+
+
+def reversal_state(reversal: dict) -> str:
+    return REVERSAL_STATES.get(reversal.get("state"), reversal.get("state") or "—")
+

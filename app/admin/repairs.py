@@ -19,7 +19,7 @@ from ..logs import bind
 from ..mpesa.client import DarajaClient, DarajaSettings
 from ..mpesa.errors import DarajaError
 from ..ops import metrics
-from ..payments import outcomes, records, refunds, settlement, states, tasks
+from ..payments import outcomes, records, refund_claims, refunds, settlement, states, tasks
 from . import store
 
 log = logging.getLogger("lipia.admin")
@@ -205,20 +205,18 @@ def resolve_review(db, payment_id, *, actor: str, approve: bool, reason: str) ->
 
 
 def _post_words(db, username: str, delta: int, *, actor: str, reason: str, kind: str, key: str, too_few: str,
-                audited: dict, audit_after: dict, entry_reason: str | None = None, payment_id: str | None = None) -> int:
+                audited: dict, audit_after: dict) -> int:
     """Book an operator's change of words on the ledger and in the audit log; the balance after it.
 
     A debit larger than the balance is refused up front with `too_few` (formatted with
     username, before and words), in words the operator can act on; the ledger refuses it
-    again should the balance drop in between. `entry_reason` (default `reason`) goes on the
-    ledger entry, `reason` in the audit log, with `audit_after` added to its `after`.
+    again should the balance drop in between. `audit_after` is added to the audit's `after`.
     """
     before = ledger.balance(db, username)
     if delta < 0 and before < -delta:
         raise RepairError(too_few.format(username=username, before=before, words=-delta))
     try:
-        entry = ledger.adjust(db, username, delta, actor=actor, reason=entry_reason or reason, kind=kind,
-                              payment_id=payment_id, key=key)
+        entry = ledger.adjust(db, username, delta, actor=actor, reason=reason, kind=kind, key=key)
     except ledger.InsufficientWords as exc:
         raise RepairError(f"{username} has only {exc.available:,} words now; nothing was taken.") from None
     except (ledger.IdempotencyConflict, ValueError) as exc:
@@ -269,6 +267,7 @@ class RefundPreview:
     balance_after: int
     paid_words: int
     paid_kes: int
+    held_elsewhere: int = 0   # words of this customer's refunds in flight: out of the balance already
 
     @property
     def whole(self) -> bool:
@@ -281,7 +280,8 @@ def preview_refund(db, payment_id, *, words: int, amount_kes: int) -> RefundPrev
     before = _refund_checks(db, payment, words, amount_kes)
     return RefundPreview(payment_id=str(payment["_id"]), username=payment["username"], words=words,
                          amount_kes=amount_kes, balance_before=before, balance_after=before - words,
-                         paid_words=int(payment["words"]), paid_kes=int(payment["amount"]))
+                         paid_words=int(payment["words"]), paid_kes=int(payment["amount"]),
+                         held_elsewhere=refunds.words_held(db, payment["username"]))
 
 
 def _refund_checks(db, payment: dict, words, amount_kes) -> int:
@@ -308,17 +308,23 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
     The money itself goes back through M-Pesa (outside this app); this books the
     words and keeps the KES amount in the reason and the audit log. The console shows
     preview_refund's account of it first; every check runs again here, as things stand now.
+    It takes the payment's one refund claim first, so it cannot race a reversal or another
+    operator's refund (refund_claims); the words are booked at once, under the claim's id.
     """
     reason = _reason(reason)
     payment = _payment(db, payment_id)
-    _refund_checks(db, payment, words, amount_kes)
+    before = _refund_checks(db, payment, words, amount_kes)
     username = payment["username"]
-    _post_words(db, username, -words, actor=actor, reason=reason, kind="refund", key=f"refund:{payment['_id']}",
-                entry_reason=f"{reason} (KES {amount_kes:,} refunded)", payment_id=str(payment["_id"]),
-                too_few="{username} has {before:,} words left, fewer than the {words:,} to take back. "
-                        "Enter a smaller number of words.",
-                audited={"action": "refund", "target_type": "payment", "target_id": payment["_id"]},
-                audit_after={"words": -words, "amount_kes": amount_kes})
+    try:
+        claimed = refund_claims.claim(db, payment["_id"], kind=refund_claims.LEDGER, actor=actor, words=words,
+                                      amount_kes=amount_kes, reason=reason)
+        entry = refund_claims.book_ledger(db, payment["_id"], claimed)
+    except refund_claims.RefundRefused as exc:
+        raise RepairError(str(exc)) from None
+    audit.record(db, actor=actor, action="refund", target_type="payment", target_id=payment["_id"], reason=reason,
+                 before={"words_remaining": before},
+                 after={"words_remaining": ledger.balance(db, username), "ledger_entry": entry["_id"],
+                        "words": -words, "amount_kes": amount_kes}, result=entry["state"])
     log.info("operator %s recorded a refund of payment %s", actor, payment["_id"])
     return RepairResult(f"Refund recorded: {words:,} words taken back from {username} (KES {amount_kes:,}). "
                         "Send the money back through M-Pesa if you have not yet.")
@@ -327,7 +333,8 @@ def refund_payment(db, payment_id, *, actor: str, reason: str, words: int, amoun
 # ---------------------------------------------------------------- (f) send the money back (M-Pesa Reversal)
 
 def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mode: str) -> RepairResult:
-    """Ask Daraja to reverse the payment; the words are taken back when the result confirms it."""
+    """Claim the payment, hold its words and queue the Reversal: the worker sends it, and the
+    words are booked when M-Pesa's result confirms it (released if M-Pesa refuses)."""
     from ..payments import claims
 
     reason = _reason(reason)
@@ -337,22 +344,19 @@ def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mo
                           "MPESA_CERTIFICATE_PATH): M-Pesa cannot send money back from here. "
                           "Record a ledger-only refund and send the money back by hand.")
     try:
-        reversal = refunds.request(db, config, daraja_client(config), payment, actor=actor, reason=reason,
-                                   words_mode=words_mode)
+        reversal = refunds.request(db, config, payment, actor=actor, reason=reason, words_mode=words_mode)
     except refunds.RefundRefused as exc:
         raise RepairError(str(exc)) from None
     audit.record(db, actor=actor, action="reversal", target_type="payment", target_id=payment["_id"],
-                       reason=reason, before={"status": payment["status"]},
-                       after={"reversal": reversal["_id"], "amount_kes": reversal["amount"],
-                              "words_mode": words_mode}, result=reversal["state"])
-    if reversal["state"] == refunds.FAILED:
-        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. No words were taken.", "warning")
-    if reversal["state"] == refunds.UNKNOWN:
-        return RepairResult(f"M-Pesa's answer to the reversal was lost: it may have gone through. Do not send the "
-                            f"money back another way; this page shows M-Pesa's result when it comes, or check "
-                            f"the M-Pesa portal. ({reversal.get('detail')})", "warning")
-    return RepairResult(f"Reversal of KES {reversal['amount']:,} sent to M-Pesa. The words are taken back when "
-                        "M-Pesa confirms it; this page shows the result.", "info")
+                 reason=reason, before={"status": payment["status"]},
+                 after={"reversal": reversal["_id"], "amount_kes": reversal["amount"], "words_mode": words_mode,
+                        "words_held": reversal["words_held"], "written_off_words": reversal["written_off_words"]},
+                 result=reversal["state"])
+    held = f"{reversal['words_held']:,} words are held" if reversal["words_held"] else "No words are left to hold"
+    off = (f"; {reversal['written_off_words']:,} words already spent are written off in your name"
+           if reversal["written_off_words"] else "")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} queued: the worker sends it to M-Pesa within "
+                        f"seconds. {held} until M-Pesa answers{off}. This page shows the result.", "info")
 
 
 # ---------------------------------------------------------------- (g) assign an unmatched menu payment
@@ -386,13 +390,12 @@ def reverse_menu_payment(db, config, trans_id: str, *, actor: str, reason: str) 
     if not claims.enabled(config):
         raise RepairError("No initiator settings: M-Pesa cannot send money back from here; send it back by hand.")
     try:
-        reversal = refunds.request_unmatched(db, config, daraja_client(config), (trans_id or "").strip().upper(),
-                                             actor=actor, reason=reason)
+        reversal = refunds.request_unmatched(db, config, (trans_id or "").strip().upper(), actor=actor,
+                                             reason=reason)
     except refunds.RefundRefused as exc:
         raise RepairError(str(exc)) from None
     audit.record(db, actor=actor, action="reversal", target_type="c2b_payment", target_id=trans_id,
                        reason=reason, before={"state": "review"},
                        after={"reversal": reversal["_id"], "amount_kes": reversal["amount"]}, result=reversal["state"])
-    if reversal["state"] == refunds.FAILED:
-        return RepairResult(f"M-Pesa refused the reversal: {reversal.get('detail')}. It stays under review.", "warning")
-    return RepairResult(f"Reversal of KES {reversal['amount']:,} for {trans_id} sent to M-Pesa.", "info")
+    return RepairResult(f"Reversal of KES {reversal['amount']:,} for {trans_id} queued: the worker sends it to "
+                        "M-Pesa within seconds. If M-Pesa refuses it, it goes back under review.", "info")

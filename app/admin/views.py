@@ -9,6 +9,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 
 from ..db import get_db
+from ..payments import refunds
 from ..pagination import paginate, requested_page
 from ..payments import settlement
 from ..security import safe_next
@@ -117,8 +118,11 @@ def _payment_page(payment_id, status: int = 200, refund_preview=None, **forms):
         "reverse": ReverseForm(prefix="reverse", formdata=None),
     }
     defaults.update(forms)
+    # What a reversal would hold and send back, as the balance stands (only a credited payment offers one).
+    reversal_preview = refunds.preview(get_db(), payment) if payment.get("credited") else None
     return render_template("admin/payment.html", d=detail, p=payment, forms=defaults,
                            ending=labels.ending(payment), via_label=labels.short_source,
+                           reversal_label=labels.reversal_state, reversal_preview=reversal_preview,
                            refund_preview=refund_preview, refresh=store.awaiting_query_answer(payment),
                            unpaid=settlement.unpaid_review(payment) if payment["status"] == "review" else None), status
 

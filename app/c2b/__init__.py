@@ -27,9 +27,8 @@ def register_c2b(app):
     app.add_template_global(lambda payment: _latest_claim(get_db(), payment), "receipt_claim")
     app.add_template_global(claims.message, "claim_message")
     app.add_template_global(ReceiptClaimForm, "ReceiptClaimForm")
-    # The operator's payment page shows the M-Pesa reversal of a refund, if any.
-    app.add_template_global(lambda payment: get_db().reversals.find_one({"_id": f"reversal:{payment['_id']}"}),
-                            "reversal_for")
+    # The operator's payment page shows the latest M-Pesa reversal of a refund, if any.
+    app.add_template_global(lambda payment: refunds.latest(get_db(), payment["_id"]), "reversal_for")
     app.add_template_global(lambda: claims.enabled(current_app.config), "reversals_enabled")
     app.add_template_global(lambda payment: refunds.second_refund_refusal(get_db(), payment["_id"]), "refund_refusal")
 

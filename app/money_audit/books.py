@@ -24,7 +24,7 @@ from bson import ObjectId
 from ..payments.states import COMPLETED, OPEN_STATUSES, RANK
 from .problems import Clock, Problem, batches, find_in, problem
 
-CORRECTION_KINDS = ("adjustment", "refund")
+CORRECTION_KINDS = ("adjustment", "refund", "hold", "release")
 
 
 def ledger_problems(db, clock: Clock, *, expire_after: timedelta | None = None,

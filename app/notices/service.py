@@ -200,7 +200,7 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
         balance = int(_user(db, username, ("words_remaining",)).get("words_remaining", 0))
     user = entry.get("user_after") or _user(db, username, NOTICE_FIELDS)
     t = translator(user.get("language"))
-    refund = entry.get("kind") == "refund"
+    refund = entry.get("kind") in ("refund", "hold")  # a hold is a refund's words, taken when it is requested
     figures = {"words": t.words(abs(delta)), "balance": t.words(int(balance))}
     if delta > 0:
         title = (t("Refund: %(words)s added to your balance", **figures) if refund

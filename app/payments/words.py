@@ -6,7 +6,8 @@ from pymongo import DESCENDING
 
 # What each kind of ledger entry means to the customer.
 KIND_LABELS = {"purchase": _l("Bought"), "spend": _l("Spent"), "adjustment": _l("Adjusted by Lipia"),
-               "refund": _l("Refunded")}
+               "refund": _l("Refunded"), "hold": _l("Held for a refund"),
+               "release": _l("Returned: the refund did not go through")}
 SHOWN_FIELDS = {"delta": 1, "kind": 1, "created_at": 1, "channel": 1, "note": 1, "reason": 1, "payment_id": 1}
 
 

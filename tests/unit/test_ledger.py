@@ -40,6 +40,23 @@ def test_adjustments_need_a_reason_and_never_go_negative(db, alice):
     assert ledger.balance(db, "alice") == 100 and ledger.check_invariants(db) == []
 
 
+def test_a_hold_takes_words_out_of_the_spendable_balance_once_and_a_release_gives_them_back_once(db, alice):
+    ledger.adjust(db, "alice", 1_000, actor="ops", reason="goodwill")
+    held = ledger.hold(db, "alice", 600, refund_id="reversal:p:1", actor="ops", reason="refund", payment_id="p")
+    again = ledger.hold(db, "alice", 600, refund_id="reversal:p:1", actor="ops", reason="refund", payment_id="p")
+    assert held["_id"] == again["_id"] == "hold:reversal:p:1" and held["kind"] == "hold" and held["delta"] == -600
+    assert ledger.balance(db, "alice") == 400
+    with pytest.raises(ledger.InsufficientWords):  # the held words are not spendable
+        ledger.spend(db, "alice", 401, "after-hold", channel="api")
+    with pytest.raises(ledger.InsufficientWords):  # never below zero
+        ledger.hold(db, "alice", 401, refund_id="reversal:p:2", actor="ops", reason="refund")
+    assert ledger.release(db, "reversal:p:2", actor="ops", reason="refused") is None  # it held nothing
+    released = ledger.release(db, "reversal:p:1", actor="ops", reason="M-Pesa refused")
+    ledger.release(db, "reversal:p:1", actor="ops", reason="M-Pesa refused")
+    assert released["_id"] == "release:reversal:p:1" and released["delta"] == 600 and released["payment_id"] == "p"
+    assert ledger.balance(db, "alice") == 1_000 and ledger.check_invariants(db) == []
+
+
 def test_repair_finishes_each_crash_window(db, alice):
     payment = checkout_payment(db, alice)
     # Window 1: entry written, balance not yet touched.

@@ -1,6 +1,5 @@
-"""Refunds sent back by M-Pesa Reversal: request once, take the words back only when confirmed."""
+"""Refunds sent back by M-Pesa Reversal: requested once, words held, sent by the worker, booked when confirmed."""
 import json
-from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +10,8 @@ from app.mpesa.errors import DarajaRejected
 from app.payments import checkout, records, refunds, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
+from tests.support.reversals import FakeDaraja, send_queued
+from tests.support.reversals import deliver as deliver_to
 from tests.unit.test_receipt_claims import decrypt
 
 PHONE = "254712345678"
@@ -28,64 +29,126 @@ def paid(app, db):
     return records.get(db, payment["_id"])
 
 
-class FakeDaraja:
-    def __init__(self, error=None):
-        self.bodies, self.error = [], error
-
-    def _authorized_post(self, path, body, **_kw):
-        self.bodies.append((path, body))
-        if self.error:
-            raise self.error
-        return SimpleNamespace(data={"ConversationID": "AG_X", "ResponseCode": "0"})
-
-
 def result(code=0):
     return json.dumps({"Result": {"ResultType": 0, "ResultCode": code, "ResultDesc": "done" if code == 0 else "nope",
                                   "ConversationID": "AG_X"}}).encode()
 
 
+def request(app, db, paid, daraja=None, **kw):
+    """The console's request, then the worker's send (with `daraja`); the reversal as it stands."""
+    rev = refunds.request(db, app.config, records.get(db, paid["_id"]), actor=kw.pop("actor", "ops"),
+                          reason=kw.pop("reason", "asked"), words_mode=kw.pop("words_mode", "whole"))
+    send_queued(db, app.config, daraja or FakeDaraja())
+    return db.reversals.find_one({"_id": rev["_id"]})
+
+
 def deliver(app, db, paid, raw, secret=None, timed_out=False):
-    rev = db.reversals.find_one({"_id": refunds.key_for(paid["_id"])})
-    return refunds.handle_result(db, app.config, payment_id=str(paid["_id"]), secret=secret or rev["secret"],
+    rev = refunds.latest(db, paid["_id"])
+    return refunds.handle_result(db, app.config, payment_id=refunds.label_of(rev), secret=secret or rev["secret"],
                                  raw=raw, timed_out=timed_out, remote_addr="127.0.0.1")
 
 
-def test_request_sends_darajas_misspelled_field_and_the_credential(app, db, paid):
+def test_request_holds_the_words_and_the_worker_sends_darajas_misspelled_field(app, db, paid):
+    rev = refunds.request(db, app.config, paid, actor="ops", reason="asked", words_mode="whole")
+    # The console records and holds; nothing is sent from the web request.
+    assert rev["state"] == "requested" and rev["words_held"] == 10_000 and rev["hold_entry"] == f"hold:{rev['_id']}"
+    assert ledger.balance(db, "alice") == 0 and db.ledger.find_one({"_id": f"hold:{rev['_id']}"})["state"] == "applied"
+    assert records.get(db, paid["_id"])["refund"]["id"] == rev["_id"] == f"reversal:{paid['_id']}:1"
     daraja = FakeDaraja()
-    rev = refunds.request(db, app.config, daraja, paid, actor="ops", reason="asked", words_mode="whole")
+    assert send_queued(db, app.config, daraja) == ["sent"]
     path, body = daraja.bodies[0]
     assert path == "/mpesa/reversal/v1/request" and body["RecieverIdentifierType"] == "11"
     assert "ReceiverIdentifierType" not in body and body["TransactionID"] == "STK1234567" and body["Amount"] == "100"
+    assert body["ResultURL"].endswith(f"/pay/reversal/result/{paid['_id']}:1/{rev['secret']}")
     assert decrypt(body["SecurityCredential"]) == app.config["MPESA_INITIATOR_PASSWORD"]
-    assert rev["state"] == "sent" and ledger.balance(db, "alice") == 10_000  # nothing taken before the result
+    assert refunds.latest(db, paid["_id"])["state"] == "sent"
+    assert records.get(db, paid["_id"])["refund"]["state"] == "sent"
     with pytest.raises(refunds.RefundRefused, match="already requested"):
-        refunds.request(db, app.config, daraja, paid, actor="ops", reason="again", words_mode="whole")
+        refunds.request(db, app.config, paid, actor="ops", reason="again", words_mode="whole")
+    assert send_queued(db, app.config, daraja) == [] and len(daraja.bodies) == 1
+    assert ledger.check_invariants(db) == []
 
 
-def test_confirmed_reversal_takes_the_words_once(app, db, paid):
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
+def test_confirmed_reversal_books_the_held_words_once(app, db, paid):
+    request(app, db, paid)
     assert deliver(app, db, paid, result(), secret="forged").startswith("forged")
-    assert ledger.balance(db, "alice") == 10_000
     assert deliver(app, db, paid, result()) == "completed"
     assert deliver(app, db, paid, result()) == "duplicate: already completed"
+    rev = refunds.latest(db, paid["_id"])
+    assert rev["words_taken"] == 10_000 and "followup" not in rev
+    assert records.get(db, paid["_id"])["refund"]["state"] == "completed"
+    # Booking is the hold staying: no second entry, no release.
+    assert [e["kind"] for e in db.ledger.find({"payment_id": str(paid["_id"])}).sort("created_at", 1)] == \
+        ["purchase", "hold"]
     assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
 
 
-def test_failed_refused_or_timed_out_reversals_take_nothing(app, db, paid):
-    rev = refunds.request(db, app.config, FakeDaraja(DarajaRejected("bad", error_code="400.002.02",
-                                                                    error_message="Invalid Amount")),
-                          paid, actor="ops", reason="asked", words_mode="whole")
+def test_a_refused_request_or_a_failed_result_releases_the_words_once(app, db, paid):
+    rev = request(app, db, paid, FakeDaraja(DarajaRejected("bad", error_code="400.002.02",
+                                                           error_message="Invalid Amount")))
     assert rev["state"] == "failed" and "Invalid Amount" in rev["detail"]
-    db.reversals.delete_many({})
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
-    assert deliver(app, db, paid, result("R000001")) == "failed: R000001"
+    assert rev["release_entry"] == f"release:{rev['_id']}" and ledger.balance(db, "alice") == 10_000
+    assert records.get(db, paid["_id"])["refund"]["state"] == "failed"
+    again = request(app, db, paid)  # a failed reversal can be tried again: a new attempt, a new hold
+    assert again["_id"] == f"reversal:{paid['_id']}:2" and again["attempt"] == 2
+    assert records.get(db, paid["_id"])["refund"]["id"] == again["_id"] and ledger.balance(db, "alice") == 0
+    assert deliver(app, db, paid, result("R000002")) == "failed: R000002"
+    assert deliver(app, db, paid, result("R000002")) == "duplicate: already failed"
     assert ledger.balance(db, "alice") == 10_000
+    assert db.ledger.count_documents({"kind": "release"}) == 2 and ledger.check_invariants(db) == []
 
 
-def test_unspent_share_sends_back_proportionally(app, db, paid):
+def test_already_reversed_keeps_the_words_held_for_an_operator(app, db, paid):
+    request(app, db, paid)
+    assert deliver(app, db, paid, result("R000001")) == "unknown: R000001"
+    rev = refunds.latest(db, paid["_id"])
+    assert rev["state"] == "unknown" and "already reversed" in rev["detail"]
+    assert ledger.balance(db, "alice") == 0 and db.ledger.count_documents({"kind": "release"}) == 0
+
+
+def test_unspent_share_sends_back_proportionally_and_holds_what_is_left(app, db, paid):
+    ledger.spend(db, "alice", 4_000, "some", channel="web")
+    rev = request(app, db, paid, words_mode="unspent")
+    assert rev["amount"] == 60 and rev["words_held"] == 6_000 and rev["written_off_words"] == 0
+    assert deliver(app, db, paid, result()) == "completed"
+    assert refunds.latest(db, paid["_id"])["words_taken"] == 6_000 and ledger.balance(db, "alice") == 0
+
+
+def test_nothing_unspent_means_no_unspent_share(app, db, paid):
     ledger.spend(db, "alice", 10_000, "all", channel="web")
     with pytest.raises(refunds.RefundRefused, match="no unspent share"):
-        refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="unspent")
+        refunds.request(db, app.config, paid, actor="ops", reason="asked", words_mode="unspent")
+    assert "refund" not in records.get(db, paid["_id"]) and db.reversals.count_documents({}) == 0
+
+
+def test_the_whole_purchase_writes_off_the_spent_words_in_the_operators_name(app, db, paid):
+    ledger.spend(db, "alice", 4_000, "some", channel="web")
+    rev = request(app, db, paid, words_mode="whole", actor="ops-amina")
+    assert rev["amount"] == 100 and rev["words_held"] == 6_000
+    assert rev["written_off_words"] == 4_000 and rev["written_off_by"] == "ops-amina"
+    assert deliver(app, db, paid, result()) == "completed"
+    rev = refunds.latest(db, paid["_id"])
+    assert rev["words_taken"] + rev["written_off_words"] == 10_000 and ledger.check_invariants(db) == []
+
+
+def test_words_spent_between_the_preview_and_the_hold_stop_the_reversal(app, db, paid, monkeypatch):
+    real_preview = refunds.preview
+
+    def preview_then_a_spend(db_, payment):
+        figures = real_preview(db_, payment)
+        ledger.spend(db_, "alice", 1, "meanwhile", channel="web")
+        return figures
+
+    monkeypatch.setattr(refunds, "preview", preview_then_a_spend)
+    with pytest.raises(refunds.RefundRefused, match="spent words just now"):
+        refunds.request(db, app.config, paid, actor="ops", reason="asked", words_mode="whole")
+    rev = refunds.latest(db, paid["_id"])
+    assert rev["state"] == "failed" and "release_entry" not in rev  # the hold was refused: nothing to give back
+    assert db.transactions.count_documents({"kind": "reversal_send"}) == 0
+    assert records.get(db, paid["_id"])["refund"]["state"] == "failed" and ledger.balance(db, "alice") == 9_999
+    monkeypatch.setattr(refunds, "preview", real_preview)
+    assert request(app, db, paid)["words_held"] == 9_999  # tried again, as things stand now
+    assert ledger.check_invariants(db) == []
 
 
 def test_without_initiator_settings_the_console_says_refunds_are_ledger_only(app, db, paid):
@@ -95,70 +158,87 @@ def test_without_initiator_settings_the_console_says_refunds_are_ledger_only(app
     assert db.reversals.count_documents({}) == 0
 
 
-def test_console_sends_the_money_back_and_shows_the_result(app, db, paid, as_admin, monkeypatch):
-    monkeypatch.setattr(repairs, "daraja_client", lambda config: FakeDaraja())
+def test_console_queues_the_reversal_and_shows_its_state_and_words_held(app, db, paid, as_admin):
     page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
-    assert "Send the money back" in page
+    assert "Send the money back" in page and 'id="reversal-preview"' in page and "sends back KES 100" in page
     reply = as_admin.post(f"/admin/payments/{paid['_id']}/reverse",
-                          data={"reverse-words_mode": "whole", "reverse-reason": "customer asked"})
-    assert reply.status_code == 302
+                          data={"reverse-words_mode": "whole", "reverse-reason": "customer asked"},
+                          follow_redirects=True)
+    page = reply.get_data(as_text=True)
+    assert "queued" in page and 'data-reversal-state="requested"' in page and 'data-words-held="10000"' in page
+    send_queued(db, app.config, FakeDaraja())
+    page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
+    assert 'data-reversal-state="sent"' in page and "10,000 words held" in page
     deliver(app, db, paid, result())
     page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
     assert 'data-reversal-state="completed"' in page and "10,000 words taken back" in page
     assert db.audit_log.count_documents({"action": "reversal"}) == 1
 
 
+def test_console_offers_a_retry_after_a_failed_reversal(app, db, paid, as_admin):
+    request(app, db, paid)
+    deliver(app, db, paid, result("R000002"))
+    page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
+    assert 'data-reversal-state="failed"' in page and "words held were given back" in page
+    assert "you may try again" in page and "Send the money back</button>" in page
+
+
+def menu_payment_under_review(app):
+    from tests.unit.test_c2b import body
+    app.test_client().post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")),
+                           content_type="application/json")
+
+
 def test_an_unmatched_menu_payment_is_sent_back_and_cannot_be_assigned_meanwhile(app, db, paid):
     from app.payments import c2b
-    from tests.unit.test_c2b import body
-    client = app.test_client()
-    client.post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")), content_type="application/json")
-    rev = refunds.request_unmatched(db, app.config, FakeDaraja(), "RKL51ZDR4F", actor="ops", reason="unknown payer")
-    assert rev["amount"] == 100 and db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunding"
+    menu_payment_under_review(app)
+    rev = refunds.request_unmatched(db, app.config, "RKL51ZDR4F", actor="ops", reason="unknown payer")
+    assert rev["_id"] == "reversal:c2b:RKL51ZDR4F:1" and rev["amount"] == 100 and rev["words_held"] == 0
+    assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunding"
     with pytest.raises(ValueError):
         c2b.assign(db, app.config, "RKL51ZDR4F", paid["_id"], actor="ops", reason="meanwhile")
-    assert refunds.handle_result(db, app.config, payment_id="c2b:RKL51ZDR4F", secret=rev["secret"], raw=result(),
-                                 timed_out=False, remote_addr=None) == "completed"
+    assert send_queued(db, app.config, FakeDaraja()) == ["sent"]
+    assert deliver_to(db, app.config, refunds.latest(db, "c2b:RKL51ZDR4F")) == "completed"
     assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunded"
     assert ledger.balance(db, "alice") == 10_000 and ledger.check_invariants(db) == []
 
 
-def test_a_failed_send_back_returns_the_menu_payment_to_review(app, db, paid):
-    from tests.unit.test_c2b import body
-    app.test_client().post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")),
-                           content_type="application/json")
-    rev = refunds.request_unmatched(db, app.config, FakeDaraja(), "RKL51ZDR4F", actor="ops", reason="unknown payer")
-    refunds.handle_result(db, app.config, payment_id="c2b:RKL51ZDR4F", secret=rev["secret"], raw=result("R000002"),
-                          timed_out=False, remote_addr=None)
+def test_a_failed_send_back_returns_the_menu_payment_to_review_and_it_can_be_tried_again(app, db, paid):
+    menu_payment_under_review(app)
+    refunds.request_unmatched(db, app.config, "RKL51ZDR4F", actor="ops", reason="unknown payer")
+    send_queued(db, app.config, FakeDaraja())
+    assert deliver_to(db, app.config, refunds.latest(db, "c2b:RKL51ZDR4F"), "R000002") == "failed: R000002"
     assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "review"
+    again = refunds.request_unmatched(db, app.config, "RKL51ZDR4F", actor="ops", reason="second try")
+    assert again["_id"] == "reversal:c2b:RKL51ZDR4F:2"
 
 
-def test_console_sends_an_unmatched_menu_payment_back(app, db, paid, as_admin, monkeypatch):
-    from tests.unit.test_c2b import body
-    monkeypatch.setattr(repairs, "daraja_client", lambda config: FakeDaraja())
-    app.test_client().post("/pay/c2b/confirm/dev-c2b-url-secret", data=json.dumps(body(ref="NOPE")),
-                           content_type="application/json")
+def test_console_sends_an_unmatched_menu_payment_back(app, db, paid, as_admin):
+    menu_payment_under_review(app)
     assert "Send back" in as_admin.get("/admin/menu-payments").get_data(as_text=True)
     reply = as_admin.post("/admin/menu-payments/reverse", data={"trans_id": "RKL51ZDR4F", "reason": "unknown payer"})
     assert reply.status_code == 302
-    assert db.reversals.find_one({"_id": "reversal:c2b:RKL51ZDR4F"})["state"] == "sent"
+    assert db.reversals.find_one({"_id": "reversal:c2b:RKL51ZDR4F:1"})["state"] == "requested"
+    send_queued(db, app.config, FakeDaraja())
+    assert db.reversals.find_one({"_id": "reversal:c2b:RKL51ZDR4F:1"})["state"] == "sent"
     assert db.audit_log.count_documents({"action": "reversal", "target.type": "c2b_payment"}) == 1
 
 
 def test_one_refund_per_payment_whichever_way_so_the_money_never_goes_back_twice(app, db, paid):
     repairs.refund_payment(db, paid["_id"], actor="ops", reason="paid back by hand", words=10_000, amount_kes=100)
-    daraja = FakeDaraja()
+    claimed = records.get(db, paid["_id"])["refund"]
+    assert claimed["id"] == f"refund:{paid['_id']}" and claimed["kind"] == "ledger"
+    assert claimed["state"] == "completed" and claimed["actor"] == "ops"
     with pytest.raises(refunds.RefundRefused, match="refund was already recorded"):
-        refunds.request(db, app.config, daraja, records.get(db, paid["_id"]), actor="ops", reason="again",
+        refunds.request(db, app.config, records.get(db, paid["_id"]), actor="ops", reason="again",
                         words_mode="whole")
-    assert daraja.bodies == [] and db.reversals.count_documents({}) == 0
+    assert db.reversals.count_documents({}) == 0 and db.transactions.count_documents({"kind": "reversal_send"}) == 0
 
 
 def test_a_reversal_under_way_refuses_a_ledger_only_refund(app, db, paid):
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
+    request(app, db, paid)
     with pytest.raises(repairs.RepairError, match="reversal was already requested"):
         repairs.refund_payment(db, paid["_id"], actor="ops2", reason="by hand", words=10_000, amount_kes=100)
-    assert ledger.balance(db, "alice") == 10_000
     assert deliver(app, db, paid, result()) == "completed"
     assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
 
@@ -170,13 +250,41 @@ def test_after_a_ledger_only_refund_the_console_offers_no_reversal(app, db, paid
     assert "Send the money back</button>" not in page
 
 
-def test_a_reversal_whose_answer_was_lost_is_unknown_blocks_a_second_refund_and_takes_a_late_result(app, db, paid):
+def test_a_reversal_whose_answer_was_lost_is_unknown_keeps_its_words_held_and_takes_a_late_result(app, db, paid):
     from app.mpesa.errors import DarajaOutcomeUnknown
-    rev = refunds.request(db, app.config, FakeDaraja(DarajaOutcomeUnknown("read timed out")), paid, actor="ops",
-                          reason="asked", words_mode="whole")
-    assert rev["state"] == "unknown"  # it may have reached Daraja: not "failed"
+    rev = request(app, db, paid, FakeDaraja(DarajaOutcomeUnknown("read timed out")))
+    assert rev["state"] == "unknown" and ledger.balance(db, "alice") == 0  # it may have reached Daraja: held
     with pytest.raises(repairs.RepairError, match="reversal was already requested"):
         repairs.refund_payment(db, paid["_id"], actor="ops2", reason="by hand", words=10_000, amount_kes=100)
     assert deliver(app, db, paid, result(), timed_out=True) == "duplicate: already unknown"
     assert deliver(app, db, paid, result()) == "completed"  # the late result still settles it, once
     assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
+
+
+def test_a_reversal_from_before_the_holds_is_still_completed_by_a_late_result(app, db, paid):
+    # As the previous version recorded it: one id per payment, no words held, sent.
+    db.reversals.insert_one({"_id": f"reversal:{paid['_id']}", "payment_id": str(paid["_id"]), "username": "alice",
+                             "receipt": "STK1234567", "amount": 100, "words": 10_000, "words_mode": "whole",
+                             "actor": "ops", "reason": "asked", "secret": "s" * 40, "state": "sent",
+                             "created_at": paid["created_at"]})
+    ledger.spend(db, "alice", 3_000, "before-the-result", channel="web")
+    with pytest.raises(refunds.RefundRefused, match="reversal was already requested"):
+        refunds.request(db, app.config, records.get(db, paid["_id"]), actor="ops2", reason="again",
+                        words_mode="whole")
+    assert refunds.handle_result(db, app.config, payment_id=str(paid["_id"]), secret="s" * 40, raw=result(),
+                                 timed_out=False, remote_addr=None) == "completed"
+    rev = db.reversals.find_one({"_id": f"reversal:{paid['_id']}"})
+    assert rev["words_taken"] == 7_000 and rev["written_off_words"] == 3_000 and rev["written_off_by"] == "ops"
+    assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
+
+
+def test_init_db_marks_refunds_from_before_the_claim_on_their_payments(app, db, paid):
+    from app.dbsetup import init_db
+    db.reversals.insert_one({"_id": f"reversal:{paid['_id']}", "payment_id": str(paid["_id"]), "username": "alice",
+                             "receipt": "STK1234567", "amount": 100, "words": 10_000, "actor": "ops",
+                             "reason": "asked", "secret": "s" * 40, "state": "unknown",
+                             "created_at": paid["created_at"]})
+    init_db(db)
+    init_db(db)
+    claimed = records.get(db, paid["_id"])["refund"]
+    assert claimed["id"] == f"reversal:{paid['_id']}" and claimed["kind"] == "reversal" and claimed["state"] == "unknown"

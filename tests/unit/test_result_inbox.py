@@ -8,7 +8,8 @@ from pymongo.errors import ServerSelectionTimeoutError
 from app import ledger
 from app.payments import callbacks, claims, records, refunds, spool
 from tests.unit.test_receipt_claims import asked_claim, order, result, user  # noqa: F401 (fixtures)
-from tests.unit.test_refunds import FakeDaraja, paid  # noqa: F401 (fixture)
+from tests.unit.test_refunds import paid  # noqa: F401 (fixture)
+from tests.unit.test_refunds import request as reversal_requested
 from tests.unit.test_refunds import result as reversal_result
 
 
@@ -41,12 +42,12 @@ def test_forged_status_results_keep_only_small_expiring_records_per_address(app,
 
 
 def test_forged_reversal_results_keep_only_small_expiring_records(app, client, db, paid):
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
-    post(client, f"/pay/reversal/result/{paid['_id']}/wrong", reversal_result() + b" " * 100_000)
+    reversal_requested(app, db, paid)
+    post(client, f"/pay/reversal/result/{paid['_id']}:1/wrong", reversal_result() + b" " * 100_000)
     post(client, "/pay/reversal/result/c2b:NOSUCH/wrong", reversal_result())
     kept = list(db.callbacks.find())
     assert len(kept) == 2 and all(r["expires_at"] and len(r["raw"]) <= records.REJECTED_HEAD_BYTES for r in kept)
-    assert db.reversals.find_one({})["state"] == "sent" and ledger.balance(db, "alice") == 10_000
+    assert db.reversals.find_one({})["state"] == "sent" and ledger.balance(db, "alice") == 0  # held, not taken
 
 
 def test_a_genuine_status_result_is_kept_whole_then_applied(app, client, db, order):
@@ -85,22 +86,22 @@ def test_status_results_during_an_outage_are_spooled_checked_on_replay_and_appli
 
 def test_a_reversal_time_out_during_an_outage_keeps_its_time_out_through_the_spool(
         app, client, db, settings, paid, database_away):
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
+    reversal_requested(app, db, paid)
     rev = db.reversals.find_one({})
-    post(client, f"/pay/reversal/timeout/{paid['_id']}/{rev['secret']}", reversal_result())
+    post(client, f"/pay/reversal/timeout/{paid['_id']}:1/{rev['secret']}", reversal_result())
     assert len(spooled(settings)) == 1
     database_away.undo()
     assert callbacks.replay_spool(db, settings) == 1
     assert db.callbacks.find_one()["effect"] == "unknown" and db.reversals.find_one({})["state"] == "unknown"
-    assert ledger.balance(db, "alice") == 10_000 and ledger.check_invariants(db) == []
+    assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []  # still held
 
 
 def test_a_stored_result_left_unprocessed_is_finished_by_the_worker(app, client, db, settings, paid, monkeypatch):
-    refunds.request(db, app.config, FakeDaraja(), paid, actor="ops", reason="asked", words_mode="whole")
+    reversal_requested(app, db, paid)
     rev = db.reversals.find_one({})
     monkeypatch.setattr(refunds, "process_stored", lambda *a: (_ for _ in ()).throw(
         ServerSelectionTimeoutError("gone after storing")))
-    post(client, f"/pay/reversal/result/{paid['_id']}/{rev['secret']}", reversal_result())
+    post(client, f"/pay/reversal/result/{paid['_id']}:1/{rev['secret']}", reversal_result())
     assert db.callbacks.find_one()["effect"] == "received"
     monkeypatch.undo()
     assert callbacks.reprocess_stale(db, older_than=0, settings=settings) == 1
