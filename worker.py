@@ -131,8 +131,9 @@ class Worker:
             # The money audit, every AUDIT_EVERY_SECONDS across all workers. It counts as no
             # work done: what it finds is for an operator, not for a brisker next pass.
             ("money audit", lambda: self.audits.run_if_due(db) and 0),
-            # Refunds a crash left half-way: claims, reversals never sent, ends not followed up.
-            ("refunds", lambda: reversal_job.sweep(db, settings)),
+            # Refunds a crash left half-way: claims, reversals never sent, ends not followed up
+            # (every half REVERSAL_RESEND_AFTER_SECONDS; the sweep keeps that pace itself).
+            ("refunds", lambda: reversal_job.sweep(db, settings), reversal_job.grace_seconds(settings) / 2),
         ]
         # Per step: its next regular run, and times jobs made it due (monotonic; absent: due now).
         self._planned: dict[str, float] = {}

@@ -160,10 +160,15 @@ def hand_back(db, job: Job, keep_seconds: float) -> str | None:
 _next_sweep = 0.0
 
 
+def grace_seconds(settings) -> float:
+    """How long a refund may sit half-way before the sweep finishes it (a request still running)."""
+    return float(settings.get("REVERSAL_RESEND_AFTER_SECONDS") or RESEND_AFTER_SECONDS)
+
+
 def sweep(db, settings, *, force: bool = False) -> int:
     """Refunds a crash left half-way (see the module's docstring); every half grace period at most."""
     global _next_sweep
-    grace = float(settings.get("REVERSAL_RESEND_AFTER_SECONDS") or RESEND_AFTER_SECONDS)
+    grace = grace_seconds(settings)
     if not force and time.monotonic() < _next_sweep:
         return 0
     _next_sweep = time.monotonic() + grace / 2

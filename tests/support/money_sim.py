@@ -217,8 +217,9 @@ class MoneySim:
         return self.db.payments.find_one({"_id": order.payment_id})
 
     def housekeeping(self) -> None:
-        from app.payments import callbacks
-        callbacks._next_reprocess = 0.0  # its own real-time throttle would make runs differ
+        from app.payments import callbacks, reversal_job
+        # Their own real-time throttles would make runs differ.
+        callbacks._next_reprocess = reversal_job._next_sweep = 0.0
         self.worker.housekeeping()
 
     def restart(self) -> None:

@@ -17,6 +17,9 @@ from app import ledger
 from app.payments import c2b, claims, receipts, records, refunds, settlement
 from app.payments.outcomes import expired, from_result
 from tests.support.factories import make_user, paid, prompted
+from tests.support.reversals import FakeDaraja as ReversalDaraja
+from tests.support.reversals import deliver as deliver_reversal
+from tests.support.reversals import send_queued
 
 PHONE = "254712345678"
 EAT = timezone(timedelta(hours=3))
@@ -180,16 +183,11 @@ def confirm_unmatched(app, trans_id="RBACK12345"):
                            content_type="application/json")
 
 
-def reversal_result(code=0):
-    return json.dumps({"Result": {"ResultType": 0, "ResultCode": code, "ResultDesc": "done",
-                                  "ConversationID": "AG_X"}}).encode()
-
-
 def send_back(app, db, trans_id="RBACK12345", code=0):
-    rev = refunds.request_unmatched(db, app.config, FakeDaraja(), trans_id, actor="ops", reason="unknown payer")
+    rev = refunds.request_unmatched(db, app.config, trans_id, actor="ops", reason="unknown payer")
+    send_queued(db, app.config, ReversalDaraja())
     if code is not None:
-        refunds.handle_result(db, app.config, payment_id=f"c2b:{trans_id}", secret=rev["secret"],
-                              raw=reversal_result(code), timed_out=False, remote_addr=None)
+        deliver_reversal(db, app.config, rev, code)
     return rev
 
 
