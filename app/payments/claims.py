@@ -273,8 +273,8 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     paid = db.payments.find_one({"mpesa_receipt": receipt}, {"username": 1, "reference": 1})
     if paid is not None and paid["_id"] != payment["_id"]:
         return _credited_on(db, claim, payment, paid, f"receipt {receipt} is on order {paid.get('reference')}")
-    pushes = receipts.pushes_it_could_pay(db, amount=outcome.amount, payer=payer, paid_at=paid_at,
-                                          username=payment["username"], target_id=payment["_id"])
+    pushes = [] if receipts.is_menu_payment(db, receipt) else receipts.pushes_it_could_pay(
+        db, amount=outcome.amount, payer=payer, paid_at=paid_at, username=payment["username"], target_id=payment["_id"])
     if len(pushes) == 1 and pushes[0]["status"] == states.COMPLETED \
             and receipts.exact_payer(pushes[0], payer, payment["username"]):
         return _paid_that_push(db, claim, payment, pushes[0], result, outcome)

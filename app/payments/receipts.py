@@ -190,6 +190,12 @@ def pushes_it_could_pay(db, *, amount, payer: str | None, paid_at, username: str
     return found
 
 
+def is_menu_payment(db, receipt: str | None) -> bool:
+    """A TransID M-Pesa confirmed to us as a menu (C2B) payment: it was paid to the paybill or
+    till, so it is never the payment of one of our STK pushes."""
+    return bool(receipt) and db.c2b_payments.count_documents({"_id": receipt}, limit=1) > 0
+
+
 def claim_it_could_be(db, payment: dict) -> dict | None:
     """A payment credited by a receipt claim on another order that this STK push's payment could be."""
     pushed = _pushed_at(payment)
@@ -197,6 +203,7 @@ def claim_it_could_be(db, payment: dict) -> dict | None:
                                "status": COMPLETED, "settled_via": "claim", "amount": payment["amount"],
                                "_id": {"$ne": payment["_id"]}}, {"exchanges": 0, "history": 0}).limit(200):
         if _paid_within(pushed, mpesa_time(p.get("transaction_date"))) and \
-                same_payer(payment, p.get("confirmed_phone"), p["username"]):
+                same_payer(payment, p.get("confirmed_phone"), p["username"]) \
+                and not is_menu_payment(db, p.get("mpesa_receipt")):
             return p
     return None

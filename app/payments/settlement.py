@@ -178,6 +178,8 @@ def _settle_success(db, payment: dict, outcome: Outcome, counter: dict, hold: st
             ledger.credit_payment(db, current)  # a duplicate success still finishes an interrupted credit
             if outcome.receipt and outcome.receipt != current.get("mpesa_receipt"):
                 _late_receipt(db, current, outcome, problem)
+        elif outcome.receipt and current["status"] in (REVIEW, REJECTED):
+            _receipt_after_review(db, current, outcome)
         return SettleResult(f"ignored: already {current['status']}", current)
     if target == REVIEW:
         log.warning("payment %s held for review: %s", payment["_id"], problem)
@@ -265,6 +267,27 @@ def _late_receipt(db, payment: dict, outcome: Outcome, problem: str | None) -> N
             "needs_review": True, "review_reason": f"receipt {outcome.receipt} is on another payment too"}})
 
 
+def _receipt_after_review(db, payment: dict, outcome: Outcome) -> None:
+    """M-Pesa confirmed money for an order under review or rejected: never lost. A review an STK
+    Query's success left without a receipt takes its own push's receipt, the one its approval
+    credits; anything else is a second payment, flagged for an operator."""
+    if outcome.receipt in (payment.get("review_receipt"), payment.get("mpesa_receipt"),
+                           *(payment.get("extra_receipts") or [])):
+        return  # a duplicate: this money is recorded here already
+    if payment["status"] == REVIEW and not payment.get("review_receipt") and _own_callback(payment, outcome) \
+            and mismatch(payment, outcome) is None \
+            and receipts.take(db, outcome.receipt, receipts.REVIEW, payment["_id"], "callback") is None:
+        reason = f"{payment.get('review_reason') or 'under review'}; its own callback brought receipt {outcome.receipt}"
+        if db.payments.update_one(
+                {"_id": payment["_id"], "status": REVIEW, "review_receipt": {"$exists": False}},
+                {"$set": {"review_receipt": outcome.receipt, "confirmed_amount": _stored_amount(outcome.amount),
+                          "confirmed_phone": outcome.phone, "review_reason": reason, "updated_at": utcnow()}}
+        ).modified_count:
+            log.warning("payment %s under review: %s", payment["_id"], reason)
+            return
+    _flag_second_payment(db, payment, outcome)
+
+
 def fill_receipt(db, payment_id, receipt: str, *, via: str, amount=None) -> str:
     """Give a payment completed without a receipt (STK Query) the one it lacked, through the unique
     receipt index: "filled" (now or before), "elsewhere" (another payment holds it) or "other" (it
@@ -291,6 +314,15 @@ def _flag_second_payment(db, payment: dict, outcome: Outcome, note: str | None =
     never credited twice, never lost: the order is flagged with the extra receipt for an operator."""
     note = note or (f"a second M-Pesa payment (receipt {outcome.receipt}, via {outcome.via}) arrived after this "
                     "order was paid")
+    # The extra receipt is held for this order's review, so no claim or assignment credits it
+    # while an operator may be sending it back; one that credits elsewhere already is no second
+    # payment to send back here.
+    holder = receipts.take(db, outcome.receipt, receipts.REVIEW, payment["_id"], "second payment")
+    credited = db.payments.find_one({"mpesa_receipt": outcome.receipt, "_id": {"$ne": payment["_id"]}}, {"_id": 1})
+    if credited is not None or (holder is not None and holder["use"] != receipts.REVIEW):
+        log.warning("payment %s: receipt %s arrived again but is already %s", payment["_id"], outcome.receipt,
+                    f"the receipt of payment {credited['_id']}" if credited else receipts.describe(holder))
+        return
     db.payments.update_one({"_id": payment["_id"]},
                            {"$set": {"needs_review": True, "review_reason": note},
                             "$addToSet": {"extra_receipts": outcome.receipt}})

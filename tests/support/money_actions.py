@@ -53,7 +53,8 @@ def check_out(sim) -> str:
 
 
 def answer_prompt(sim) -> str:
-    waiting = [p for p in sim.world.prompt_of.values() if p.reached and p.answer is None]
+    waiting = [p for p in sim.world.prompt_of.values()
+               if p.reached and not p.lapse_if_old(sim.clock.now) and p.answer is None]
     prompt = _pick(sim, waiting)
     if prompt is None:
         return None

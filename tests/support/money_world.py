@@ -44,13 +44,22 @@ class Prompt:
     order: int
     checkout_request_id: str
     reached: bool = True           # False: the push never reached the phone (Daraja's answer was lost)
-    answer: str | None = None      # None (unanswered), "paid", "cancelled", "insufficient"
+    answer: str | None = None      # None (unanswered), "paid", "cancelled", "insufficient", "timeout"
     receipt: str | None = None
+    sent_at: datetime | None = None
+
+    def lapse_if_old(self, now: datetime) -> bool:
+        """An unanswered prompt left on the phone past its life times out: nobody can pay it then."""
+        if self.answer is None and self.sent_at is not None and now - self.sent_at > PROMPT_LIFETIME:
+            self.answer = "timeout"
+        return self.answer == "timeout"
 
 
-RESULT_CODES = {"paid": "0", "cancelled": "1032", "insufficient": "1"}
+RESULT_CODES = {"paid": "0", "cancelled": "1032", "insufficient": "1", "timeout": "1037"}
 RESULT_WORDS = {"0": "The service request is processed successfully.", "1032": "Request cancelled by user",
-                "1": "The balance is insufficient for the transaction"}
+                "1": "The balance is insufficient for the transaction", "1037": "DS timeout user cannot be reached"}
+# How long a PIN prompt stays payable on the phone (about a minute on M-Pesa; generous here).
+PROMPT_LIFETIME = timedelta(minutes=2)
 
 
 @dataclass
@@ -93,7 +102,7 @@ class FakeDaraja:
         checkout = f"ws_CO_{self.world.code('C')}"
         if plan == "refused":
             raise DarajaRejected("Bad Request - Invalid PhoneNumber", http_status=400, error_code="400.002.02")
-        prompt = Prompt(order, checkout, reached=plan != "unknown-lost")
+        prompt = Prompt(order, checkout, reached=plan != "unknown-lost", sent_at=self.world.clock.now)
         self.world.prompts[checkout] = prompt
         self.world.prompt_of[order] = prompt
         if plan.startswith("unknown"):
@@ -104,6 +113,8 @@ class FakeDaraja:
 
     def stk_query(self, checkout_request_id, *, payment_id=None):
         prompt = self.world.prompts.get(checkout_request_id)
+        if prompt is not None and prompt.reached:
+            prompt.lapse_if_old(self.world.clock.now)
         if prompt is None or prompt.answer is None:
             return QueryResult(pending=True, result_code=None, result_desc="The transaction is being processed",
                                merchant_request_id=None, checkout_request_id=checkout_request_id)
