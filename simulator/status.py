@@ -224,8 +224,9 @@ def reversal():
     url = body["QueueTimeOutURL"] if mode == "timeout" else body["ResultURL"]
     timeout_body = {"Result": {"ResultType": 1, "ResultCode": "1", "ResultDesc": "The request timed out."}}
     if mode != "none":
-        threading.Thread(target=lambda: (time.sleep(0.2), _post(url, timeout_body if mode == "timeout" else result,
-                                                                engine.settings.callback_timeout)),
+        delay = float(faults.get("delay", 0.2))  # M-Pesa takes seconds to minutes to answer a reversal
+        threading.Thread(target=lambda: (time.sleep(delay), _post(url, timeout_body if mode == "timeout" else result,
+                                                                  engine.settings.callback_timeout)),
                          daemon=True).start()
     return jsonify({"OriginatorConversationID": conversation[0], "ConversationID": conversation[1],
                     "ResponseCode": "0", "ResponseDescription": "Accept the service request successfully."})
