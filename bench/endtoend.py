@@ -37,11 +37,11 @@ import pymongo
 import requests
 from pymongo import monitoring
 
+from bench.opcount import OPCOUNTER_KINDS, opcounters
 from tests.support.procs import BIN, ManagedProcess, free_port, port_open
 from tests.support.stack import _http_ready
 from tests.support.web import Customer, random_phone
 
-OPCOUNTER_KINDS = ("insert", "query", "update", "delete", "getmore", "command")
 AFTER_CREDIT_SECONDS = 4.0
 PAY_AFTER_SECONDS = 1.0
 
@@ -63,10 +63,6 @@ class _Own(monitoring.CommandListener):
     def failed(self, event):
         pass
 
-
-def opcounters(client) -> dict:
-    counters = client.admin.command("serverStatus")["opcounters"]
-    return {k: int(counters.get(k, 0)) for k in OPCOUNTER_KINDS}
 
 
 # ---------------------------------------------------------------- causes

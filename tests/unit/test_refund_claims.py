@@ -4,26 +4,15 @@ Each test replays a finding: a spend landing while a Reversal result is applied,
 spending everything while a Reversal is in flight, and two operators refunding one payment
 at the same moment (the interleaving forced by a hook).
 """
-from types import SimpleNamespace
-
 import json
+
 import pytest
 
 from app import ledger, queue
 from app.admin import repairs
 from app.payments import refunds
 from tests.support.factories import make_user, paid
-
-
-class FakeDaraja:
-    def __init__(self, error=None):
-        self.bodies, self.error = [], error
-
-    def _authorized_post(self, path, body, **_kw):
-        self.bodies.append((path, body))
-        if self.error:
-            raise self.error
-        return SimpleNamespace(data={"ConversationID": "AG_X", "ResponseCode": "0"})
+from tests.support.reversals import FakeDaraja
 
 
 @pytest.fixture
