@@ -33,7 +33,7 @@ LEDGER_COLUMNS = (
 NEVER_EXPORTED = frozenset({"callback_secret", "password", "api_key_hash"})
 EXPORT_ACTIONS = {"payments": "export_payments", "ledger": "export_ledger"}
 AUDIT_ACTIONS = frozenset({"ask_daraja", "requeue_job", "approve_review", "reject_review", "clear_review_flag",
-                           "credit_words", "debit_words", "refund", "reversal", "assign_c2b", "reset_link",
+                           "credit_words", "debit_words", "refund", "reversal", "settle_reversal", "assign_c2b", "reset_link",
                            "password_reset", "reset_password", "password_change", "log_out_everywhere",
                            "promote_admin", *EXPORT_ACTIONS.values()})
 # A cell starting with one of these is a formula to a spreadsheet; customer text must not run.

@@ -77,6 +77,13 @@ class AssignMenuPaymentForm(FlaskForm):
     reason = reason_field()
 
 
+class ReversalOutcomeForm(FlaskForm):
+    outcome = SelectField("What the M-Pesa statement shows", choices=[
+        SelectChoice("sent", "The money went back to the customer"),
+        SelectChoice("not_sent", "The money did not go back")], validators=[InputRequired()])
+    reason = reason_field()
+
+
 class ReverseMenuPaymentForm(FlaskForm):
     trans_id = HiddenField(validators=[DataRequired(), Length(max=20)])
     reason = reason_field()

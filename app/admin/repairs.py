@@ -359,6 +359,24 @@ def reverse_payment(db, config, payment_id, *, actor: str, reason: str, words_mo
                         f"seconds. {held} until M-Pesa answers{off}. This page shows the result.", "info")
 
 
+def settle_reversal(db, refunded, *, sent: bool, actor: str, reason: str) -> RepairResult:
+    """Record how a reversal M-Pesa never answered ended, as the M-Pesa statement shows it.
+    `refunded` is the payment's id, or `c2b:<TransID>` for a menu payment sent back."""
+    reason = _reason(reason)
+    label = str(refunded or "").strip()
+    reversal = refunds.latest(db, label if label.startswith("c2b:") else _payment(db, label)["_id"])
+    if reversal is None or not refunds.settle_by_hand(db, reversal, sent=sent, actor=actor, reason=reason):
+        raise RepairError("Only a reversal whose outcome M-Pesa did not tell us can be settled by hand; "
+                          "this one has moved on (reload the page).")
+    audit.record(db, actor=actor, action="settle_reversal", target_type="payment", target_id=reversal["payment_id"],
+                 reason=reason, before={"reversal": reversal["_id"], "state": reversal["state"]},
+                 result="completed" if sent else "failed")
+    held = int(reversal.get("words_held") or 0)
+    return RepairResult(f"Recorded: the money went back; the {held:,} held words stay taken." if sent else
+                        f"Recorded: the money did not go back; the {held:,} held words are back on the balance. "
+                        "The payment can be refunded again.", "success")
+
+
 # ---------------------------------------------------------------- (g) assign an unmatched menu payment
 
 def assign_menu_payment(db, config, trans_id: str, payment_id: str, *, actor: str, reason: str) -> RepairResult:

@@ -16,7 +16,8 @@ from ..security import safe_next
 from . import bp, export, labels, repairs, store
 from ..auth.recovery import CannotIssueLink, OperatorLink, operator_reset_link
 from .forms import ResetLinkForm
-from .forms import AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, ReverseMenuPaymentForm, RefundForm, RequeueJobForm, ReverseForm, ReviewForm
+from .forms import (AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, RefundForm, RequeueJobForm,
+                    ReversalOutcomeForm, ReverseForm, ReverseMenuPaymentForm, ReviewForm)
 
 log = logging.getLogger("lipia.admin")
 
@@ -116,6 +117,7 @@ def _payment_page(payment_id, status: int = 200, refund_preview=None, **forms):
         "refund": RefundForm(prefix="refund", formdata=None),
         "requeue": RequeueJobForm(prefix="requeue", formdata=None),
         "reverse": ReverseForm(prefix="reverse", formdata=None),
+        "outcome": ReversalOutcomeForm(prefix="outcome", formdata=None),
     }
     defaults.update(forms)
     # What a reversal would hold and send back, as the balance stands (only a credited payment offers one).
@@ -183,6 +185,17 @@ def reverse(payment_id):
     return _run(lambda: repairs.reverse_payment(get_db(), current_app.config, payment_id, actor=_actor(),
                                                 reason=form.reason.data, words_mode=form.words_mode.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, reverse=form))
+
+
+@bp.route("/payments/<payment_id>/reversal-outcome", methods=["POST"])
+def reversal_outcome(payment_id):
+    """Record from the M-Pesa statement how a reversal ended that M-Pesa never told us about."""
+    form = ReversalOutcomeForm(prefix="outcome")
+    if not form.validate_on_submit():
+        return _payment_page(payment_id, 400, outcome=form)
+    return _run(lambda: repairs.settle_reversal(get_db(), payment_id, sent=form.outcome.data == "sent",
+                                                actor=_actor(), reason=form.reason.data),
+                url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, outcome=form))
 
 
 # ---------------------------------------------------------------- menu (C2B) payments under review

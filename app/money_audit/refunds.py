@@ -14,7 +14,9 @@ hold, release and refund entries by `_id` range (the `_id` index: `hold:`, `rele
   lacks its reversal.
 * One refund per payment: a ledger-only refund and a reversal that did not fail, or two
   such reversals, are the money sent back twice.
-* A reversal still `requested` after STUCK_AFTER was never sent (a crash).
+* A reversal still `requested` after STUCK_AFTER was never sent (a crash); one `sent` or
+  `unknown` after UNANSWERED_AFTER has no answer from M-Pesa: its words stay held until an
+  operator records from the statement how it ended.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from .receipts import MENU_REVERSAL_PREFIX, oid
 REQUESTED, SENT, COMPLETED, FAILED, UNKNOWN = "requested", "sent", "completed", "failed", "unknown"
 OPEN = (REQUESTED, SENT, UNKNOWN)
 STUCK_AFTER = timedelta(minutes=30)
+# M-Pesa answers a reversal in minutes; after this an operator must read the statement.
+UNANSWERED_AFTER = timedelta(hours=6)
 # A refund entry a reversal booked before holds existed says so in its reason.
 REVERSAL_BOOKING = "M-Pesa reversal"
 
@@ -59,6 +63,14 @@ def refund_problems(db, clock: Clock) -> list[Problem]:
     problems += _orphans(reversals, holds, releases)
     problems += _refunded_twice(ours, refund_entries)
     for reversal in reversals:
+        since = reversal.get("finished_at") or reversal.get("sent_at") or reversal.get("created_at")
+        if reversal.get("state") in (SENT, UNKNOWN) and clock.settled_before(since, UNANSWERED_AFTER):
+            problems.append(problem("reversal_unanswered", [reversal["_id"], reversal.get("payment_id")],
+                                    f"Reversal {reversal['_id']} of {reversal.get('payment_id')} has been "
+                                    f"{reversal['state']} since {since:%Y-%m-%d %H:%M} UTC: M-Pesa has not said "
+                                    f"whether KES {reversal.get('amount')} went back, and "
+                                    f"{int(reversal.get('words_held') or 0):,} words stay held. Check the M-Pesa "
+                                    "statement and record the outcome on the payment's page."))
         if reversal.get("state") == REQUESTED and clock.settled_before(reversal.get("created_at"), STUCK_AFTER):
             problems.append(problem("reversal_stuck", [reversal["_id"], reversal.get("payment_id")],
                                     f"Reversal {reversal['_id']} has been waiting to be sent to M-Pesa since "

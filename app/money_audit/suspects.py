@@ -2,12 +2,13 @@
 
 * A payment settled by STK Query carries no receipt (the query does not return one), so
   the receipt index cannot stop the same M-Pesa payment from being credited again on
-  another order through a receipt claim or the menu. Each such payment (completed, via
-  `query`, no `mpesa_receipt`; index `status_age`) is compared with the orders of the same
-  customer or phone (indexes `user_history`, `phone`) settled by a claim or a menu payment
-  for the same amount: one whose receipt was paid before that order existed, while this
-  one was waiting, is probably this payment credited twice. When is read from the menu
-  payment's TransTime or from the Transaction Status answer the claim stored.
+  another order through a receipt claim. Each such payment (completed, via `query`, no
+  `mpesa_receipt`; index `status_age`) is compared with the orders of the same customer or
+  phone (indexes `user_history`, `phone`) settled by a receipt claim for the same amount,
+  whose receipt is not a menu payment's TransID (money paid from the menu is a payment of
+  its own): one whose receipt was paid before that order existed, while this one was
+  waiting, or while this order's prompt was on the phone, is probably this payment
+  credited twice. When is read from the Transaction Status answer the claim stored.
 * A success callback that was ignored because its order was already under review or
   rejected (callbacks by effect, index `unprocessed`) whose receipt no order records:
   the customer paid and nothing holds their money (a stranger's mismatched menu payment
@@ -33,11 +34,13 @@ EAT = timezone(timedelta(hours=3))
 LOOKBACK = timedelta(days=3)
 # Clocks differ (M-Pesa's, ours): a receipt paid this close to an order's creation is not "before" it.
 CLOCK_SLACK = timedelta(minutes=2)
+# A prompt is answered within a minute or two of its push; with the clocks' slack, five.
+PROMPT_PAYABLE = timedelta(minutes=5)
 # Orders accept a menu payment for a day by default (MPESA_C2B_OPEN_SECONDS); twice that is looked at.
 REFERENCE_WINDOW = timedelta(days=2)
 IGNORED_EFFECTS = tuple(f"ignored: already {s}" for s in (REVIEW, REJECTED, COMPLETED))
 CANDIDATE_FIELDS = {"username": 1, "phone": 1, "amount": 1, "created_at": 1, "settled_at": 1, "mpesa_receipt": 1,
-                    "settled_via": 1}
+                    "settled_via": 1, "pushed_at": 1}
 
 
 def suspect_problems(db, clock: Clock) -> list[Problem]:
@@ -54,18 +57,21 @@ def _query_settled_twice(db):
             continue
         same_payer = [{"username": first["username"]}] + ([{"phone": first["phone"]}] if first.get("phone") else [])
         others = db.payments.find({"$or": same_payer, "status": COMPLETED, "amount": first["amount"],
-                                   "_id": {"$ne": first["_id"]}, "settled_via": {"$in": ["claim", "c2b"]},
+                                   "_id": {"$ne": first["_id"]}, "settled_via": "claim",
                                    "created_at": {"$gte": created, "$lte": naive(settled) + LOOKBACK}},
                                   CANDIDATE_FIELDS)
         for other in others:
             receipt = other.get("mpesa_receipt")
-            if not receipt:
-                continue
+            if not receipt or db.c2b_payments.count_documents({"_id": receipt}, limit=1):
+                continue  # a menu payment is money of its own, never an STK push's payment
             paid_at = _paid_at(db, other, receipt)
             if paid_at is not None and naive(paid_at) < naive(other["created_at"]) - CLOCK_SLACK \
                     and naive(paid_at) >= naive(created) - CLOCK_SLACK:
                 why = (f"receipt {receipt} was paid at {paid_at:%Y-%m-%d %H:%M} UTC, before order {other['_id']} "
                        f"existed, while order {first['_id']} was waiting")
+            elif paid_at is not None and other["settled_via"] == "claim" and _while_prompted(first, paid_at):
+                why = (f"receipt {receipt}, claimed on order {other['_id']}, was paid at {paid_at:%Y-%m-%d %H:%M} "
+                       f"UTC, while order {first['_id']}'s prompt was on the same customer's phone")
             elif paid_at is None and other["settled_via"] == "claim":
                 why = f"the customer claimed receipt {receipt} on order {other['_id']} and M-Pesa's time for it is unknown"
             else:
@@ -75,11 +81,14 @@ def _query_settled_twice(db):
                           f"and {why}: probably one M-Pesa payment credited twice. Check the M-Pesa statement.")
 
 
+def _while_prompted(push: dict, paid_at: datetime) -> bool:
+    """Paid in the minutes a prompt is payable: a claimed receipt that is probably the push's own payment."""
+    pushed = push.get("pushed_at") or push.get("created_at")
+    return pushed is not None and naive(pushed) - CLOCK_SLACK <= naive(paid_at) <= naive(pushed) + PROMPT_PAYABLE
+
+
 def _paid_at(db, payment: dict, receipt: str) -> datetime | None:
-    """When M-Pesa says this receipt was paid, from the record that settled the order by it."""
-    if payment["settled_via"] == "c2b":
-        doc = db.c2b_payments.find_one({"_id": receipt}, {"trans_time": 1})
-        return _eat_time((doc or {}).get("trans_time"))
+    """When M-Pesa says this receipt was paid, from the Transaction Status answer its claim stored."""
     claim = db.receipt_claims.find_one({"payment_id": str(payment["_id"]), "receipt": receipt},
                                        sort=[("created_at", -1)])
     if claim is None:

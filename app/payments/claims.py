@@ -64,6 +64,8 @@ SENT_BACK = N_("That M-Pesa payment was sent back to the payer, so it cannot pay
 IN_REVIEW_ELSEWHERE = N_("That receipt is already being checked by hand for another payment.")
 MAYBE_YOUR_PUSH = N_("M-Pesa confirmed this receipt, but it may be the payment of your order %(reference)s, which "
                      "M-Pesa has not settled with us yet. We are checking it by hand, so one payment is credited once.")
+WRONG_AMOUNT = N_("M-Pesa confirmed this receipt for KES %(paid)s, but this order is KES %(price)s, so it cannot pay "
+                  "this order. The order stays open for its own payment; contact us to have that money sent back.")
 MAYBE_ANOTHER = N_("M-Pesa confirmed this receipt, but it may be the payment of another order, so we are checking "
                    "it by hand.")
 
@@ -278,9 +280,11 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     if len(pushes) == 1 and pushes[0]["status"] == states.COMPLETED \
             and receipts.exact_payer(pushes[0], payer, payment["username"]):
         return _paid_that_push(db, claim, payment, pushes[0], result, outcome)
+    if settlement.mismatch(payment, outcome):
+        return _other_amount(db, claim, payment, outcome)
     hold = _hold(pushes, payment, receipt)
     payable = payment["status"] in states.OPEN_STATUSES + states.FAILURE_STATUSES
-    use = receipts.CREDIT if payable and not hold and not settlement.mismatch(payment, outcome) else receipts.REVIEW
+    use = receipts.CREDIT if payable and not hold else receipts.REVIEW
     holder = receipts.take(db, receipt, use, payment["_id"], "claim")
     if holder is not None:
         return _refuse(db, claim, SENT_BACK if holder["use"] == receipts.REFUND else USED, receipts.describe(holder))
@@ -301,6 +305,19 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
         return "held for review"
     text = "This payment was already settled another way." if payment["status"] == states.COMPLETED else USED
     return _refuse(db, claim, text, text)
+
+
+def _other_amount(db, claim: dict, payment: dict, outcome: states.Outcome) -> str:
+    """A receipt of another amount never pays the order, nor holds it (as a menu payment of the
+    wrong amount does not): the order stays open for its own payment, and the money waits
+    unmatched for an operator, who can send it back or assign it to an order of its amount."""
+    holder = receipts.take(db, claim["receipt"], receipts.REVIEW, None, "claim")
+    if holder is not None:
+        return _refuse(db, claim, SENT_BACK if holder["use"] == receipts.REFUND else USED, receipts.describe(holder))
+    paid = outcome.amount if isinstance(outcome.amount, int) else str(outcome.amount or "?")
+    _finish(db, claim, NOT_VERIFIED, f"M-Pesa confirmed KES {paid}, the order is KES {payment['amount']}",
+            WRONG_AMOUNT, {"paid": paid, "price": payment["amount"]})
+    return "not verified: another amount"
 
 
 def _refuse(db, claim: dict, text: str, detail: str) -> str:

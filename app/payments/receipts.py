@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from ..db import as_utc, utcnow
@@ -36,6 +37,10 @@ STK_PAID_WITHIN = timedelta(minutes=5)
 CLOCK_SLACK = timedelta(minutes=2)
 # A payment is pushed within this long of its creation or never (it expires first).
 PUSHED_WITHIN = timedelta(hours=1)
+# At most this many pushes are weighed for one receipt, the latest before the payment first (the
+# one it paid was made a minute or two before it): an hour's unanswered and receipt-less pushes
+# of one amount are far fewer.
+CANDIDATES_READ = 500
 # A result without a transaction time is compared with the pushes of this long before it.
 UNTIMED_LOOKBACK = timedelta(days=1)
 EAT = timezone(timedelta(hours=3))
@@ -175,9 +180,13 @@ def pushes_it_could_pay(db, *, amount, payer: str | None, paid_at, username: str
     since = (paid_at - STK_PAID_WITHIN - PUSHED_WITHIN) if paid_at else utcnow() - UNTIMED_LOOKBACK
     until = (paid_at + CLOCK_SLACK) if paid_at else utcnow()
     found = []
-    for p in db.payments.find({"status": {"$in": [QUEUED, PENDING, EXPIRED, COMPLETED]}, "amount": int(amount),
-                               "created_at": {"$gte": since, "$lte": until}},
-                              {"exchanges": 0, "history": 0}).limit(200):
+    # Only what could still be unpaid or lacks its receipt is read: the receipted completed
+    # orders of a busy hour (thousands of the same amount) never crowd the candidates out.
+    candidates = {"amount": int(amount), "created_at": {"$gte": since, "$lte": until},
+                  "$or": [{"status": {"$in": [QUEUED, PENDING, EXPIRED]}},
+                          {"status": COMPLETED, "mpesa_receipt": {"$exists": False}}]}
+    for p in db.payments.find(candidates, {"exchanges": 0, "history": 0}).sort(
+            "created_at", DESCENDING).limit(CANDIDATES_READ):
         if p["status"] == COMPLETED:
             if not _awaits_receipt(p):
                 continue
@@ -201,7 +210,8 @@ def claim_it_could_be(db, payment: dict) -> dict | None:
     pushed = _pushed_at(payment)
     for p in db.payments.find({"credited": {"$in": [True, False]}, "settled_at": {"$gte": pushed - CLOCK_SLACK},
                                "status": COMPLETED, "settled_via": "claim", "amount": payment["amount"],
-                               "_id": {"$ne": payment["_id"]}}, {"exchanges": 0, "history": 0}).limit(200):
+                               "_id": {"$ne": payment["_id"]}}, {"exchanges": 0, "history": 0}).sort(
+            "settled_at", 1).limit(CANDIDATES_READ):  # the claims nearest the push first
         if _paid_within(pushed, mpesa_time(p.get("transaction_date"))) and \
                 same_payer(payment, p.get("confirmed_phone"), p["username"]) \
                 and not is_menu_payment(db, p.get("mpesa_receipt")):

@@ -51,8 +51,9 @@ def _attempt_failed(db, claim: Mapping) -> bool:
     if claim.get("state") == FAILED:
         return True
     if claim.get("kind") == REVERSAL:
-        reversal = db.reversals.find_one({"_id": claim["id"]}, {"state": 1})
-        return reversal is not None and reversal["state"] == FAILED
+        reversal = db.reversals.find_one({"_id": claim["id"]}, {"state": 1, "followup": 1})
+        # Failed, and its held words given back: until then they would be counted as spent.
+        return reversal is not None and reversal["state"] == FAILED and not reversal.get("followup")
     entry = db.ledger.find_one({"_id": claim["id"]}, {"state": 1})
     return entry is not None and entry["state"] == "refused"
 

@@ -77,6 +77,11 @@ def request(db, config: Mapping[str, Any], payment: dict, *, actor: str, reason:
         raise RefundRefused("Choose whether to take back the unspent words or the whole purchase.")
     if payment["status"] != states.COMPLETED or not payment.get("mpesa_receipt"):
         raise RefundRefused("Only a completed payment with an M-Pesa receipt can be sent back.")
+    if payment.get("credited") is False:  # its words are not on the balance yet: there would be nothing to hold
+        raise RefundRefused("This payment's words are still being credited; try again in a minute.")
+    previous = latest(db, payment["_id"])
+    if previous is not None and previous.get("followup"):
+        follow_up(db, previous)  # a crash cut its end short: its held words come back before a retry counts them
     refusal = second_refund_refusal(db, payment["_id"])
     if refusal:
         raise RefundRefused(refusal)
@@ -246,6 +251,20 @@ def follow_up(db, reversal: Mapping) -> None:
     else:
         _claim_follows(db, reversal)
     db.reversals.update_one({"_id": reversal["_id"]}, {"$set": fields, "$unset": {"followup": ""}})
+
+
+def settle_by_hand(db, reversal: Mapping, *, sent: bool, actor: str, reason: str) -> bool:
+    """An operator read the M-Pesa statement for a reversal whose outcome M-Pesa never told us
+    (its queue timed out, or it said "already reversed"): the money went back (the held words
+    stay taken) or it did not (they come back). Only an unknown reversal; once."""
+    if reversal["state"] != UNKNOWN:
+        return False
+    detail = f"settled by hand by {actor}: {reason}"
+    if not sent:
+        return _finish(db, reversal, FAILED, detail, settled_by=actor)
+    if "words_held" not in reversal:
+        return _complete_unheld(db, reversal) == "completed"
+    return _finish(db, reversal, COMPLETED, detail, words_taken=int(reversal["words_held"]), settled_by=actor)
 
 
 # ---------------------------------------------------------------- Daraja's result

@@ -230,6 +230,21 @@ def reversal_result(sim) -> str:
     return f"Reversal {fate} for {request['receipt']} (KES {request['amount']}) -> {' / '.join(effects)}"
 
 
+def settle_unanswered_reversal(sim) -> str:
+    """An operator reads the statement for a reversal M-Pesa left unknown, once M-Pesa will say nothing more."""
+    from app.admin import repairs
+    outstanding = {r["label"] for r in sim.world.reversal_requests}
+    unknown = [r for r in sim.db.reversals.find({"state": "unknown"}, {"secret": 0})
+               if r["_id"].removeprefix("reversal:") not in outstanding]
+    reversal = _pick(sim, unknown)
+    if reversal is None:
+        return None
+    money = sim.world.money.get(reversal["receipt"])
+    sent = bool(money and money.reversed)
+    result = repairs.settle_reversal(sim.db, reversal["payment_id"], sent=sent, actor="ops1", reason="the statement")
+    return f"ops1 settles reversal {reversal['_id']} by hand ({'sent' if sent else 'not sent'}): {result.message[:50]}"
+
+
 def _unmatched(sim):
     return [d["_id"] for d in sim.db.c2b_payments.find({"state": "review", "payment_id": {"$exists": False}})]
 
@@ -273,7 +288,7 @@ def review(sim) -> str:
 
 CRASHABLE = ("answer_prompt", "late_callback", "menu_payment", "claim_result", "worker_job", "query_pass", "tick",
              "ledger_refund", "reverse", "reversal_result", "send_back_menu_payment", "assign_menu_payment", "review",
-             "spend", "check_out")
+             "settle_unanswered_reversal", "spend", "check_out")
 
 
 def crash(sim) -> str:
@@ -302,7 +317,8 @@ def crash(sim) -> str:
 
 WEIGHTS = {check_out: 10, worker_job: 14, answer_prompt: 10, late_callback: 5, query_pass: 4, tick: 8,
            menu_payment: 7, claim_receipt: 6, claim_result: 5, spend: 8, ledger_refund: 3, reverse: 4,
-           reversal_result: 5, send_back_menu_payment: 2, assign_menu_payment: 2, review: 3, crash: 8}
+           reversal_result: 5, send_back_menu_payment: 2, assign_menu_payment: 2, review: 3,
+           settle_unanswered_reversal: 1, crash: 8}
 
 
 def choose(sim):

@@ -88,6 +88,18 @@ def test_a_query_settled_payment_claimed_again_on_another_order_is_a_probable_do
     assert "before order" in problem.text and ledger.check_invariants(db) == []  # the books alone saw nothing
 
 
+def test_a_claimed_receipt_paid_while_a_query_settled_prompt_was_on_the_phone_is_a_probable_double_credit(db):
+    """The claim came at once, on an order made the same minute (a busy hour hid the push from the
+    claim's check): "paid before the order existed" could not tell, the prompt's minutes can."""
+    alice = make_user(db, "alice")
+    first = query_settled(db, alice, minutes_ago=10)
+    at(db, first, pushed_at=utcnow() - timedelta(minutes=10))
+    second = at(db, prompted(db, alice), created_at=utcnow() - timedelta(minutes=9))
+    claimed(db, second, "RKL51ZDR4H", paid_at=utcnow() - timedelta(minutes=9))
+    [problem] = found(db, "probable_double_credit")
+    assert "prompt was on the same customer's phone" in problem.text
+
+
 def test_a_claim_for_money_paid_after_the_second_order_existed_is_not_suspected(db):
     alice = make_user(db, "alice")
     query_settled(db, alice, minutes_ago=10)

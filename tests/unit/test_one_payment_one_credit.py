@@ -338,3 +338,23 @@ def test_a_claim_replayed_after_its_receipt_was_filled_still_names_the_order(app
     receipts.take(db, "RREPLAY123", receipts.CREDIT, first["_id"], "claim")
     assert deliver(app, db, started, raw).startswith("already credited")
     assert first["reference"] in claims.message(claims.latest(db, second["_id"])) and words(db) == 10_000
+
+
+def test_a_busy_hour_of_receipted_orders_never_hides_the_push_a_receipt_paid(app, db, alice):
+    """Only 200 payments of the amount were read, oldest first: past them, the query-settled push
+    the claimed receipt paid was not seen, and the claim credited one payment a second time."""
+    from bson import ObjectId
+    shopper = make_user(db, "shopper")
+    template = paid(db, shopper)
+    start = records.utcnow() - timedelta(minutes=50)
+    db.payments.insert_many([{**{k: template[k] for k in ("user_id", "plan_code", "amount", "words", "phone",
+                                                         "status", "settled_via", "credited", "pushed_at")},
+                              "_id": ObjectId(), "username": f"shopper{i}", "mpesa_receipt": f"SBUSY{i:05d}",
+                              "idempotency_key": f"busy{i}", "created_at": start + timedelta(seconds=5 * i),
+                              "settled_at": start + timedelta(seconds=5 * i)} for i in range(600)])
+    first = prompted(db, alice)
+    assert query_paid(db, first).credited
+    second = cancelled(db, alice)
+    started = claim(app, db, second, "RBUSY12345", "alice")
+    assert deliver(app, db, started, ts_result("RBUSY12345", when=pushed_at(db, first))).startswith("already credited")
+    assert words(db) == 10_000 and records.get(db, first["_id"])["mpesa_receipt"] == "RBUSY12345"

@@ -11,7 +11,7 @@ from app import ledger
 from app.auth.service import register
 from app.mpesa import transaction_status as status_api
 from app.mpesa.credential import CredentialError, security_credential
-from app.payments import checkout, claims, records, settlement
+from app.payments import checkout, claims, receipts, records, settlement
 from app.payments.outcomes import from_result
 from app.plans.service import get_plan
 from simulator.status import KEY_PATH
@@ -154,10 +154,15 @@ def test_receipts_that_are_not_ours_are_explained(app, db, order, raw, reason):
     assert ledger.balance(db, "alice") == 0
 
 
-def test_wrong_amount_goes_to_review(app, db, order):
+def test_a_receipt_of_another_amount_leaves_the_order_open_and_its_money_unmatched(app, db, order):
+    """It held the order for review, whose approval is refused and whose rejection stranded the
+    money: held by a rejected order, neither an assignment nor a send-back could take it."""
     claim = asked_claim(app, db, order)
-    assert deliver(app, db, claim, result(amount=50)) == "held for review"
-    assert records.get(db, order["_id"])["status"] == "review" and ledger.balance(db, "alice") == 0
+    assert deliver(app, db, claim, result(amount=50)) == "not verified: another amount"
+    assert records.get(db, order["_id"])["status"] == order["status"] and ledger.balance(db, "alice") == 0
+    assert "KES 50" in claims.message(claims.latest(db, order["_id"]))
+    held = receipts.holder(db, claim["receipt"])
+    assert held["use"] == receipts.REVIEW and held["payment_id"] is None  # an operator may send it back
 
 
 def test_forged_and_timed_out_results(app, db, order):

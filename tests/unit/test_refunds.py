@@ -288,3 +288,63 @@ def test_init_db_marks_refunds_from_before_the_claim_on_their_payments(app, db, 
     init_db(db)
     claimed = records.get(db, paid["_id"])["refund"]
     assert claimed["id"] == f"reversal:{paid['_id']}" and claimed["kind"] == "reversal" and claimed["state"] == "unknown"
+
+
+def test_a_retry_after_a_refusal_whose_release_a_crash_cut_short_holds_the_words_again(app, db, paid, monkeypatch):
+    """The retry counted the first attempt's still-held words as spent and wrote them off; the
+    sweep then released them: KES 100 went back and the customer kept 10,000 words."""
+    request(app, db, paid)
+    real_follow_up = refunds.follow_up
+    monkeypatch.setattr(refunds, "follow_up", lambda *a: (_ for _ in ()).throw(SystemExit("died here")))
+    with pytest.raises(SystemExit):
+        deliver(app, db, paid, result(2001))
+    monkeypatch.setattr(refunds, "follow_up", real_follow_up)
+    assert refunds.latest(db, paid["_id"])["state"] == "failed" and ledger.balance(db, "alice") == 0
+    again = request(app, db, paid, reason="retry")
+    assert again["attempt"] == 2 and again["words_held"] == 10_000 and again["written_off_words"] == 0
+    deliver(app, db, paid, result(0))
+    assert ledger.balance(db, "alice") == 0 and ledger.check_invariants(db) == []
+    assert db.ledger.find_one({"_id": f"release:reversal:{paid['_id']}:1"})["delta"] == 10_000
+
+
+def test_a_payment_whose_words_are_not_booked_yet_is_not_sent_back(app, db, paid):
+    db.payments.update_one({"_id": paid["_id"]}, {"$set": {"credited": False}})
+    with pytest.raises(refunds.RefundRefused, match="still being credited"):
+        refunds.request(db, app.config, records.get(db, paid["_id"]), actor="ops", reason="asked", words_mode="whole")
+    assert db.reversals.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("sent", [True, False])
+def test_an_unanswered_reversal_is_settled_by_hand_from_the_statement_once(app, db, paid, sent):
+    from datetime import timedelta
+    from app import money_audit
+    from app.admin import repairs
+    request(app, db, paid)
+    deliver(app, db, paid, result(0), timed_out=True)
+    assert refunds.latest(db, paid["_id"])["state"] == "unknown" and ledger.balance(db, "alice") == 0
+    later = records.utcnow() + timedelta(hours=7)
+    assert [p.kind for p in money_audit.audit(db, now=later)] == ["reversal_unanswered"]
+    done = repairs.settle_reversal(db, paid["_id"], sent=sent, actor="ops", reason="seen on the statement")
+    assert ("went back" if sent else "did not go back") in done.message
+    assert refunds.latest(db, paid["_id"])["state"] == ("completed" if sent else "failed")
+    assert ledger.balance(db, "alice") == (0 if sent else 10_000)
+    with pytest.raises(repairs.RepairError, match="moved on"):
+        repairs.settle_reversal(db, paid["_id"], sent=not sent, actor="ops2", reason="the other way")
+    assert ledger.balance(db, "alice") == (0 if sent else 10_000)
+    assert money_audit.audit(db, now=later) == [] and ledger.check_invariants(db) == []
+    assert db.audit_log.find_one({"action": "settle_reversal"})["result"] == ("completed" if sent else "failed")
+
+
+def test_console_records_how_an_unanswered_reversal_ended(app, db, paid, as_admin):
+    request(app, db, paid)
+    deliver(app, db, paid, result(0), timed_out=True)
+    page = as_admin.get(f"/admin/payments/{paid['_id']}").get_data(as_text=True)
+    assert 'data-reversal-state="unknown"' in page and "Record the outcome" in page
+    refused = as_admin.post(f"/admin/payments/{paid['_id']}/reversal-outcome", data={"outcome-outcome": "not_sent"})
+    assert refused.status_code == 400 and refunds.latest(db, paid["_id"])["state"] == "unknown"  # no reason given
+    reply = as_admin.post(f"/admin/payments/{paid['_id']}/reversal-outcome",
+                          data={"outcome-outcome": "not_sent", "outcome-reason": "not on the statement"},
+                          follow_redirects=True)
+    page = reply.get_data(as_text=True)
+    assert "did not go back" in page and 'data-reversal-state="failed"' in page and "Record the outcome" not in page
+    assert ledger.balance(db, "alice") == 10_000 and "Send the money back" in page  # it may be tried again
