@@ -131,10 +131,17 @@ def _receipt_records(db, clock: Clock):
                 yield problem("receipt_record_mismatch", [receipt, doc.get("payment_id")],
                               f"Receipt {receipt} is recorded as crediting order {doc.get('payment_id')}, but "
                               + ("no order holds it." if holder is None else f"order {holder['_id']} holds it."))
-            elif use == "review" and holder is not None and str(holder["_id"]) != str(doc.get("payment_id")):
+            elif use == "review" and holder is not None and str(holder["_id"]) != str(doc.get("payment_id")) \
+                    and _still_under_review(db, doc.get("payment_id")):
+                # Once that review is rejected the record is history: the review credited nothing.
                 yield problem("receipt_record_mismatch", [receipt, doc.get("payment_id")],
                               f"Receipt {receipt} is recorded as under review on order {doc.get('payment_id')}, "
-                              f"but order {holder['_id']} is credited with it.")
+                              f"but order {holder['_id']} is credited with it: reject that review.")
+
+
+def _still_under_review(db, payment_id) -> bool:
+    return payment_id is None or db.payments.count_documents({"_id": oid(payment_id), "status": "review"},
+                                                              limit=1) > 0
 
 
 def _extra_receipts(db):

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import ledger
+from app import ledger, money_audit
 from app.payments import c2b, claims, receipts, records, refunds, settlement
 from app.payments.outcomes import expired, from_result
 from tests.support.factories import make_user, paid, prompted
@@ -325,6 +325,10 @@ def test_a_held_claim_whose_push_then_brings_the_receipt_cannot_be_approved(app,
         settlement.resolve_review(db, second["_id"], actor="ops", approve=True, reason="looks paid")
     assert receipts.holder(db, "RLATECB123")["use"] == receipts.REVIEW
     assert words(db) == 10_000 and records.get(db, second["_id"])["status"] == "review"
+    later = records.utcnow() + timedelta(hours=1)
+    assert [p.kind for p in money_audit.audit(db, now=later)] == ["receipt_record_mismatch"]  # reject it, it says
+    settlement.resolve_review(db, second["_id"], actor="ops", approve=False, reason="the first order's payment")
+    assert money_audit.audit(db, now=later) == []  # one credit: nothing left to say
 
 
 def test_a_claim_replayed_after_its_receipt_was_filled_still_names_the_order(app, db, alice):
