@@ -200,9 +200,17 @@ def balance_adjusted(db, entry: Mapping) -> bool | None:
         balance = int(_user(db, username, ("words_remaining",)).get("words_remaining", 0))
     user = entry.get("user_after") or _user(db, username, NOTICE_FIELDS)
     t = translator(user.get("language"))
-    refund = entry.get("kind") in ("refund", "hold")  # a hold is a refund's words, taken when it is requested
+    refund = entry.get("kind") == "refund"
     figures = {"words": t.words(abs(delta)), "balance": t.words(int(balance))}
-    if delta > 0:
+    if entry.get("kind") == "hold":  # a Reversal's words, held while M-Pesa sends the money back
+        title = t("Refund under way: %(words)s held", **figures)
+        body = t("We are sending your payment back to your M-Pesa. Its %(words)s are held meanwhile and cannot "
+                 "be spent; your balance is now %(balance)s.", **figures)
+    elif entry.get("kind") == "release":  # M-Pesa refused that Reversal
+        title = t("Refund not sent: %(words)s back on your balance", **figures)
+        body = t("M-Pesa did not send the money back, so the %(words)s held for it are yours to spend again. "
+                 "Your balance is now %(balance)s.", **figures)
+    elif delta > 0:
         title = (t("Refund: %(words)s added to your balance", **figures) if refund
                  else t("Support: %(words)s added to your balance", **figures))
         body = t("Our support team added %(words)s. Your balance is now %(balance)s. "

@@ -348,3 +348,16 @@ def test_console_records_how_an_unanswered_reversal_ended(app, db, paid, as_admi
     page = reply.get_data(as_text=True)
     assert "did not go back" in page and 'data-reversal-state="failed"' in page and "Record the outcome" not in page
     assert ledger.balance(db, "alice") == 10_000 and "Send the money back" in page  # it may be tried again
+
+
+def test_the_customer_is_told_the_words_are_held_then_given_back(app, db, paid):
+    from app import notices
+    from tests.support.factories import notices_of
+    notices.listen()
+    request(app, db, paid)
+    held = notices_of(db, "alice", "hold")
+    assert [n["title"] for n in held] == ["Refund under way: 10,000 words held"]
+    assert "cannot be spent" in held[0]["body"]
+    deliver(app, db, paid, result(2001))
+    [released] = notices_of(db, "alice", "release")
+    assert released["title"] == "Refund not sent: 10,000 words back on your balance"
