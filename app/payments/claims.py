@@ -291,11 +291,13 @@ def _settle(db, claim: dict, result: status_api.StatusResult) -> str:
     settlement.settle(db, payment["_id"], outcome, hold=hold[0] if hold else None)
     payment = records.get(db, claim["payment_id"])
     if payment.get("mpesa_receipt") == receipt:
-        _finish(db, claim, CREDITED, None)
-        # A menu payment whose confirmation could not be matched is this one: it is now accounted for.
+        # A menu payment whose confirmation could not be matched is this one: it is now accounted
+        # for. Written before the claim's end, so a crash in between is finished by the stored
+        # result's reprocessing (a claim already ended is not settled again).
         db.c2b_payments.update_one({"_id": receipt, "state": "review", "payment_id": {"$exists": False}},
                                    {"$set": {"state": "credited", "payment_id": claim["payment_id"],
                                              "username": payment["username"], "credited_via": "claim"}})
+        _finish(db, claim, CREDITED, None)
         return "credited"
     if use == receipts.CREDIT:
         receipts.correct(db, receipt, payment["_id"], receipts.REVIEW)  # it did not credit after all (a race)

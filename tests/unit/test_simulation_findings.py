@@ -127,3 +127,32 @@ def test_menu_receipt_misfiled_a_menu_payments_trans_id_is_never_a_pushs_receipt
     assert "mpesa_receipt" not in records.get(db, push["_id"])
     assert db.c2b_payments.find_one({"_id": "TMENU54321"})["state"] == "review"
     assert ledger.balance(db, "alice") == 10_000 and problems(db) == []
+
+
+def test_menu_receipt_misfiled_after_a_crash_between_the_claims_credit_and_its_menu_record(app, db, alice, client,
+                                                                                           monkeypatch, settings):
+    """Seed 1037 of the soak: the claim credited the order with an unmatched menu payment and ended,
+    then died before marking the menu payment credited; reprocessing its stored result found the
+    claim ended and did nothing, so the menu payment stayed under review for ever."""
+    from app.payments import callbacks
+    from tests.unit.test_one_payment_one_credit import confirm_unmatched
+    order = cancelled(db, alice)
+    confirm_unmatched(app, "TMENU77777")
+    started = claim_asked(app, db, order, "TMENU77777")
+    real = db.c2b_payments
+
+    class Dies:
+        def __getattr__(self, name):
+            if name == "update_one":
+                raise SystemExit("died before the menu payment's record")
+            return getattr(real, name)
+
+    monkeypatch.setattr(db, "c2b_payments", Dies(), raising=False)
+    with pytest.raises(SystemExit):
+        claim_answered(app, db, started, when=pushed_at(db, order))
+    monkeypatch.undo()
+    assert records.get(db, order["_id"])["mpesa_receipt"] == "TMENU77777"
+    assert callbacks.reprocess_stale(db, older_than=0, settings=settings) == 1
+    assert db.c2b_payments.find_one({"_id": "TMENU77777"})["state"] == "credited"
+    assert claims.latest(db, order["_id"])["state"] == claims.CREDITED
+    assert ledger.balance(db, "alice") == 10_000 and problems(db) == []
