@@ -223,7 +223,7 @@ class Worker:
                             job.id, outcome)
                 return
         except queue.Retry as exc:
-            self._durably(self._retry, job, exc.error)
+            self._durably(self._retry, job, exc.error, exc.base_delay)
         except queue.GiveUp as exc:
             self._durably(self._dead, job, exc.error)
         except Stopped:
@@ -244,8 +244,8 @@ class Worker:
             raise ValueError(f"unknown job kind {job.kind!r}")
         return kind.run(self, job)
 
-    def _retry(self, job, error: str) -> None:
-        if queue.retry_later(self.db, job, error, self.settings["JOB_BACKOFF_SECONDS"]) == queue.DEAD:
+    def _retry(self, job, error: str, base_delay: float | None = None) -> None:
+        if queue.retry_later(self.db, job, error, base_delay or self.settings["JOB_BACKOFF_SECONDS"]) == queue.DEAD:
             self._gave_up(job, error)
 
     def _dead(self, job, error: str) -> None:

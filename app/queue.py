@@ -28,11 +28,15 @@ KEEP_COMPLETED_SECONDS = 7 * 24 * 3600
 
 
 class Retry(Exception):
-    """Raised by a job's run: it surely did nothing, so the queue may try it again later."""
+    """Raised by a job's run: it surely did nothing, so the queue may try it again later.
 
-    def __init__(self, error: str):
+    `base_delay` replaces the worker's JOB_BACKOFF_SECONDS for this error, when the job knows
+    how long what stopped it lasts (the backoff still doubles from it)."""
+
+    def __init__(self, error: str, base_delay: float | None = None):
         super().__init__(error)
         self.error = error
+        self.base_delay = base_delay
 
 
 class GiveUp(Exception):

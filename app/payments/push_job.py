@@ -21,6 +21,7 @@ from .. import queue
 from ..db import utcnow
 from ..logs import bind
 from ..mpesa.errors import DarajaError
+from ..mpesa.verdict import BUSY_OR_PENDING
 from ..queue import GiveUp, Job, Retry
 from ..translatable import N_
 from . import outcomes, records, settlement, states
@@ -96,7 +97,7 @@ def run(db, client, settings, job: Job, persist: Callable = once) -> str:
                                    payment_id=str(payment["_id"]))
     except DarajaError as exc:
         persist(records.record_exchange, db, payment["_id"], exc.exchange)
-        return _after_error(db, payment, job, exc, persist)
+        return _after_error(db, payment, job, exc, persist, settings)
     except ValueError as exc:
         # Refused here before sending (phone, amount, callback URL): the customer's input.
         return _refused(db, payment, exc, persist)
@@ -106,7 +107,7 @@ def run(db, client, settings, job: Job, persist: Callable = once) -> str:
     return "prompt sent"
 
 
-def _after_error(db, payment: dict, job: Job, exc: DarajaError, persist: Callable) -> str:
+def _after_error(db, payment: dict, job: Job, exc: DarajaError, persist: Callable, settings) -> str:
     """The error's flags decide: wait for Daraja, try again later, or end the payment."""
     if exc.outcome_unknown:
         # It may be on the phone: never push again; the callback or STK Query settles it.
@@ -114,7 +115,11 @@ def _after_error(db, payment: dict, job: Job, exc: DarajaError, persist: Callabl
         return "push outcome unknown"
     if exc.retryable:
         persist(records.clear_push, db, payment["_id"], job.token)
-        raise Retry(str(exc)) from exc
+        # "Another transaction is in progress for this phone": an earlier prompt (one the customer
+        # cancelled here, say) is still open on it until its time runs out, so the retries are
+        # spread over a prompt's life instead of spending every attempt in its first seconds.
+        busy = exc.error_code == BUSY_OR_PENDING
+        raise Retry(str(exc), base_delay=settings["PROMPT_TIMEOUT_SECONDS"] / 4 if busy else None) from exc
     if exc.needs_operator:
         # Our own settings stopped it before it was sent: no attempt can succeed until an
         # operator fixes them, so the job is dead-lettered now, where the console shows it.

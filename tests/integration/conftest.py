@@ -21,7 +21,9 @@ def mongo_base():
 @pytest.fixture(scope="session")
 def stack(mongo_base):
     """One shared stack (simulator, gunicorn, one worker); tests use their own users and phones."""
-    stack = start_stack(mongo_base)
+    # Tests age records by hand (a payment "created an hour ago"), which schedules nothing: the
+    # worker's idle housekeeping steps look every 5 s here (production: every minute).
+    stack = start_stack(mongo_base, WORKER_HOUSEKEEPING_MAX_SECONDS="5")
     yield stack
     stack.stop()
 

@@ -64,6 +64,18 @@ def test_not_accepted_clears_the_push_so_a_retry_may_send_it(db, job):
     assert payment["status"] == "queued" and "push_in_flight" not in payment
 
 
+def test_a_phone_busy_with_an_earlier_prompt_is_tried_again_over_a_prompts_life(db, job):
+    """All five attempts used to fall in the first seconds (the backoff of a flaky network),
+    while the prompt a customer had cancelled here kept the phone busy for its whole minute."""
+    with pytest.raises(queue.Retry) as raised:
+        push_job.run(db, FakeClient(DarajaNotAccepted("another transaction is in progress for this phone",
+                                                      error_code="500.001.1001")), SETTINGS, job)
+    assert raised.value.base_delay == 15
+    with pytest.raises(queue.Retry) as raised:
+        push_job.run(db, FakeClient(DarajaNotAccepted("429")), SETTINGS, job)
+    assert raised.value.base_delay is None  # the worker's own backoff
+
+
 def test_unknown_outcome_is_never_pushed_again(db, job):
     client = FakeClient(DarajaOutcomeUnknown("read timeout"))
     assert push_job.run(db, client, SETTINGS, job) == "push outcome unknown"
