@@ -19,7 +19,8 @@ def _latest_money_audit():
 
 def register_admin(app):
     from . import views  # noqa: F401  (routes attach to bp)
-    from .cli import create_admin_command, reset_password_command
+    from .cli import create_admin_command, reset_password_command, settle_reversal_command
     app.register_blueprint(bp)
     app.cli.add_command(create_admin_command)
     app.cli.add_command(reset_password_command)
+    app.cli.add_command(settle_reversal_command)

@@ -132,3 +132,19 @@ def reset_password_command(username, reason):
     if shut.api_key_retired:
         click.echo("Their API key is retired too (whoever held the account may have made it): "
                    "they make a new one on their profile if a program of theirs uses it.")
+
+
+@click.command("settle-reversal")
+@click.argument("refunded")
+@click.option("--sent/--not-sent", required=True, help="What the M-Pesa statement shows: the money went back, or not.")
+@click.option("--reason", required=True, help="Why (kept in the audit log), e.g. the statement line.")
+@with_appcontext
+def settle_reversal_command(refunded, sent, reason):
+    """Record how a reversal ended that M-Pesa never told us about (REFUNDED: a payment id, or
+    c2b:<TransID> for a menu payment sent back). The console does the same on a payment's page."""
+    from . import repairs
+    try:
+        result = repairs.settle_reversal(get_db(), refunded, sent=sent, actor="flask settle-reversal", reason=reason)
+    except repairs.RepairError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.message)

@@ -361,3 +361,21 @@ def test_the_customer_is_told_the_words_are_held_then_given_back(app, db, paid):
     deliver(app, db, paid, result(2001))
     [released] = notices_of(db, "alice", "release")
     assert released["title"] == "Refund not sent: 10,000 words back on your balance"
+
+
+def test_an_unanswered_reversal_of_a_menu_payment_is_settled_from_the_command_line(app, db, paid):
+    menu_payment_under_review(app)
+    rev = refunds.request_unmatched(db, app.config, "RKL51ZDR4F", actor="ops", reason="unknown payer")
+    send_queued(db, app.config, FakeDaraja())
+    refunds.handle_result(db, app.config, payment_id=refunds.label_of(rev), secret=rev["secret"], raw=result(0),
+                          timed_out=True, remote_addr="127.0.0.1")
+    assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunding"
+    runner = app.test_cli_runner()
+    refused = runner.invoke(args=["settle-reversal", "c2b:RKL51ZDR4F", "--sent", "--reason", "x"])
+    assert refused.exit_code != 0 and "reason" in refused.output
+    done = runner.invoke(args=["settle-reversal", "c2b:RKL51ZDR4F", "--sent", "--reason", "on the statement"])
+    assert done.exit_code == 0 and "went back" in done.output
+    assert db.c2b_payments.find_one({"_id": "RKL51ZDR4F"})["state"] == "refunded"
+    again = runner.invoke(args=["settle-reversal", "c2b:RKL51ZDR4F", "--not-sent", "--reason", "changed my mind"])
+    assert again.exit_code != 0 and "moved on" in again.output
+    assert db.audit_log.count_documents({"action": "settle_reversal"}) == 1
