@@ -111,7 +111,9 @@ def test_an_operator_uses_the_console_at_desktop_width(browser, stack, operator,
         audit(page, "dashboard")
         expect(page.get_by_text("Success rate").first).to_be_visible()
         expect(page.locator("#review-heading")).to_contain_text("1")
-        expect(page.locator("main")).to_contain_text("KES 100")
+        under_review = page.locator("section[aria-labelledby=review-heading]")
+        expect(under_review).to_contain_text(customer.username)
+        expect(under_review).to_contain_text("paid from a different phone number than the order's")
         shot(page, "dashboard")
 
         # Payments: the list, then a search by username.
