@@ -398,6 +398,7 @@ class Worker:
                  budget)
         self.stopping.set()
         self.waker.kick()
+        self._housekeeping_wake.set()  # a housekeeping thread asleep till its next step would hold the exit
         threading.Thread(target=self._watchdog, name="shutdown-watchdog", daemon=True).start()
 
     def _remaining(self) -> float:

@@ -189,6 +189,18 @@ def test_sigterm_mid_push_exits_within_the_bound_and_never_pushes_twice(bare, db
     assert_money_invariants(db)
 
 
+def test_an_idle_worker_exits_at_once_on_sigterm(bare, db):
+    """Its housekeeping thread slept till its next step (a minute when idle) and held the exit for
+    the whole shutdown bound: every deploy waited it out, or killed the worker at its end."""
+    worker = bare.start_worker("idle", WORKER_HOUSEKEEPING_MAX_SECONDS="60")
+    wait_until(lambda: "started" in worker.output(), what="worker started")
+    time.sleep(1)  # its first housekeeping pass is done: the thread sleeps till its next step
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.proc.wait(timeout=10) == 0, worker.output()[-3000:]
+    assert time.monotonic() - started < 2, worker.output()[-2000:]
+
+
 def test_sigterm_before_the_push_gives_the_job_back_at_once(bare, db):
     customer = registered(bare.web_url)
     bare.sim("/_sim/script", {"phone": customer.phone, "result_code": 0, "after": 0.2})
