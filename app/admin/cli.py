@@ -142,9 +142,9 @@ def reset_password_command(username, reason):
 def settle_reversal_command(refunded, sent, reason):
     """Record how a reversal ended that M-Pesa never told us about (REFUNDED: a payment id, or
     c2b:<TransID> for a menu payment sent back). The console does the same on a payment's page."""
-    from . import repairs
+    from . import repairs, reversals
     try:
-        result = repairs.settle_reversal(get_db(), refunded, sent=sent, actor="flask settle-reversal", reason=reason)
+        result = reversals.settle_reversal(get_db(), refunded, sent=sent, actor="flask settle-reversal", reason=reason)
     except repairs.RepairError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.message)

@@ -13,7 +13,7 @@ from ..payments import refunds
 from ..pagination import paginate, requested_page
 from ..payments import settlement
 from ..security import safe_next
-from . import bp, export, labels, repairs, store
+from . import bp, export, labels, repairs, reversals, store
 from ..auth.recovery import CannotIssueLink, OperatorLink, operator_reset_link
 from .forms import ResetLinkForm
 from .forms import (AdjustForm, AskDarajaForm, AssignMenuPaymentForm, PaymentFilterForm, RefundForm, RequeueJobForm,
@@ -182,7 +182,7 @@ def reverse(payment_id):
     form = ReverseForm(prefix="reverse")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, reverse=form)
-    return _run(lambda: repairs.reverse_payment(get_db(), current_app.config, payment_id, actor=_actor(),
+    return _run(lambda: reversals.reverse_payment(get_db(), current_app.config, payment_id, actor=_actor(),
                                                 reason=form.reason.data, words_mode=form.words_mode.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, reverse=form))
 
@@ -193,7 +193,7 @@ def reversal_outcome(payment_id):
     form = ReversalOutcomeForm(prefix="outcome")
     if not form.validate_on_submit():
         return _payment_page(payment_id, 400, outcome=form)
-    return _run(lambda: repairs.settle_reversal(get_db(), payment_id, sent=form.outcome.data == "sent",
+    return _run(lambda: reversals.settle_reversal(get_db(), payment_id, sent=form.outcome.data == "sent",
                                                 actor=_actor(), reason=form.reason.data),
                 url_for("admin.payment", payment_id=payment_id), lambda: _payment_page(payment_id, 400, outcome=form))
 
@@ -231,7 +231,7 @@ def reverse_menu_payment():
     form = ReverseMenuPaymentForm()
     if not form.validate_on_submit():
         return _menu_payments_page(400)
-    return _run(lambda: repairs.reverse_menu_payment(get_db(), current_app.config, form.trans_id.data,
+    return _run(lambda: reversals.reverse_menu_payment(get_db(), current_app.config, form.trans_id.data,
                                                      actor=_actor(), reason=form.reason.data),
                 url_for("admin.menu_payments"), lambda: _menu_payments_page(400))
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import sys
 from datetime import timedelta
 from typing import Any, Mapping
 
@@ -31,7 +32,7 @@ from ..config import DEV_C2B_URL_SECRET
 from ..db import utcnow
 from ..mpesa import c2b as wire
 from ..mpesa.errors import CallbackError
-from . import receipts, records, references, settlement, states
+from . import callbacks, receipts, records, references, rejected, settlement, states
 
 log = logging.getLogger("lipia.c2b")
 
@@ -174,13 +175,12 @@ def handle_confirmation(db, config: Mapping[str, Any], *, secret: str, raw: byte
 
 
 def _handle_confirmation(db, config, secret, raw, remote_addr, content_type) -> str:
-    from . import callbacks  # callbacks settles stored confirmations through this module
     allowed = config.get("CALLBACK_ALLOWED_IPS") or ()
     if allowed and remote_addr not in allowed:
-        return callbacks.keep_rejected(db, config, "refused: address not allowed", INBOX_LABEL, raw,
+        return rejected.keep(db, config, "refused: address not allowed", INBOX_LABEL, raw,
                                        remote_addr, content_type)
     if not secret_ok(config, secret):
-        return callbacks.keep_rejected(db, config, "forged: wrong secret", INBOX_LABEL, raw, remote_addr,
+        return rejected.keep(db, config, "forged: wrong secret", INBOX_LABEL, raw, remote_addr,
                                        content_type)
     doc = {**records.callback_doc(payment_id=INBOX_LABEL, raw=raw, remote_addr=remote_addr,
                                   content_type=content_type), "kind": INBOX_KIND}
@@ -391,3 +391,6 @@ def manual_instructions(payment: Mapping[str, Any], config: Mapping[str, Any]) -
             "amount": payment.get("amount"), "phone": payment.get("phone"), "until": until,
             "open": payment.get("status") in states.OPEN_STATUSES + states.FAILURE_STATUSES
             and (until is None or until.replace(tzinfo=None) > utcnow().replace(tzinfo=None))}
+
+
+callbacks.handles(INBOX_KIND, sys.modules[__name__])  # the inbox settles stored posts of this kind here

@@ -9,12 +9,11 @@ CALLBACK_FORGED_RATE_LIMIT per address, which expires.
 
 The other Daraja routes (C2B confirmations, Transaction Status and Reversal results) go
 through the same steps here (`keep_genuine`, `receive_checked`, `keep_rejected`): their
-stored documents and spool entries carry a `kind`, and `_processor_for` names the module
-that checks and settles each kind.
+stored documents and spool entries carry a `kind`, and the module that checks and settles
+each kind names itself here (`handles`) when it is imported, so this inbox imports none of them.
 """
 from __future__ import annotations
 
-import functools
 import hmac
 import logging
 import os
@@ -23,15 +22,14 @@ import signal
 import threading
 import time
 from datetime import timedelta
+from types import ModuleType
 
 import pymongo
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from ..db import database_for, utcnow
 from ..mpesa.callback import CallbackError, parse_callback
-from ..outage import web_database
-from ..ratelimits import FAIL_CLOSED
-from . import callback_signing, outcomes, records, settlement, spool
+from . import callback_signing, outcomes, records, rejected, settlement, spool
 
 log = logging.getLogger("lipia.callbacks")
 
@@ -63,9 +61,9 @@ def receive(db, settings, *, payment_id: str, secret: str, raw: bytes, remote_ad
 def _receive(db, settings, payment_id, secret, raw, remote_addr, content_type) -> str:
     allowed = settings.get("CALLBACK_ALLOWED_IPS") or ()
     if allowed and remote_addr not in allowed:
-        return _reject(db, settings, "refused: address not allowed", payment_id, raw, remote_addr, content_type)
+        return rejected.keep(db, settings, "refused: address not allowed", payment_id, raw, remote_addr, content_type)
     if not callback_signing.is_payment_id(payment_id):
-        return _reject(db, settings, "forged: not a payment id", payment_id, raw, remote_addr, content_type)
+        return rejected.keep(db, settings, "forged: not a payment id", payment_id, raw, remote_addr, content_type)
     signed = callback_signing.matches(settings, payment_id, secret)
     doc = records.callback_doc(payment_id=payment_id, raw=raw, remote_addr=remote_addr, content_type=content_type)
     try:
@@ -73,7 +71,7 @@ def _receive(db, settings, payment_id, secret, raw, remote_addr, content_type) -
             # Only a secret shaped like the old ones is worth a database read.
             if not signed and not (_LEGACY_SECRET.fullmatch(secret or "")
                                    and _legacy_secret_matches(db, payment_id, secret)):
-                return _reject(db, settings, "forged: unknown payment or wrong secret", payment_id, raw,
+                return rejected.keep(db, settings, "forged: unknown payment or wrong secret", payment_id, raw,
                                remote_addr, content_type)
             records.insert_callback(db, doc)
         _crash_point(settings)
@@ -145,13 +143,13 @@ def receive_checked(db, settings, *, kind: str, label: str, secret: str, raw: by
     try:
         allowed = settings.get("CALLBACK_ALLOWED_IPS") or ()
         if allowed and remote_addr not in allowed:
-            return _reject(db, settings, "refused: address not allowed", label, raw, remote_addr, content_type)
+            return rejected.keep(db, settings, "refused: address not allowed", label, raw, remote_addr, content_type)
         doc = {**records.callback_doc(payment_id=label, raw=raw, remote_addr=remote_addr,
                                       content_type=content_type), "kind": kind, **extra}
         try:
             with pymongo.timeout(DB_WAIT_SECONDS):
                 if not _processor_for(kind).secret_matches(db, doc, secret):
-                    return _reject(db, settings, "forged: unknown or wrong secret", label, raw, remote_addr,
+                    return rejected.keep(db, settings, "forged: unknown or wrong secret", label, raw, remote_addr,
                                    content_type)
                 records.insert_callback(db, doc)
         except PyMongoError as exc:
@@ -163,73 +161,6 @@ def receive_checked(db, settings, *, kind: str, label: str, secret: str, raw: by
     except Exception:  # a bug must not cost Daraja's acknowledgement (nor leak the URL secret)
         log.exception("%s for %r could not be handled", kind, label[:40])
         return "error"
-
-
-def keep_rejected(db, settings, effect: str, label: str, raw: bytes, remote_addr, content_type) -> str:
-    """Any Daraja route's forged or refused post: a small expiring record, at most
-    CALLBACK_FORGED_RATE_LIMIT per address; `label` names what it claimed to be for."""
-    return _reject(db, settings, effect, label, raw, remote_addr, content_type)
-
-
-def _reject(db, settings, effect, payment_id, raw, remote_addr, content_type) -> str:
-    if not _may_keep_rejected(settings, remote_addr):
-        # Not logged either: a flood must not fill the log instead of the database.
-        return effect + (" (not kept: database away)" if web_database.down
-                         else " (not kept: too many from this address)")
-    log.warning("callback for payment %r from %s: %s", payment_id[:32], remote_addr, effect)
-    try:
-        with pymongo.timeout(DB_WAIT_SECONDS):
-            records.store_rejected(db, payment_id=payment_id, raw=raw, remote_addr=remote_addr,
-                                   content_type=content_type, effect=effect,
-                                   keep_days=settings["CALLBACK_FORGED_KEEP_DAYS"])
-    except ConnectionFailure:
-        web_database.failed()  # the next forgeries do not wait for it: see _may_keep_rejected
-    except PyMongoError:
-        pass  # a forgery is not worth waiting for, nor spooling
-    else:
-        web_database.ok()
-    return effect
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed_limit(text: str):
-    from limits import parse
-    return parse(text)
-
-
-_quiet_outage = 0  # the outage whose unkept rejections have been summed up in the log
-_quiet_lock = threading.Lock()
-
-
-def _may_keep_rejected(settings, remote_addr) -> bool:
-    """Counts in Flask-Limiter's storage, and fails closed: when it cannot count, nothing is kept.
-
-    Not the route decorator: that would answer 429 (to Daraja too, should it share an
-    address with a flood) and fail the whole request, genuine callbacks included, when the
-    limiter's storage is away. Here only the keeping of a rejected post is limited.
-
-    While this process has just seen the database fail, a rejected post is neither counted,
-    stored nor logged (one line per outage says so): a stranger's flood then costs no wait
-    at all, where each post would otherwise hold a web thread for the database's timeout.
-    Genuine callbacks never come here; they are stored or spooled.
-    """
-    global _quiet_outage
-    from ..extensions import limiter
-    if not web_database.down:
-        try:
-            with pymongo.timeout(1):
-                allowed = limiter.limiter.hit(_parsed_limit(settings["CALLBACK_FORGED_RATE_LIMIT"]),
-                                              FAIL_CLOSED + "callback-rejected", remote_addr or "unknown")
-        except Exception:
-            allowed = False
-        if not web_database.down:  # counting may have just found the database down
-            return allowed
-    with _quiet_lock:
-        first = _quiet_outage != web_database.outages
-        _quiet_outage = web_database.outages
-    if first:
-        log.warning("database unreachable: rejected callback posts are neither kept nor logged until it is back")
-    return False
 
 
 # ---------------------------------------------------------------- processing a stored callback
@@ -244,11 +175,19 @@ def process(db, doc: dict, body: bytes | str | None = None, settings=None) -> st
     return _try_process(db, doc, body, settings)[0]
 
 
-def _processor_for(kind: str):
-    """The module that settles a stored post of this kind: its `process_stored(db, settings, doc,
-    body) -> (effect, fields)`, and `secret_matches(db, doc, secret)` when its secret is in the database."""
-    from . import c2b, claims, refunds  # they use this module's helpers
-    return {c2b.INBOX_KIND: c2b, claims.INBOX_KIND: claims, refunds.INBOX_KIND: refunds}.get(kind)
+# kind -> the module that settles a stored post of it: its `process_stored(db, settings, doc,
+# body) -> (effect, fields)`, and `secret_matches(db, doc, secret)` when its secret is in the database.
+_PROCESSORS: dict[str, ModuleType] = {}
+
+
+def handles(kind: str, module: ModuleType) -> None:
+    """Called by app.payments.c2b, .claims and .refunds as they are imported (the web app and the
+    worker import all three at start)."""
+    _PROCESSORS[kind] = module
+
+
+def _processor_for(kind: str) -> ModuleType | None:
+    return _PROCESSORS.get(kind)
 
 
 def _settle_any(db, settings, doc, body) -> tuple[str, dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import sys
 from datetime import timedelta
 from typing import Any, Mapping
 
@@ -32,7 +33,7 @@ from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError, DarajaError
 from ..translatable import N_
-from . import receipts, records, settlement, states
+from . import callbacks, receipts, records, settlement, states
 
 log = logging.getLogger("lipia.claims")
 
@@ -191,7 +192,6 @@ def give_up(db, job, error: str) -> None:
 def handle_result(db, config: Mapping[str, Any], *, claim_id: str, secret: str, raw: bytes, timed_out: bool,
                   remote_addr: str | None, content_type: str | None = None) -> str:
     """Check, keep, then apply one Transaction Status result (or queue time-out). Never raises to Daraja."""
-    from . import callbacks  # callbacks settles stored results through this module
     return callbacks.receive_checked(db, config, kind=INBOX_KIND, label=f"{LABEL_PREFIX}{claim_id[:24]}",
                                      secret=secret, raw=raw, remote_addr=remote_addr, content_type=content_type,
                                      timed_out=bool(timed_out))
@@ -365,3 +365,6 @@ def _credited_on(db, claim: dict, payment: dict, paid: dict, detail: str) -> str
         return _refuse(db, claim, USED, detail)
     _finish(db, claim, ALREADY_CREDITED, detail, values={"reference": paid.get("reference")})
     return f"already credited: order {paid.get('reference')}"
+
+
+callbacks.handles(INBOX_KIND, sys.modules[__name__])  # the inbox settles stored posts of this kind here

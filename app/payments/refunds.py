@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import sys
 import secrets
 from typing import Any, Mapping
 
@@ -33,7 +34,7 @@ from ..mpesa import reversal as reversal_api
 from ..mpesa import transaction_status as status_api
 from ..mpesa.credential import CredentialError, security_credential
 from ..mpesa.errors import CallbackError
-from . import receipts, states
+from . import callbacks, receipts, states
 from .refund_claims import (AFTER, COMPLETED, FAILED, LEDGER, OPEN, REQUESTED, REVERSAL, SENT, UNKNOWN,  # noqa: F401
                             WAITING, RefundRefused, claim, key_for, second_refund_refusal, set_claim_state)
 
@@ -275,7 +276,6 @@ def handle_result(db, config, *, payment_id: str, secret: str, raw: bytes, timed
 
     `payment_id` is the URL's label: the reversal's id without its `reversal:` prefix.
     """
-    from . import callbacks  # callbacks settles stored results through this module
     return callbacks.receive_checked(db, config, kind=INBOX_KIND, label=payment_id[:64], secret=secret, raw=raw,
                                      remote_addr=remote_addr, content_type=content_type, timed_out=bool(timed_out))
 
@@ -352,3 +352,6 @@ def _complete_unheld(db, reversal: dict) -> str:
     off = {"written_off_words": words - taken, "written_off_by": reversal["actor"]} if taken < words else {}
     _finish(db, reversal, COMPLETED, None, words_taken=taken, **off)
     return "completed"
+
+
+callbacks.handles(INBOX_KIND, sys.modules[__name__])  # the inbox settles stored posts of this kind here

@@ -428,12 +428,12 @@ def test_forged_status_results_change_nothing(stack, customer, status_faults):
 # (refunds of paid orders: test_refunds_http.py)
 
 def test_an_unmatched_menu_payment_is_sent_back_through_mpesa(stack, customer, status_faults):
-    from app.admin import repairs
+    from app.admin import reversals
     from app.config import load_config
     failed_order(stack, customer)
     trans_id = paybill(stack, customer.phone, "WHO-KNOWS").json()["trans_id"]
     assert c2b_state(stack, trans_id)["state"] == "review"
-    repairs.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
+    reversals.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
     c2b_state(stack, trans_id, states=("refunded",))
     assert stack.db.reversals.find_one({"_id": f"reversal:c2b:{trans_id}:1"})["state"] == "completed"
     assert balance(stack, customer) == 0

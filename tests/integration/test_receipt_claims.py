@@ -116,7 +116,7 @@ def test_a_menu_payment_sent_back_cannot_be_claimed_on_a_new_order(stack, custom
     import subprocess
     import sys
 
-    from app.admin import repairs
+    from app.admin import reversals
     from app.config import load_config
     done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "mpesa", "register-urls"],
                           env=stack.env, capture_output=True, text=True, timeout=60)
@@ -128,7 +128,7 @@ def test_a_menu_payment_sent_back_cannot_be_claimed_on_a_new_order(stack, custom
     trans_id = paid.json()["trans_id"]
     wait_until(lambda: (stack.db.c2b_payments.find_one({"_id": trans_id}) or {}).get("state") == "review",
                what="unmatched menu payment under review")
-    repairs.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
+    reversals.reverse_menu_payment(stack.db, load_config(stack.env), trans_id, actor="ops", reason="unknown payer")
     wait_until(lambda: stack.db.c2b_payments.find_one({"_id": trans_id})["state"] == "refunded", what="sent back")
     stack.sim("/_sim/script", {"phone": customer.phone, "result_code": 1032, "after": 0.1})
     order = customer.checkout()

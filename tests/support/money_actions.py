@@ -202,13 +202,13 @@ def ledger_refund(sim) -> str:
 
 
 def reverse(sim) -> str:
-    from app.admin import repairs
+    from app.admin import reversals
     order = _pick(sim, _orders(sim, ("completed",)))
     if order is None:
         return None
     sim.daraja.reversal_plan = [sim.rng.choices(["ok", "unknown", "refused"], [8, 1, 1])[0]]
     mode = sim.rng.choice(["whole", "unspent"])
-    result = repairs.reverse_payment(sim.db, sim.settings, order.payment_id, actor="ops2", reason="customer asked",
+    result = reversals.reverse_payment(sim.db, sim.settings, order.payment_id, actor="ops2", reason="customer asked",
                                      words_mode=mode)
     return f"ops2 reverses order #{order.number} ({mode}, {sim.daraja.reversal_plan or 'sent'}): {result.message[:60]}"
 
@@ -232,7 +232,7 @@ def reversal_result(sim) -> str:
 
 def settle_unanswered_reversal(sim) -> str:
     """An operator reads the statement for a reversal M-Pesa left unknown, once M-Pesa will say nothing more."""
-    from app.admin import repairs
+    from app.admin import reversals
     outstanding = {r["label"] for r in sim.world.reversal_requests}
     unknown = [r for r in sim.db.reversals.find({"state": "unknown"}, {"secret": 0})
                if r["_id"].removeprefix("reversal:") not in outstanding]
@@ -241,7 +241,7 @@ def settle_unanswered_reversal(sim) -> str:
         return None
     money = sim.world.money.get(reversal["receipt"])
     sent = bool(money and money.reversed)
-    result = repairs.settle_reversal(sim.db, reversal["payment_id"], sent=sent, actor="ops1", reason="the statement")
+    result = reversals.settle_reversal(sim.db, reversal["payment_id"], sent=sent, actor="ops1", reason="the statement")
     return f"ops1 settles reversal {reversal['_id']} by hand ({'sent' if sent else 'not sent'}): {result.message[:50]}"
 
 
@@ -250,12 +250,12 @@ def _unmatched(sim):
 
 
 def send_back_menu_payment(sim) -> str:
-    from app.admin import repairs
+    from app.admin import reversals
     trans_id = _pick(sim, _unmatched(sim))
     if trans_id is None:
         return None
     sim.daraja.reversal_plan = [sim.rng.choices(["ok", "unknown", "refused"], [8, 1, 1])[0]]
-    result = repairs.reverse_menu_payment(sim.db, sim.settings, trans_id, actor="ops2", reason="not ours")
+    result = reversals.reverse_menu_payment(sim.db, sim.settings, trans_id, actor="ops2", reason="not ours")
     return f"ops2 sends menu payment {trans_id} back: {result.message[:60]}"
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from app import ledger, queue
-from app.admin import repairs
+from app.admin import repairs, reversals
 from app.payments import refunds
 from tests.support.factories import make_user, paid
 from tests.support.reversals import FakeDaraja
@@ -45,7 +45,7 @@ def send_queued(db, config, daraja):
 
 
 def reverse(db, app, payment, daraja, mode="whole", actor="ops"):
-    result = repairs.reverse_payment(db, app.config, payment["_id"], actor=actor, reason="customer asked",
+    result = reversals.reverse_payment(db, app.config, payment["_id"], actor=actor, reason="customer asked",
                                      words_mode=mode)
     send_queued(db, app.config, daraja)
     return result

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from app import ledger
-from app.admin import repairs
+from app.admin import repairs, reversals
 from app.auth.service import register
 from app.mpesa.errors import DarajaRejected
 from app.payments import checkout, records, refunds, settlement
@@ -153,7 +153,7 @@ def test_words_spent_between_the_preview_and_the_hold_stop_the_reversal(app, db,
 
 def test_without_initiator_settings_the_console_says_refunds_are_ledger_only(app, db, paid):
     with pytest.raises(repairs.RepairError, match="ledger-only"):
-        repairs.reverse_payment(db, {**app.config, "MPESA_INITIATOR_NAME": ""}, paid["_id"], actor="ops",
+        reversals.reverse_payment(db, {**app.config, "MPESA_INITIATOR_NAME": ""}, paid["_id"], actor="ops",
                                 reason="customer asked", words_mode="whole")
     assert db.reversals.count_documents({}) == 0
 
@@ -318,18 +318,17 @@ def test_a_payment_whose_words_are_not_booked_yet_is_not_sent_back(app, db, paid
 def test_an_unanswered_reversal_is_settled_by_hand_from_the_statement_once(app, db, paid, sent):
     from datetime import timedelta
     from app import money_audit
-    from app.admin import repairs
     request(app, db, paid)
     deliver(app, db, paid, result(0), timed_out=True)
     assert refunds.latest(db, paid["_id"])["state"] == "unknown" and ledger.balance(db, "alice") == 0
     later = records.utcnow() + timedelta(hours=7)
     assert [p.kind for p in money_audit.audit(db, now=later)] == ["reversal_unanswered"]
-    done = repairs.settle_reversal(db, paid["_id"], sent=sent, actor="ops", reason="seen on the statement")
+    done = reversals.settle_reversal(db, paid["_id"], sent=sent, actor="ops", reason="seen on the statement")
     assert ("went back" if sent else "did not go back") in done.message
     assert refunds.latest(db, paid["_id"])["state"] == ("completed" if sent else "failed")
     assert ledger.balance(db, "alice") == (0 if sent else 10_000)
     with pytest.raises(repairs.RepairError, match="moved on"):
-        repairs.settle_reversal(db, paid["_id"], sent=not sent, actor="ops2", reason="the other way")
+        reversals.settle_reversal(db, paid["_id"], sent=not sent, actor="ops2", reason="the other way")
     assert ledger.balance(db, "alice") == (0 if sent else 10_000)
     assert money_audit.audit(db, now=later) == [] and ledger.check_invariants(db) == []
     assert db.audit_log.find_one({"action": "settle_reversal"})["result"] == ("completed" if sent else "failed")

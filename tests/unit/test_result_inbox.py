@@ -106,3 +106,17 @@ def test_a_stored_result_left_unprocessed_is_finished_by_the_worker(app, client,
     monkeypatch.undo()
     assert callbacks.reprocess_stale(db, older_than=0, settings=settings) == 1
     assert db.callbacks.find_one()["effect"] == "completed" and ledger.balance(db, "alice") == 0
+
+
+@pytest.mark.parametrize("entry", ["wsgi", "worker"])
+def test_each_process_knows_every_kind_of_stored_post_from_its_start(entry):
+    """The inbox imports none of the modules that settle its kinds (they name themselves when
+    imported): a web process or a worker that never imported one would leave its posts unsettled."""
+    import os
+    import subprocess
+    import sys
+    code = f"import {entry}; from app.payments import callbacks; print(sorted(callbacks._PROCESSORS))"
+    env = {**os.environ, "LIPIA_ENV": "test", "MONGO_URI": "mongodb://127.0.0.1:1/probe"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == str(sorted(["c2b_confirmation", "status_result", "reversal_result"]))

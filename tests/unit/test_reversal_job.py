@@ -7,18 +7,8 @@ from app import ledger, queue
 from app.db import utcnow
 from app.mpesa.errors import DarajaNotAccepted
 from app.payments import records, refunds, reversal_job
-from tests.support.factories import make_user, paid
 from tests.support.reversals import FakeDaraja, deliver, send_queued
-
-
-@pytest.fixture
-def customer(db):
-    return make_user(db)
-
-
-@pytest.fixture
-def bought(db, customer):
-    return paid(db, customer)
+from tests.unit.test_refund_claims import bought, customer  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
