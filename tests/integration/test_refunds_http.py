@@ -235,7 +235,7 @@ def test_a_reversal_whose_answer_never_comes_keeps_its_words_held(stack, custome
 def test_a_reversal_left_requested_by_a_crash_is_sent_by_the_worker(mongo_base):
     """The console recorded the reversal and held its words, then died before queueing its send
     (the old code left it `requested` forever, blocking every refund of the payment)."""
-    from app.admin import reversals
+    from app.admin.reversals import reverse_payment
     from app.config import load_config
     from app.payments import refunds
     from tests.support.stack import start_stack
@@ -247,7 +247,7 @@ def test_a_reversal_left_requested_by_a_crash_is_sent_by_the_worker(mongo_base):
         refunds.enqueue = lambda *a, **k: (_ for _ in ()).throw(SystemExit("the console died here"))
         try:
             with pytest.raises(SystemExit):
-                reversals.reverse_payment(stack.db, load_config(stack.env), payment_id, actor="ops",
+                reverse_payment(stack.db, load_config(stack.env), payment_id, actor="ops",
                                         reason="customer asked", words_mode="whole")
         finally:
             refunds.enqueue = real_enqueue
